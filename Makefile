@@ -1,0 +1,58 @@
+# mproc — convenience wrapper around CMake.  See README.md.
+#   make            build (build/)
+#   make demo       build, then run the tour of the seed programs in C
+#   make test       install missing packages, build with -Werror, run every test
+#   make asan       the test suite under AddressSanitizer + UBSan (build-asan/)
+#   make tsan       the test suite under ThreadSanitizer (build-tsan/)
+#   make bench      benchmarks side by side with Python; writes docs/PERFORMANCE.md
+#   make install PREFIX=/usr/local
+
+BUILD   ?= build
+PREFIX  ?= /usr/local
+JOBS    ?= 2
+CMAKE   ?= cmake
+QUICK   ?=
+
+.PHONY: all build demo test asan tsan bench install clean deps
+
+all: build
+
+$(BUILD)/Makefile:
+	$(CMAKE) -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	    -DCMAKE_INSTALL_PREFIX=$(PREFIX) -DMP_WERROR=ON
+
+build: $(BUILD)/Makefile
+	$(CMAKE) --build $(BUILD) -j $(JOBS)
+
+deps:
+	@sh scripts/deps.sh test
+
+demo: build
+	@sh examples/demo.sh $(BUILD)
+
+test: deps build
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+asan: deps
+	$(CMAKE) -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DMP_WERROR=ON \
+	    -DMP_ASAN=ON -DMP_UBSAN=ON -DMP_BENCH=OFF -DMP_TEST_TIMEOUT_MULTIPLIER=3
+	$(CMAKE) --build build-asan -j $(JOBS)
+	cd build-asan && ctest --output-on-failure -j $(JOBS)
+
+tsan: deps
+	$(CMAKE) -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DMP_WERROR=ON \
+	    -DMP_TSAN=ON -DMP_BENCH=OFF -DMP_EXAMPLES=OFF -DMP_TEST_TIMEOUT_MULTIPLIER=5
+	$(CMAKE) --build build-tsan -j $(JOBS)
+	cd build-tsan && ctest --output-on-failure -j $(JOBS) -L tsan
+
+bench:
+	@sh scripts/deps.sh bench
+	$(CMAKE) -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DMP_TESTS=OFF
+	$(CMAKE) --build build-bench -j $(JOBS)
+	@sh bench/run.sh build-bench $(if $(QUICK),quick,full)
+
+install: build
+	$(CMAKE) --install $(BUILD) --prefix $(PREFIX)
+
+clean:
+	rm -rf build build-asan build-tsan build-bench

@@ -1,0 +1,90 @@
+/* mproc — processes (multiprocessing.Process).
+ *
+ * A process object describes one child, started by fork(): the child runs
+ * target(arg) and exits with its return value (& 0xff), after flushing
+ * stdio and joining its own non-daemon children.  Process objects are local
+ * to the process that made them: used in a forked child, every call returns
+ * -EPERM (or false / -1).
+ *
+ * At normal exit (return from main or exit()), as in Python, the parent
+ * joins its non-daemon children and terminates (SIGTERM, then waits) its
+ * daemon children.  A daemon child also dies (SIGKILL) when its parent dies
+ * by any means, even SIGKILL — with one Linux caveat: the signal is tied to
+ * the *thread* that started it, so a daemon started from a thread dies when
+ * that thread exits.  Start daemons from a long-lived thread.
+ *
+ * Freeing a running process object neither kills the child nor leaves a
+ * zombie: the child is detached and keeps running; the library reaps it the
+ * next time it is asked about processes, and at exit it is joined or
+ * terminated like any other child. */
+#ifndef MPROC_PROCESS_H
+#define MPROC_PROCESS_H
+
+#include <mproc/common.h>
+
+MP_BEGIN_DECLS
+
+typedef struct mp_process mp_process;
+
+/* A process target; its return value becomes the exit status (& 0xff). */
+typedef int (*mp_target)(void *arg);
+
+typedef struct {
+    const char *name; /* copied; NULL: "Process-N" as in Python */
+    bool daemon;      /* killed when the parent exits or dies */
+} mp_process_opts;
+
+/* Describe a child that will run fn(arg).  opts may be NULL.  Nothing is
+ * started yet.  Errors: -EINVAL (out or fn NULL), -ENOMEM.  *out is NULL
+ * after a failure.  Thread-safe. */
+MP_API int mp_process_new(mp_process **out, mp_target fn, void *arg,
+                          const mp_process_opts *opts);
+
+/* Fork the child and run the target in it.  Errors: -EINVAL (NULL),
+ * -EALREADY (started before), -EPERM (object from another process),
+ * -ENOSYS (kernel older than 5.3: no pidfd), -EAGAIN/-ENOMEM (fork
+ * failed).  Call from one thread at a time per object. */
+MP_API int mp_process_start(mp_process *p);
+
+/* Wait up to timeout seconds for the child to exit, and reap it.  Returns 0
+ * (exited; see mp_process_exitcode), MP_ETIMEDOUT, -EINVAL (NULL, NaN
+ * timeout, or never started), -EPERM.  Waits on a pidfd: no polling. */
+MP_API int mp_process_join(mp_process *p, double timeout);
+
+/* True while the child has been started and has not exited. */
+MP_API bool mp_process_is_alive(mp_process *p);
+
+/* The child's exit status, or -signal if a signal killed it.  Returns 0,
+ * -EAGAIN (not started, or still running), -EINVAL, -EPERM. */
+MP_API int mp_process_exitcode(mp_process *p, int *code);
+
+/* The child's pid, or 0 before start or for NULL. */
+MP_API pid_t mp_process_pid(const mp_process *p);
+
+/* The process name given in the options, or "Process-N"; NULL for NULL. */
+MP_API const char *mp_process_name(const mp_process *p);
+
+/* True if the process was created as a daemon. */
+MP_API bool mp_process_daemon(const mp_process *p);
+
+/* Send SIGTERM / SIGKILL (through the pidfd, so a recycled pid is never
+ * hit).  0 also when the child has already exited.  Errors: -EINVAL (NULL
+ * or not started), -EPERM. */
+MP_API int mp_process_terminate(mp_process *p);
+MP_API int mp_process_kill(mp_process *p);
+
+/* Release the object.  A running child is detached, not killed (see top).
+ * NULL is a no-op; in a forked child it frees only this copy's memory. */
+MP_API void mp_process_free(mp_process *p);
+
+/* Number of CPUs this process may run on: its affinity mask, lowered by a
+ * cgroup CPU quota if there is one.  Always >= 1. */
+MP_API int mp_cpu_count(void);
+
+/* The calling process's pid and its parent's (os.getpid / os.getppid). */
+MP_API pid_t mp_getpid(void);
+MP_API pid_t mp_getppid(void);
+
+MP_END_DECLS
+
+#endif

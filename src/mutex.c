@@ -1,0 +1,70 @@
+/* Recoverable process-shared mutex (see mutex_int.h for the why).
+ *
+ * Kill -9 safety: the kernel walks a dying thread's robust list and hands
+ * each mutex it held to one waiter with EOWNERDEAD; we call
+ * pthread_mutex_consistent() right away, so no sequence of deaths can leave
+ * the mutex unrecoverable.  Whatever the dead holder was protecting is for
+ * the caller to repair: that is why the code MP_EOWNERDEAD reaches it. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <time.h>
+
+#include "mproc/error.h"
+#include "mutex_int.h"
+#include "os/os.h"
+
+int mp__mutex_init(mp__mutex *m)
+{
+    pthread_mutexattr_t a;
+    int rc = pthread_mutexattr_init(&a);
+    if (rc != 0)
+        return -rc;
+    pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
+    pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
+    pthread_mutexattr_settype(&a, PTHREAD_MUTEX_ERRORCHECK);
+    rc = pthread_mutex_init(&m->m, &a);
+    pthread_mutexattr_destroy(&a);
+    return -rc;
+}
+
+static int finish(mp__mutex *m, int rc)
+{
+    switch (rc) {
+    case 0:
+        return 0;
+    case EOWNERDEAD:
+        pthread_mutex_consistent(&m->m);
+        return MP_EOWNERDEAD;
+    case ETIMEDOUT:
+        return -ETIMEDOUT;
+    default:
+        return -rc;
+    }
+}
+
+int mp__mutex_lock(mp__mutex *m, int64_t deadline)
+{
+    if (deadline == MP__NO_DEADLINE)
+        return finish(m, pthread_mutex_lock(&m->m));
+    int rc = pthread_mutex_trylock(&m->m);
+    if (rc != EBUSY)
+        return finish(m, rc);
+    struct timespec ts = {.tv_sec = deadline / 1000000000,
+                          .tv_nsec = deadline % 1000000000};
+    return finish(m, pthread_mutex_clocklock(&m->m, CLOCK_MONOTONIC, &ts));
+}
+
+int mp__mutex_trylock(mp__mutex *m)
+{
+    return finish(m, pthread_mutex_trylock(&m->m));
+}
+
+int mp__mutex_unlock(mp__mutex *m)
+{
+    return -pthread_mutex_unlock(&m->m);
+}
+
+void mp__mutex_destroy(mp__mutex *m)
+{
+    pthread_mutex_destroy(&m->m);
+}

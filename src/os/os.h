@@ -1,0 +1,111 @@
+/* The operating-system layer: everything Linux-specific lives behind this
+ * header (futexes, clocks, thread ids, pidfds, memory mappings), so that a
+ * port replaces src/os/ and nothing else.
+ *
+ * Calls that tests need to make fail (mmap, fork, pidfd_open, ...) go through
+ * the mp__os table; a test may point an entry at a failing stand-in. */
+#ifndef MPROC_OS_H
+#define MPROC_OS_H
+
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "mproc/common.h"
+
+/* ---- replaceable system calls (tests swap entries to inject faults) ---- */
+struct mp__os_calls {
+    void *(*mmap)(void *addr, size_t len, int prot, int flags, int fd, off_t off);
+    int (*munmap)(void *addr, size_t len);
+    int (*madvise)(void *addr, size_t len, int advice);
+    pid_t (*fork)(void);
+    int (*pidfd_open)(pid_t pid, unsigned flags); /* returns fd or -1/errno */
+};
+extern struct mp__os_calls mp__os;
+
+/* ---- clocks and deadlines (CLOCK_MONOTONIC, nanoseconds) ---- */
+#define MP__NO_DEADLINE INT64_MAX
+int64_t mp__now_ns(void);
+/* Turn a timeout in seconds into an absolute deadline.  MP_FOREVER, any
+ * negative value and +inf give MP__NO_DEADLINE; NaN is -EINVAL. */
+int mp__deadline(double timeout, int64_t *deadline);
+/* Milliseconds left until deadline, rounded up, for poll(): -1 = forever. */
+int mp__deadline_ms(int64_t deadline);
+
+/* ---- futexes on shared (not private) 32-bit words ---- */
+/* Sleep while *word == expected, until woken or the absolute deadline.
+ * Returns 0 (woken, maybe spuriously), -EAGAIN (value differed), -EINTR or
+ * -ETIMEDOUT. */
+int mp__futex_wait(_Atomic uint32_t *word, uint32_t expected, int64_t deadline);
+/* Wake up to n sleepers on word (INT32_MAX: all).  Returns how many. */
+int mp__futex_wake(_Atomic uint32_t *word, int n);
+/* Brief pause inside a spin loop. */
+static inline void mp__cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield" ::: "memory");
+#endif
+}
+
+/* ---- identities ---- */
+pid_t mp__gettid(void);   /* cached per thread, refreshed after fork */
+pid_t mp__getpid(void);   /* cached per process, refreshed after fork */
+bool mp__is_main_thread(void);
+long mp__page_size(void);
+uint64_t mp__mem_total(void);   /* physical memory in bytes */
+int mp__cpu_count(void);        /* affinity mask and cgroup quota */
+
+/* ---- processes ---- */
+/* Open a pidfd for a child; returns fd >= 0 or -errno (-ENOSYS before 5.3). */
+int mp__pidfd_open(pid_t pid);
+int mp__pidfd_send_signal(int pidfd, int sig);
+/* Wait until the process behind pidfd exits or deadline passes, then reap it
+ * (it must be our child).  *code: exit status, or -signal if it was killed.
+ * Returns 0, -ETIMEDOUT, or -errno. */
+int mp__pidfd_reap(int pidfd, int64_t deadline, int *code);
+/* SIGKILL a child we cannot watch, and reap it. */
+void mp__kill_and_reap(pid_t pid);
+/* Poll a pidfd (or any fd) for readability until deadline: 1 ready, 0 timed
+ * out, -errno. */
+int mp__fd_wait_readable(int fd, int64_t deadline);
+/* Set PR_SET_PDEATHSIG in a child, then check the parent is still the one
+ * that forked us.  Returns 0, or -ESRCH if that parent is already gone. */
+int mp__die_with_parent(pid_t parent, int sig);
+
+/* ---- fork hub ---- */
+/* Modules that own process-local locks or lazily built state register hooks
+ * here; the hub runs prepare hooks in ascending rank and the parent/child
+ * hooks in descending rank, around every fork (ours or the user's: the hub is
+ * installed with pthread_atfork).  Call from a constructor or under a once. */
+enum mp__fork_rank {
+    MP__RANK_OS = 0,        /* thread/process id caches */
+    MP__RANK_HEAP = 10,     /* shared heap bring-up lock */
+    MP__RANK_PROCESS = 20,  /* child-process registry */
+    MP__RANK_USER = 30      /* higher-level modules */
+};
+typedef struct {
+    int rank;
+    void (*prepare)(void);
+    void (*parent)(void);
+    void (*child)(void);
+} mp__fork_hooks;
+void mp__fork_hooks_add(const mp__fork_hooks *h);
+/* The one function in the library that forks: flushes stdio, forks through
+ * mp__os.fork, and returns the child's pid in the parent, 0 in the child,
+ * or -errno. */
+pid_t mp__fork(void);
+
+/* ---- shared anonymous memory ---- */
+/* Reserve len bytes MAP_SHARED|MAP_ANONYMOUS|MAP_NORESERVE, not dumped.
+ * Returns NULL and sets *err on failure. */
+void *mp__map_shared(size_t len, int *err);
+void mp__unmap(void *p, size_t len);
+/* Give the pages of [p, p+len) back to the system (MADV_REMOVE). */
+void mp__discard(void *p, size_t len);
+
+#endif
