@@ -118,6 +118,8 @@ static int class_of(size_t size)
         }
         return lo;
     }
+    if (size > MAX_HEAP)
+        return -1;
     size_t chunks = (size + CHUNK_SIZE - 1) >> CHUNK_SHIFT;
     int k = 0;
     while (((size_t)1 << k) < chunks)

@@ -1,0 +1,233 @@
+/* The shared heap: sharing across fork, allocator correctness, many
+ * processes at once, and a process killed inside the allocator. */
+// labels: unit tsan
+#include <mproc.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+
+#include "heap_int.h"
+#include "mp_test.h"
+
+Test(heap, parent_allocates_child_writes_parent_reads, .timeout = MP_TMO(10))
+{
+    int *v = mp_shared_alloc(1000 * sizeof(int));
+    cr_assert_not_null(v);
+    for (int i = 0; i < 1000; i++)
+        cr_assert_eq(v[i], 0, "shared memory starts zeroed");
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        for (int i = 0; i < 1000; i++)
+            v[i] = i * 3;
+        _exit(0);
+    }
+    int st = mp_test_waitpid(pid, MP_TMO(5));
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    for (int i = 0; i < 1000; i++)
+        cr_assert_eq(v[i], i * 3);
+    mp_shared_free(v);
+}
+
+Test(heap, child_allocation_is_visible_to_parent, .timeout = MP_TMO(10))
+{
+    /* A block allocated by a child is in the same region, so the parent can
+     * read it once told where it is. */
+    char **slot = mp_shared_alloc(sizeof(char *));
+    cr_assert_not_null(slot);
+    pid_t pid = fork();
+    if (pid == 0) {
+        char *s = mp_shared_alloc(64);
+        if (s == NULL)
+            _exit(1);
+        strcpy(s, "from the child");
+        *slot = s;
+        _exit(0);
+    }
+    int st = mp_test_waitpid(pid, MP_TMO(5));
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    cr_assert_str_eq(*slot, "from the child");
+    /* The parent did not allocate it: its free is a no-op ... */
+    cr_assert_eq(mp__heap_free(*slot), -EPERM);
+    /* ... but the internal hand-off free works. */
+    cr_assert_eq(mp__heap_free_any(*slot), 0);
+    mp_shared_free(slot);
+}
+
+Test(heap, sizes_alignment_and_reuse, .timeout = MP_TMO(10))
+{
+    mp_heap_stats s0, s1;
+    cr_assert_eq(mp_heap_usage(&s0), 0);
+    size_t sizes[] = {1, 15, 16, 17, 100, 128, 129, 1000, 4096, 5000, 32768,
+                      32769, 65536, 65537, 1 << 20, (5 << 20) + 3};
+    void *p[sizeof sizes / sizeof sizes[0]];
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        p[i] = mp_shared_alloc(sizes[i]);
+        cr_assert_not_null(p[i], "size %zu", sizes[i]);
+        cr_assert_eq((uintptr_t)p[i] % _Alignof(max_align_t), 0);
+        cr_assert_geq(mp__heap_block_size(p[i]), sizes[i]);
+        memset(p[i], 0xab, sizes[i]); /* the whole block is writable */
+        for (size_t j = 0; j < i; j++) {
+            char *a = p[i], *b = p[j];
+            cr_assert(a + sizes[i] <= b || b + sizes[j] <= a, "blocks overlap");
+        }
+    }
+    cr_assert_eq(mp_heap_usage(&s1), 0);
+    cr_assert_eq(s1.blocks, s0.blocks + sizeof sizes / sizeof sizes[0]);
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
+        mp_shared_free(p[i]);
+    cr_assert_eq(mp_heap_usage(&s1), 0);
+    cr_assert_eq(s1.blocks, s0.blocks);
+    cr_assert_eq(s1.in_use, s0.in_use);
+    /* Freed blocks are reused: the same size comes back at the same place. */
+    void *a = mp_shared_alloc(200);
+    mp_shared_free(a);
+    void *b = mp_shared_alloc(200);
+    cr_assert_eq(a, b);
+    mp_shared_free(b);
+}
+
+Test(heap, bad_input, .timeout = MP_TMO(5))
+{
+    cr_assert_null(mp_shared_alloc(0));
+    cr_assert_null(mp_shared_alloc(SIZE_MAX));
+    int err = 0;
+    cr_assert_null(mp__heap_alloc(0, &err));
+    cr_assert_eq(err, -EINVAL);
+    cr_assert_null(mp__heap_alloc((size_t)1 << 62, &err));
+    cr_assert_eq(err, -ENOMEM);
+    mp_shared_free(NULL); /* no-op */
+    int local;
+    mp_shared_free(&local); /* not from the heap: ignored */
+    cr_assert_eq(mp__heap_free(&local), -EINVAL);
+    char *p = mp_shared_alloc(64);
+    cr_assert_eq(mp__heap_free(p + 16), -EINVAL, "interior pointer");
+    cr_assert_eq(mp__heap_free(p), 0);
+    cr_assert_eq(mp__heap_free(p), -EINVAL, "double free detected");
+    cr_assert_eq(mp_heap_usage(NULL), -EINVAL);
+    cr_assert_eq(mp_heap_configure(1 << 20), -EINVAL, "below the minimum");
+    cr_assert_eq(mp_heap_configure(64 << 20), -EBUSY, "heap already mapped");
+}
+
+Test(heap, configured_size_is_a_budget, .timeout = MP_TMO(10))
+{
+    cr_assert_eq(mp_heap_configure(8 << 20), 0);
+    mp_heap_stats s;
+    cr_assert_eq(mp_heap_usage(&s), 0);
+    cr_assert_eq(s.capacity, 8 << 20);
+    /* Exhaust it: every allocation fails cleanly, never SIGBUS. */
+    size_t got = 0;
+    void *blocks[256];
+    int n = 0;
+    while (n < 256) {
+        void *p = mp_shared_alloc(1 << 20);
+        if (p == NULL)
+            break;
+        memset(p, 1, 1 << 20);
+        blocks[n++] = p;
+        got += 1 << 20;
+    }
+    cr_assert_eq(got, 8 << 20, "exactly the budget in 1 MiB blocks");
+    cr_assert_null(mp_shared_alloc(16));
+    for (int i = 0; i < n; i++)
+        mp_shared_free(blocks[i]);
+    cr_assert_not_null(mp_shared_alloc(1 << 20), "freed memory is reusable");
+}
+
+Test(heap, env_sets_the_size, .timeout = MP_TMO(5))
+{
+    setenv("MPROC_HEAP_SIZE", "16M", 1);
+    mp_heap_stats s;
+    cr_assert_eq(mp_heap_usage(&s), 0);
+    cr_assert_eq(s.capacity, 16 << 20);
+}
+
+/* Many processes allocate, fill, check and free at once. */
+#define NPROC 8
+#define ROUNDS 3000
+static int churn(unsigned seed)
+{
+    const unsigned tag = seed % 7;
+    void *live[64] = {0};
+    size_t len[64] = {0};
+    for (int r = 0; r < ROUNDS; r++) {
+        int i = rand_r(&seed) % 64;
+        if (live[i]) {
+            unsigned char *b = live[i];
+            for (size_t k = 0; k < len[i]; k++)
+                if (b[k] != (unsigned char)(i + tag))
+                    return 1; /* someone else wrote into our block */
+            mp_shared_free(live[i]);
+            live[i] = NULL;
+        } else {
+            len[i] = 1 + rand_r(&seed) % 3000;
+            live[i] = mp_shared_alloc(len[i]);
+            if (live[i] == NULL)
+                return 2;
+            memset(live[i], (int)(i + tag), len[i]);
+        }
+    }
+    for (int i = 0; i < 64; i++)
+        mp_shared_free(live[i]);
+    return 0;
+}
+
+Test(heap, many_processes_allocate_and_free_at_once, .timeout = MP_TMO(30))
+{
+    mp_heap_stats s0, s1;
+    cr_assert_eq(mp_heap_usage(&s0), 0);
+    pid_t pids[NPROC];
+    for (int i = 0; i < NPROC; i++) {
+        pids[i] = fork();
+        if (pids[i] == 0)
+            _exit(churn((unsigned)i * 7919u + 1));
+    }
+    for (int i = 0; i < NPROC; i++) {
+        int st = mp_test_waitpid(pids[i], MP_TMO(25));
+        cr_assert(WIFEXITED(st), "child %d did not exit", i);
+        cr_assert_eq(WEXITSTATUS(st), 0, "child %d saw corruption (%d)", i, WEXITSTATUS(st));
+    }
+    cr_assert_eq(mp_heap_usage(&s1), 0);
+    cr_assert_eq(s1.blocks, s0.blocks, "every block was given back");
+}
+
+/* A process SIGKILLed while allocating in a loop must not wedge or corrupt
+ * the heap: the others keep allocating, and a full check passes after. */
+Test(heap, kill9_inside_the_allocator_does_not_wedge, .timeout = MP_TMO(60))
+{
+    mp_heap_stats s0;
+    cr_assert_eq(mp_heap_usage(&s0), 0);
+    _Atomic unsigned long *progress = mp_shared_alloc(sizeof *progress);
+    cr_assert_not_null(progress);
+    for (int round = 0; round < 40; round++) {
+        pid_t victim = fork();
+        if (victim == 0) {
+            for (;;) { /* allocate and free forever, counting */
+                void *p = mp_shared_alloc(16 + (atomic_load(progress) % 5000));
+                mp_shared_free(p);
+                atomic_fetch_add(progress, 1);
+            }
+        }
+        /* Let it run a little (until it made some progress), then kill it
+         * at an arbitrary instruction. */
+        unsigned long start = atomic_load(progress);
+        unsigned long want = start + 200 + (unsigned long)(round * 37 % 500);
+        while (atomic_load(progress) < want)
+            ;
+        kill(victim, SIGKILL);
+        int st = mp_test_waitpid(victim, MP_TMO(5));
+        cr_assert(WIFSIGNALED(st));
+        /* The heap still works here, and in a fresh process. */
+        int rc = churn((unsigned)round + 100);
+        cr_assert_eq(rc, 0);
+    }
+    pid_t pid = fork();
+    if (pid == 0)
+        _exit(churn(4242));
+    int st = mp_test_waitpid(pid, MP_TMO(10));
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    mp_shared_free((void *)progress);
+    mp_heap_stats s1;
+    cr_assert_eq(mp_heap_usage(&s1), 0);
+    /* At most one block per kill may leak (taken or returned mid-way). */
+    cr_assert_leq(s1.blocks, s0.blocks + 40);
+}

@@ -1,0 +1,388 @@
+/* Processes: start, join, exit codes, signals, daemons, names, detaching,
+ * exit-time joining, and bad input. */
+// labels: unit tsan
+#include <fcntl.h>
+#include <math.h>
+#include <sched.h>
+#include <mproc.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "mp_test.h"
+
+static int ret_arg(void *arg) { return (int)(intptr_t)arg; }
+
+static int crash(void *arg)
+{
+    (void)arg;
+    raise(SIGSEGV);
+    return 0;
+}
+
+/* A gate: a pipe whose write end the test closes to say "go".  Children
+ * inherit both ends, so each closes its copy of the write end first. */
+typedef struct {
+    int rd, wr;
+    int report; /* where to write our pid, or -1 */
+} gate;
+
+static gate gate_new(int report)
+{
+    int fds[2];
+    cr_assert_eq(pipe(fds), 0);
+    return (gate){.rd = fds[0], .wr = fds[1], .report = report};
+}
+
+/* Report our pid if asked, then block until the gate opens. */
+static int wait_gate(void *arg)
+{
+    gate *g = arg;
+    char c;
+    close(g->wr);
+    if (g->report >= 0) {
+        pid_t me = getpid();
+        if (write(g->report, &me, sizeof me) != sizeof me)
+            return 1;
+    }
+    while (read(g->rd, &c, 1) < 0 && errno == EINTR)
+        ;
+    return 7;
+}
+
+Test(process, start_join_exitcode, .timeout = MP_TMO(10))
+{
+    mp_process *p;
+    cr_assert_eq(mp_process_new(&p, ret_arg, (void *)(intptr_t)42, NULL), 0);
+    cr_assert_eq(mp_process_pid(p), 0);
+    cr_assert(!mp_process_is_alive(p));
+    int code = -1;
+    mp_expect_rc(mp_process_exitcode(p, &code), -EAGAIN);
+    mp_expect_rc(mp_process_start(p), 0);
+    cr_assert_gt(mp_process_pid(p), 0);
+    cr_assert_neq(mp_process_pid(p), getpid());
+    mp_expect_rc(mp_process_join(p, MP_FOREVER), 0);
+    cr_assert(!mp_process_is_alive(p));
+    mp_expect_rc(mp_process_exitcode(p, &code), 0);
+    cr_assert_eq(code, 42);
+    /* Joining again is fine and keeps the code. */
+    mp_expect_rc(mp_process_join(p, 0), 0);
+    mp_expect_rc(mp_process_exitcode(p, &code), 0);
+    cr_assert_eq(code, 42);
+    mp_process_free(p);
+}
+
+Test(process, exit_status_is_masked_like_exit, .timeout = MP_TMO(10))
+{
+    mp_process *p;
+    cr_assert_eq(mp_process_new(&p, ret_arg, (void *)(intptr_t)0x1ff, NULL), 0);
+    mp_expect_rc(mp_process_start(p), 0);
+    mp_expect_rc(mp_process_join(p, MP_TMO(5)), 0);
+    int code;
+    mp_expect_rc(mp_process_exitcode(p, &code), 0);
+    cr_assert_eq(code, 0xff);
+    mp_process_free(p);
+}
+
+Test(process, killed_child_reports_minus_signal, .timeout = MP_TMO(10))
+{
+    mp_process *p;
+    cr_assert_eq(mp_process_new(&p, crash, NULL, NULL), 0);
+    mp_expect_rc(mp_process_start(p), 0);
+    mp_expect_rc(mp_process_join(p, MP_TMO(5)), 0);
+    int code;
+    mp_expect_rc(mp_process_exitcode(p, &code), 0);
+    cr_assert_eq(code, -SIGSEGV);
+    mp_process_free(p);
+}
+
+Test(process, join_timeout_then_terminate_and_kill, .timeout = MP_TMO(10))
+{
+    gate g = gate_new(-1);
+    mp_process *p, *q;
+    cr_assert_eq(mp_process_new(&p, wait_gate, &g, NULL), 0);
+    cr_assert_eq(mp_process_new(&q, wait_gate, &g, NULL), 0);
+    mp_expect_rc(mp_process_start(p), 0);
+    mp_expect_rc(mp_process_start(q), 0);
+    double t0 = mp_test_now();
+    mp_expect_rc(mp_process_join(p, 0.05), MP_ETIMEDOUT);
+    cr_assert_geq(mp_test_now() - t0, 0.049, "join waited its timeout");
+    mp_expect_rc(mp_process_join(p, 0), MP_ETIMEDOUT);
+    cr_assert(mp_process_is_alive(p));
+    int code;
+    mp_expect_rc(mp_process_exitcode(p, &code), -EAGAIN);
+    mp_expect_rc(mp_process_terminate(p), 0);
+    mp_expect_rc(mp_process_kill(q), 0);
+    mp_expect_rc(mp_process_join(p, MP_TMO(5)), 0);
+    mp_expect_rc(mp_process_join(q, MP_TMO(5)), 0);
+    mp_expect_rc(mp_process_exitcode(p, &code), 0);
+    cr_assert_eq(code, -SIGTERM);
+    mp_expect_rc(mp_process_exitcode(q, &code), 0);
+    cr_assert_eq(code, -SIGKILL);
+    /* Signalling a finished process is harmless. */
+    mp_expect_rc(mp_process_terminate(p), 0);
+    mp_expect_rc(mp_process_kill(q), 0);
+    mp_process_free(p);
+    mp_process_free(q);
+    close(g.rd);
+    close(g.wr);
+}
+
+Test(process, names_and_daemon_flag, .timeout = MP_TMO(5))
+{
+    mp_process *a, *b;
+    mp_process_opts o = {.name = "worker-a", .daemon = true};
+    cr_assert_eq(mp_process_new(&a, ret_arg, NULL, &o), 0);
+    cr_assert_eq(mp_process_new(&b, ret_arg, NULL, NULL), 0);
+    cr_assert_str_eq(mp_process_name(a), "worker-a");
+    cr_assert_eq(strncmp(mp_process_name(b), "Process-", 8), 0);
+    cr_assert(mp_process_daemon(a));
+    cr_assert(!mp_process_daemon(b));
+    cr_assert_null(mp_process_name(NULL));
+    mp_process_free(a);
+    mp_process_free(b);
+}
+
+Test(process, bad_input, .timeout = MP_TMO(5))
+{
+    mp_process *p = (mp_process *)0x1;
+    mp_expect_rc(mp_process_new(NULL, ret_arg, NULL, NULL), -EINVAL);
+    mp_expect_rc(mp_process_new(&p, NULL, NULL, NULL), -EINVAL);
+    cr_assert_null(p, "*out is NULL after a failure");
+    mp_expect_rc(mp_process_start(NULL), -EINVAL);
+    mp_expect_rc(mp_process_join(NULL, 1), -EINVAL);
+    mp_expect_rc(mp_process_terminate(NULL), -EINVAL);
+    mp_expect_rc(mp_process_kill(NULL), -EINVAL);
+    int code;
+    mp_expect_rc(mp_process_exitcode(NULL, &code), -EINVAL);
+    cr_assert(!mp_process_is_alive(NULL));
+    cr_assert_eq(mp_process_pid(NULL), 0);
+    mp_process_free(NULL);
+
+    cr_assert_eq(mp_process_new(&p, ret_arg, NULL, NULL), 0);
+    mp_expect_rc(mp_process_join(p, 1), -EINVAL);       /* before start */
+    mp_expect_rc(mp_process_terminate(p), -EINVAL);     /* before start */
+    mp_expect_rc(mp_process_exitcode(p, NULL), -EINVAL);
+    mp_expect_rc(mp_process_start(p), 0);
+    mp_expect_rc(mp_process_start(p), -EALREADY);       /* double start */
+    mp_expect_rc(mp_process_join(p, NAN), -EINVAL);
+    mp_expect_rc(mp_process_join(p, MP_TMO(5)), 0);
+    mp_process_free(p);
+}
+
+/* Process objects are local to their creator: a forked child gets -EPERM. */
+static int use_parents_object(void *arg)
+{
+    mp_process *p = arg;
+    int code;
+    if (mp_process_start(p) != -EPERM || mp_process_join(p, 0) != -EPERM ||
+        mp_process_kill(p) != -EPERM || mp_process_exitcode(p, &code) != -EPERM ||
+        mp_process_is_alive(p))
+        return 1;
+    return 0;
+}
+
+Test(process, objects_are_local_to_their_creator, .timeout = MP_TMO(10))
+{
+    gate g = gate_new(-1);
+    mp_process *sleeper, *checker;
+    cr_assert_eq(mp_process_new(&sleeper, wait_gate, &g, NULL), 0);
+    mp_expect_rc(mp_process_start(sleeper), 0);
+    cr_assert_eq(mp_process_new(&checker, use_parents_object, sleeper, NULL), 0);
+    mp_expect_rc(mp_process_start(checker), 0);
+    mp_expect_rc(mp_process_join(checker, MP_TMO(5)), 0);
+    int code;
+    mp_expect_rc(mp_process_exitcode(checker, &code), 0);
+    cr_assert_eq(code, 0);
+    close(g.wr);
+    mp_expect_rc(mp_process_join(sleeper, MP_TMO(5)), 0);
+    mp_expect_rc(mp_process_exitcode(sleeper, &code), 0);
+    cr_assert_eq(code, 7);
+    mp_process_free(sleeper);
+    mp_process_free(checker);
+    close(g.rd);
+}
+
+Test(process, shared_heap_memory_crosses_into_the_child, .timeout = MP_TMO(10))
+{
+    int *counter = mp_shared_alloc(sizeof *counter);
+    cr_assert_not_null(counter);
+    mp_process *p[4];
+    for (int i = 0; i < 4; i++) {
+        cr_assert_eq(mp_process_new(&p[i], ret_arg, NULL, NULL), 0);
+    }
+    /* Each child adds to its own slot; check via the child's exit path. */
+    int *slots = mp_shared_alloc(4 * sizeof(int));
+    for (int i = 0; i < 4; i++) {
+        mp_process_free(p[i]);
+        cr_assert_eq(mp_process_new(&p[i], ret_arg, (void *)(intptr_t)i, NULL), 0);
+        mp_expect_rc(mp_process_start(p[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        int code;
+        mp_expect_rc(mp_process_join(p[i], MP_TMO(5)), 0);
+        mp_expect_rc(mp_process_exitcode(p[i], &code), 0);
+        cr_assert_eq(code, i);
+        mp_process_free(p[i]);
+    }
+    mp_shared_free(slots);
+    mp_shared_free(counter);
+}
+
+/* A daemon child dies when its parent is SIGKILLed. */
+static int start_daemon_and_park(void *arg)
+{
+    mp_process *d;
+    mp_process_opts o = {.daemon = true};
+    if (mp_process_new(&d, wait_gate, arg, &o) < 0 || mp_process_start(d) < 0)
+        return 1;
+    for (;;) /* park; the test kills us */
+        pause();
+}
+
+Test(process, daemon_dies_with_its_parent_even_by_sigkill, .timeout = MP_TMO(10))
+{
+    int report[2];
+    cr_assert_eq(pipe(report), 0);
+    gate g = gate_new(report[1]);
+    mp_process *mid;
+    cr_assert_eq(mp_process_new(&mid, start_daemon_and_park, &g, NULL), 0);
+    mp_expect_rc(mp_process_start(mid), 0);
+    pid_t daemon_pid;
+    cr_assert_eq(mp_test_read(report[0], &daemon_pid, sizeof daemon_pid, MP_TMO(5)),
+                 (ssize_t)sizeof daemon_pid);
+    cr_assert_eq(kill(daemon_pid, 0), 0, "daemon is running");
+    mp_expect_rc(mp_process_kill(mid), 0);
+    mp_expect_rc(mp_process_join(mid, MP_TMO(5)), 0);
+    cr_assert(mp_test_process_gone(daemon_pid, MP_TMO(5)), "daemon outlived its parent");
+    mp_process_free(mid);
+}
+
+/* At normal exit, non-daemon children are joined and daemon children are
+ * terminated.  A forked helper plays the program: it starts both kinds,
+ * waits until both run, reports their pids and calls exit(); its exit must
+ * wait for the non-daemon child. */
+Test(process, exit_joins_children_and_terminates_daemons, .timeout = MP_TMO(10))
+{
+    int ready[2], pids[2];
+    cr_assert_eq(pipe(ready), 0);
+    cr_assert_eq(pipe(pids), 0);
+    gate g = gate_new(ready[1]);
+    pid_t prog = fork();
+    if (prog == 0) {
+        mp_process *child, *daemon;
+        mp_process_opts d = {.daemon = true};
+        if (mp_process_new(&child, wait_gate, &g, NULL) < 0 ||
+            mp_process_new(&daemon, wait_gate, &g, &d) < 0 ||
+            mp_process_start(child) < 0 || mp_process_start(daemon) < 0)
+            _exit(3);
+        close(g.wr);
+        pid_t two[2];
+        if (mp_test_read(ready[0], two, sizeof two, 5) != sizeof two)
+            _exit(4);
+        pid_t out[2] = {mp_process_pid(child), mp_process_pid(daemon)};
+        (void)!write(pids[1], out, sizeof out);
+        exit(0); /* atexit: terminate the daemon, join the child */
+    }
+    pid_t kids[2];
+    cr_assert_eq(mp_test_read(pids[0], kids, sizeof kids, MP_TMO(5)), (ssize_t)sizeof kids);
+    /* The daemon is terminated; the program waits in exit() for its
+     * non-daemon child, which waits for the gate. */
+    cr_assert(mp_test_process_gone(kids[1], MP_TMO(5)), "daemon was terminated at exit");
+    cr_assert(!mp_test_process_gone(prog, 0.05), "exit waits for the non-daemon child");
+    cr_assert(!mp_test_process_gone(kids[0], 0));
+    close(g.wr); /* open the gate: ours was the last write end */
+    close(g.rd);
+    int st = mp_test_waitpid(prog, MP_TMO(5));
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "status %#x", st);
+    cr_assert(mp_test_process_gone(kids[0], MP_TMO(5)));
+}
+
+/* Freeing a running process detaches it: not killed, and reaped later. */
+Test(process, free_of_running_process_detaches, .timeout = MP_TMO(10))
+{
+    gate g = gate_new(-1);
+    mp_process *p;
+    cr_assert_eq(mp_process_new(&p, wait_gate, &g, NULL), 0);
+    mp_expect_rc(mp_process_start(p), 0);
+    pid_t pid = mp_process_pid(p);
+    int pfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    cr_assert_geq(pfd, 0);
+    mp_process_free(p);
+    struct pollfd pp = {.fd = pfd, .events = POLLIN};
+    cr_assert_eq(poll(&pp, 1, 50), 0, "still running after free");
+    close(g.wr);
+    /* It exits; the next process call of ours reaps it (no zombie). */
+    cr_assert_eq(poll(&pp, 1, (int)(MP_TMO(5) * 1000)), 1);
+    mp_process *q;
+    cr_assert_eq(mp_process_new(&q, ret_arg, NULL, NULL), 0);
+    mp_expect_rc(mp_process_start(q), 0); /* sweeps detached children */
+    siginfo_t si = {0};
+    cr_assert_eq(waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT), -1);
+    cr_assert_eq(errno, ECHILD, "the detached child was reaped");
+    mp_expect_rc(mp_process_join(q, MP_TMO(5)), 0);
+    mp_process_free(q);
+    close(pfd);
+    close(g.rd);
+}
+
+static int print_and_return(void *arg)
+{
+    printf("hello from %s\n", (const char *)arg);
+    return 0; /* no fflush: the library flushes before _exit */
+}
+
+Test(process, child_output_is_flushed, .timeout = MP_TMO(10))
+{
+    int out[2];
+    cr_assert_eq(pipe(out), 0);
+    fflush(stdout);
+    int saved = dup(1);
+    dup2(out[1], 1);
+    mp_process *p;
+    cr_assert_eq(mp_process_new(&p, print_and_return, "the child", NULL), 0);
+    mp_expect_rc(mp_process_start(p), 0);
+    mp_expect_rc(mp_process_join(p, MP_TMO(5)), 0);
+    dup2(saved, 1);
+    close(out[1]);
+    char buf[64] = {0};
+    cr_assert_gt(mp_test_read(out[0], buf, 20, MP_TMO(5)), 0);
+    cr_assert_str_eq(buf, "hello from the child");
+    mp_process_free(p);
+}
+
+Test(process, many_children_at_once, .timeout = MP_TMO(20))
+{
+    enum { N = 64 };
+    mp_process *p[N];
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(mp_process_new(&p[i], ret_arg, (void *)(intptr_t)(i % 200), NULL), 0);
+        mp_expect_rc(mp_process_start(p[i]), 0);
+    }
+    for (int i = N - 1; i >= 0; i--) {
+        int code;
+        mp_expect_rc(mp_process_join(p[i], MP_TMO(10)), 0);
+        mp_expect_rc(mp_process_exitcode(p[i], &code), 0);
+        cr_assert_eq(code, i % 200);
+        mp_process_free(p[i]);
+    }
+}
+
+Test(process, cpu_count_and_ids, .timeout = MP_TMO(5))
+{
+    cpu_set_t set;
+    cr_assert_eq(sched_getaffinity(0, sizeof set, &set), 0);
+    int n = mp_cpu_count();
+    cr_assert_geq(n, 1);
+    cr_assert_leq(n, CPU_COUNT(&set));
+    cr_assert_eq(mp_getpid(), getpid());
+    cr_assert_eq(mp_getppid(), getppid());
+}
+
+Test(process, cpu_count_follows_affinity, .timeout = MP_TMO(5))
+{
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(0, &one);
+    cr_assert_eq(sched_setaffinity(0, sizeof one, &one), 0);
+    cr_assert_eq(mp_cpu_count(), 1);
+}
