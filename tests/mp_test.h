@@ -2,7 +2,11 @@
 #ifndef MP_TEST_H
 #define MP_TEST_H
 
+#ifdef MP_TEST_MINI
+#include "mini_criterion.h" /* TSan builds: see there */
+#else
 #include <criterion/criterion.h>
+#endif
 #include <errno.h>
 #include <stdbool.h>
 #include <poll.h>
