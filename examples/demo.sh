@@ -1,0 +1,24 @@
+#!/bin/sh
+# The tour: run the C counterparts of the seed programs in a sensible order,
+# one heading a program.  Usage: examples/demo.sh BUILD_DIR
+set -u
+dir="${1:-build}/examples"
+[ -d "$dir" ] || { echo "demo: no $dir; run make first" >&2; exit 1; }
+failed=0
+show() {
+    prog="$1"
+    shift
+    [ -x "$dir/$prog" ] || return 0   # not built yet (module pending)
+    printf '\n=== %s — %s\n' "$prog" "$*"
+    if ! timeout 60 "$dir/$prog"; then
+        echo "demo: $prog failed" >&2
+        failed=1
+    fi
+}
+
+show s000_pool_map_speed   "seed 000/1: pool.map over 10 workers vs a serial map"
+show readme_example        "README: fork a process, share a value, join"
+show s000_parent_child     "seed 000/2: a child and its parent (pid, ppid)"
+show s000_process_memory   "seed 000/3: processes do not share memory"
+
+exit $failed

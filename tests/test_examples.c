@@ -1,0 +1,82 @@
+/* The example programs run to completion and print what their seed prints. */
+// labels: unit examples
+#include <mproc.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "mp_test.h"
+
+/* Run build/examples/<name>, capture its stdout (at most cap-1 bytes) and
+ * return its wait status, or -1 if it could not run in timeout s. */
+static int run_example(const char *name, char *out, size_t cap, double timeout)
+{
+    const char *dir = getenv("MPROC_TEST_BINARY_DIR");
+    char path[4096];
+    snprintf(path, sizeof path, "%s/examples/%s", dir ? dir : ".", name);
+    cr_assert_eq(access(path, X_OK), 0, "example %s is built", path);
+    int fds[2];
+    cr_assert_eq(pipe(fds), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        dup2(fds[1], 1);
+        close(fds[0]);
+        close(fds[1]);
+        execl(path, name, (char *)NULL);
+        _exit(127);
+    }
+    close(fds[1]);
+    size_t got = 0;
+    double end = mp_test_now() + timeout;
+    for (;;) {
+        double left = end - mp_test_now();
+        if (left <= 0 || got + 1 >= cap)
+            break;
+        ssize_t r = mp_test_read(fds[0], out + got, 1, left);
+        if (r <= 0)
+            break;
+        got += (size_t)r;
+    }
+    out[got] = '\0';
+    close(fds[0]);
+    return mp_test_waitpid(pid, end - mp_test_now() > 0 ? end - mp_test_now() : 0.01);
+}
+
+static void expect_success(int st, const char *out)
+{
+    cr_assert(st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0,
+              "status %#x, output:\n%s", st, out);
+}
+
+Test(examples, readme_example, .timeout = MP_TMO(30))
+{
+    char out[4096];
+    int st = run_example("readme_example", out, sizeof out, MP_TMO(20));
+    expect_success(st, out);
+    cr_assert_str_eq(out, "child exited with 0, value = 3.14159\n");
+}
+
+Test(examples, s000_parent_child, .timeout = MP_TMO(30))
+{
+    char out[4096];
+    int st = run_example("s000_parent_child", out, sizeof out, MP_TMO(20));
+    expect_success(st, out);
+    int ppid1, pid1, ppid2, pid2;
+    cr_assert_eq(sscanf(out,
+                        "+++++++++++++main process++++++++++++++\nppid: %d\npid: %d\n"
+                        "+++++++++++++other process++++++++++++++\nppid: %d\npid: %d\n",
+                        &ppid1, &pid1, &ppid2, &pid2), 4, "output:\n%s", out);
+    cr_assert_eq(ppid1, getpid(), "the program's parent is the test");
+    cr_assert_eq(ppid2, pid1, "the child's parent is the program");
+    cr_assert_neq(pid2, pid1);
+}
+
+Test(examples, s000_process_memory, .timeout = MP_TMO(30))
+{
+    char out[4096];
+    int st = run_example("s000_process_memory", out, sizeof out, MP_TMO(20));
+    expect_success(st, out);
+    cr_assert_str_eq(out, "+++++++++process+++++++++\n[0]\n[1]\n[2]\n[3]\n[4]\n"
+                          "parent's list after the children: []\n");
+}
