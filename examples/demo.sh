@@ -20,5 +20,8 @@ show s000_pool_map_speed   "seed 000/1: pool.map over 10 workers vs a serial map
 show readme_example        "README: fork a process, share a value, join"
 show s000_parent_child     "seed 000/2: a child and its parent (pid, ppid)"
 show s000_process_memory   "seed 000/3: processes do not share memory"
+show s002_start_join       "seed 002/2: start two processes, join them"
+show s004_process_hello    "seed 004/1.2.1: a process says hello; the parent joins it"
+show s004_process_info     "seed 004/1.2.1: parent and child process ids"
 
 exit $failed

@@ -80,3 +80,53 @@ Test(examples, s000_process_memory, .timeout = MP_TMO(30))
     cr_assert_str_eq(out, "+++++++++process+++++++++\n[0]\n[1]\n[2]\n[3]\n[4]\n"
                           "parent's list after the children: []\n");
 }
+
+Test(examples, s002_start_join, .timeout = MP_TMO(30))
+{
+    char out[4096];
+    double t0 = mp_test_now();
+    int st = run_example("s002_start_join", out, sizeof out, MP_TMO(20));
+    double took = mp_test_now() - t0;
+    expect_success(st, out);
+    /* Both children sleep 3 s at the same time. */
+    cr_assert(took >= 2.9 && took < 6 * MP_TEST_TIMEOUT_MULTIPLIER, "took %.2f s", took);
+    int starts = 0, ppids = 0, pids = 0;
+    for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n")) {
+        int v;
+        if (strcmp(line, "start a process") == 0)
+            starts++;
+        else if (sscanf(line, "the process parent id : %d", &v) == 1)
+            ppids++;
+        else if (sscanf(line, "the process id is : %d", &v) == 1)
+            pids++;
+        else if (strcmp(line, "all sub process is done!") == 0)
+            cr_assert_eq(starts + ppids + pids, 6, "done is printed last");
+        else
+            cr_assert(strcmp(line, "start all process") == 0, "unexpected line '%s'", line);
+    }
+    cr_assert_eq(starts, 2);
+    cr_assert_eq(ppids, 2);
+    cr_assert_eq(pids, 2);
+}
+
+Test(examples, s004_process_hello, .timeout = MP_TMO(30))
+{
+    char out[4096];
+    int st = run_example("s004_process_hello", out, sizeof out, MP_TMO(20));
+    expect_success(st, out);
+    cr_assert_str_eq(out, "\033[31;1m hello 陈鑫\033[0m\n");
+}
+
+Test(examples, s004_process_info, .timeout = MP_TMO(30))
+{
+    char out[4096];
+    int st = run_example("s004_process_info", out, sizeof out, MP_TMO(20));
+    expect_success(st, out);
+    int ppid, pid;
+    cr_assert_eq(sscanf(out,
+                        "\033[31;1m main Process line \033[0m\nmodule name: s004_process_info\n"
+                        "parent process: %d\nprocess id: %d\n\n\n\nhello bob\n",
+                        &ppid, &pid), 2, "output:\n%s", out);
+    cr_assert_neq(ppid, getpid(), "the child's parent is the program, not the test");
+    cr_assert(strstr(out, "hello bob\n") != NULL);
+}
