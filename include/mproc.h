@@ -14,5 +14,6 @@
 #include <mproc/error.h>
 #include <mproc/process.h>
 #include <mproc/shm.h>
+#include <mproc/sync.h>
 
 #endif

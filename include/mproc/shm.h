@@ -41,6 +41,40 @@ typedef struct {
  * Errors: -EINVAL (NULL), or the mapping's error.  Thread-safe. */
 MP_API int mp_heap_usage(mp_heap_stats *out);
 
+/* ---- Value and Array: shared memory with a lock (multiprocessing.Value,
+ * multiprocessing.Array).  Like every shared-heap object they work in
+ * every process forked after their creation; `_free` by another process
+ * is a no-op.  The lock is an ordinary mp_lock (see sync.h): hold it for
+ * read-modify-write updates, as in Python's `with v.get_lock():`. ---- */
+
+typedef struct mp_value mp_value;
+typedef struct mp_array mp_array;
+typedef struct mp_lock mp_lock;
+
+/* A shared value of `size` bytes, initialised from init (NULL: zeroed).
+ * Errors: -EINVAL (out NULL, size 0), -ENOMEM (heap exhausted). */
+MP_API int mp_value_new(mp_value **out, size_t size, const void *init);
+/* The value's memory (aligned to max_align_t); NULL for NULL. */
+MP_API void *mp_value_ptr(mp_value *v);
+/* Its size in bytes; 0 for NULL. */
+MP_API size_t mp_value_size(const mp_value *v);
+/* The lock that goes with it; NULL for NULL. */
+MP_API mp_lock *mp_value_lock(mp_value *v);
+MP_API void mp_value_free(mp_value *v);
+
+/* A shared array of n elements of elem_size bytes, initialised from init
+ * (n * elem_size bytes; NULL: zeroed).  Errors: -EINVAL (out NULL, n or
+ * elem_size 0, overflow), -ENOMEM. */
+MP_API int mp_array_new(mp_array **out, size_t n, size_t elem_size, const void *init);
+/* The elements (aligned to max_align_t); NULL for NULL. */
+MP_API void *mp_array_data(mp_array *a);
+/* Number of elements / size of one; 0 for NULL. */
+MP_API size_t mp_array_len(const mp_array *a);
+MP_API size_t mp_array_elem_size(const mp_array *a);
+/* The lock that goes with it; NULL for NULL. */
+MP_API mp_lock *mp_array_lock(mp_array *a);
+MP_API void mp_array_free(mp_array *a);
+
 MP_END_DECLS
 
 #endif

@@ -1,0 +1,179 @@
+/* Semaphore and Event on shared futex words.
+ *
+ * Both keep the state in one 32-bit word that waiters sleep on, plus a
+ * count of sleepers so that a release or set makes a syscall only when
+ * someone sleeps.  The sleeper count and the state are read and written
+ * with sequentially consistent operations on both sides (waiter: count++
+ * then re-read state; waker: change state then read count), so a wake-up
+ * is never missed.
+ *
+ * Kill -9: a process killed between being woken and taking its permit
+ * would swallow a FUTEX_WAKE(1) meant for another waiter.  Semaphore
+ * waiters therefore sleep in bounded slices and re-check; an event wakes
+ * everyone, so it needs no such care.  A sleeper killed while counted
+ * leaves the count too high, which costs spare wake-ups, never a hang. */
+#include <errno.h>
+#include <math.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "heap_int.h"
+#include "mproc/error.h"
+#include "mproc/sync.h"
+#include "os/os.h"
+
+#define SLICE_NS 100000000LL /* 100 ms: the longest a lost wake-up can cost */
+
+struct mp_sem {
+    _Atomic uint32_t value;
+    _Atomic uint32_t sleepers;
+    uint32_t max; /* 0: unbounded */
+};
+
+struct mp_event {
+    _Atomic uint32_t word; /* (generation << 1) | flag */
+    _Atomic uint32_t sleepers;
+};
+
+/* ---- Semaphore ---- */
+
+int mp_sem_new(mp_sem **out, unsigned value, unsigned max)
+{
+    if (out == NULL)
+        return -EINVAL;
+    *out = NULL;
+    if (value > INT32_MAX || max > INT32_MAX || (max > 0 && value > max))
+        return -EINVAL;
+    int err = 0;
+    mp_sem *s = mp__heap_calloc(sizeof *s, &err);
+    if (s == NULL)
+        return err;
+    atomic_init(&s->value, value);
+    s->max = max;
+    *out = s;
+    return 0;
+}
+
+static bool sem_try(mp_sem *s)
+{
+    uint32_t v = atomic_load_explicit(&s->value, memory_order_relaxed);
+    while (v > 0)
+        if (atomic_compare_exchange_weak_explicit(&s->value, &v, v - 1,
+                                                  memory_order_acquire,
+                                                  memory_order_relaxed))
+            return true;
+    return false;
+}
+
+int mp_sem_acquire(mp_sem *s, double timeout)
+{
+    int64_t deadline;
+    if (s == NULL || mp__deadline(timeout, &deadline) < 0)
+        return -EINVAL;
+    for (;;) {
+        if (sem_try(s))
+            return 0;
+        int64_t now = mp__now_ns();
+        if (now >= deadline)
+            return MP_ETIMEDOUT;
+        int64_t slice = deadline - now > SLICE_NS ? now + SLICE_NS : deadline;
+        atomic_fetch_add(&s->sleepers, 1);
+        if (atomic_load(&s->value) == 0)
+            mp__futex_wait(&s->value, 0, slice);
+        atomic_fetch_sub(&s->sleepers, 1);
+    }
+}
+
+int mp_sem_release(mp_sem *s)
+{
+    if (s == NULL)
+        return -EINVAL;
+    uint32_t limit = s->max ? s->max : INT32_MAX;
+    uint32_t v = atomic_load_explicit(&s->value, memory_order_relaxed);
+    do {
+        if (v >= limit)
+            return -EOVERFLOW;
+    } while (!atomic_compare_exchange_weak(&s->value, &v, v + 1));
+    if (atomic_load(&s->sleepers) > 0)
+        mp__futex_wake(&s->value, 1);
+    return 0;
+}
+
+unsigned mp_sem_value(mp_sem *s)
+{
+    return s != NULL ? atomic_load_explicit(&s->value, memory_order_relaxed) : 0;
+}
+
+void mp_sem_free(mp_sem *s)
+{
+    if (s != NULL)
+        mp__heap_free(s);
+}
+
+/* ---- Event ----
+ * The word is (generation << 1) | flag.  set() bumps the generation, so a
+ * waiter that slept through a set() and a quick clear() still sees that
+ * the event fired (Python's wait() returns True then too). */
+
+int mp_event_new(mp_event **out)
+{
+    if (out == NULL)
+        return -EINVAL;
+    int err = 0;
+    *out = mp__heap_calloc(sizeof **out, &err);
+    return *out != NULL ? 0 : err;
+}
+
+int mp_event_set(mp_event *e)
+{
+    if (e == NULL)
+        return -EINVAL;
+    uint32_t w = atomic_load_explicit(&e->word, memory_order_relaxed);
+    do {
+        if (w & 1)
+            return 0; /* already set */
+    } while (!atomic_compare_exchange_weak(&e->word, &w, (w + 2) | 1));
+    if (atomic_load(&e->sleepers) > 0)
+        mp__futex_wake(&e->word, INT32_MAX);
+    return 0;
+}
+
+int mp_event_clear(mp_event *e)
+{
+    if (e == NULL)
+        return -EINVAL;
+    atomic_fetch_and(&e->word, ~(uint32_t)1);
+    return 0;
+}
+
+bool mp_event_is_set(mp_event *e)
+{
+    return e != NULL && (atomic_load_explicit(&e->word, memory_order_acquire) & 1);
+}
+
+int mp_event_wait(mp_event *e, double timeout)
+{
+    int64_t deadline;
+    if (e == NULL || mp__deadline(timeout, &deadline) < 0)
+        return -EINVAL;
+    uint32_t w = atomic_load_explicit(&e->word, memory_order_acquire);
+    if (w & 1)
+        return 0;
+    for (;;) {
+        if (mp__now_ns() >= deadline)
+            return MP_ETIMEDOUT;
+        atomic_fetch_add(&e->sleepers, 1);
+        if (atomic_load(&e->word) == w)
+            mp__futex_wait(&e->word, w, deadline);
+        atomic_fetch_sub(&e->sleepers, 1);
+        uint32_t now = atomic_load_explicit(&e->word, memory_order_acquire);
+        if ((now & 1) || (now >> 1) != (w >> 1))
+            return 0; /* set, or set and cleared since we looked */
+    }
+}
+
+void mp_event_free(mp_event *e)
+{
+    if (e != NULL)
+        mp__heap_free(e);
+}
