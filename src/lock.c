@@ -17,15 +17,13 @@
 
 int mp__lock_init(struct mp_lock *l)
 {
-    atomic_init(&l->owner_pid, 0);
-    atomic_init(&l->owner_tid, 0);
+    atomic_init(&l->owner, 0);
     return mp__mutex_init(&l->m);
 }
 
-bool mp__lock_held(struct mp_lock *l)
+static inline void set_owner(struct mp_lock *l, pid_t tid)
 {
-    return atomic_load_explicit(&l->owner_tid, memory_order_relaxed) == mp__gettid() &&
-           atomic_load_explicit(&l->owner_pid, memory_order_relaxed) == mp__getpid();
+    atomic_store_explicit(&l->owner, tid, memory_order_relaxed);
 }
 
 int mp__lock_acquire(struct mp_lock *l, int64_t deadline)
@@ -35,22 +33,19 @@ int mp__lock_acquire(struct mp_lock *l, int64_t deadline)
         rc = MP_ETIMEDOUT;
     if (!MP_ACQUIRED(rc))
         return rc;
-    atomic_store_explicit(&l->owner_pid, mp__getpid(), memory_order_relaxed);
-    atomic_store_explicit(&l->owner_tid, mp__gettid(), memory_order_relaxed);
+    set_owner(l, mp__gettid());
     return rc;
 }
 
 int mp__lock_release(struct mp_lock *l)
 {
-    if (!mp__lock_held(l))
+    pid_t me = mp__gettid();
+    if (atomic_load_explicit(&l->owner, memory_order_relaxed) != me)
         return -EPERM;
-    atomic_store_explicit(&l->owner_tid, 0, memory_order_relaxed);
-    atomic_store_explicit(&l->owner_pid, 0, memory_order_relaxed);
+    set_owner(l, 0);
     int rc = mp__mutex_unlock(&l->m);
-    if (rc < 0) { /* cannot happen while the owner fields are right */
-        atomic_store_explicit(&l->owner_pid, mp__getpid(), memory_order_relaxed);
-        atomic_store_explicit(&l->owner_tid, mp__gettid(), memory_order_relaxed);
-    }
+    if (rc < 0) /* a dead owner's recycled tid: not really ours */
+        set_owner(l, me);
     return rc;
 }
 
@@ -66,8 +61,7 @@ static int acquire_with_timeout(struct mp_lock *l, double timeout)
             return MP_ETIMEDOUT;
         if (!MP_ACQUIRED(rc))
             return rc;
-        atomic_store_explicit(&l->owner_pid, mp__getpid(), memory_order_relaxed);
-        atomic_store_explicit(&l->owner_tid, mp__gettid(), memory_order_relaxed);
+        set_owner(l, mp__gettid());
         return rc;
     }
     return mp__lock_acquire(l, deadline);
@@ -97,6 +91,12 @@ int mp_lock_acquire(mp_lock *l, double timeout)
 {
     if (l == NULL)
         return -EINVAL;
+    if (timeout < 0) { /* forever: the fast path */
+        int rc = mp__mutex_lock_forever(&l->m);
+        if (MP_ACQUIRED(rc))
+            set_owner(l, mp__gettid());
+        return rc;
+    }
     return acquire_with_timeout(l, timeout);
 }
 
@@ -109,7 +109,7 @@ int mp_lock_release(mp_lock *l)
 
 bool mp_lock_locked(mp_lock *l)
 {
-    return l != NULL && atomic_load_explicit(&l->owner_pid, memory_order_relaxed) != 0;
+    return l != NULL && atomic_load_explicit(&l->owner, memory_order_relaxed) != 0;
 }
 
 bool mp_lock_held(mp_lock *l)

@@ -27,7 +27,7 @@ int mp__mutex_init(mp__mutex *m)
     return -rc;
 }
 
-static int finish(mp__mutex *m, int rc)
+int mp__mutex_result(mp__mutex *m, int rc)
 {
     switch (rc) {
     case 0:
@@ -45,10 +45,10 @@ static int finish(mp__mutex *m, int rc)
 int mp__mutex_lock(mp__mutex *m, int64_t deadline)
 {
     if (deadline == MP__NO_DEADLINE)
-        return finish(m, pthread_mutex_lock(&m->m));
+        return mp__mutex_result(m, pthread_mutex_lock(&m->m));
     int rc = pthread_mutex_trylock(&m->m);
     if (rc != EBUSY)
-        return finish(m, rc);
+        return mp__mutex_result(m, rc);
 #if defined(__SANITIZE_THREAD__)
     /* ThreadSanitizer's timed-lock interceptors ignore EOWNERDEAD (and it
      * does not know pthread_mutex_clocklock), so it would not see the lock
@@ -60,18 +60,18 @@ int mp__mutex_lock(mp__mutex *m, int64_t deadline)
         nanosleep(&(struct timespec){.tv_nsec = 200000}, NULL);
         rc = pthread_mutex_trylock(&m->m);
         if (rc != EBUSY)
-            return finish(m, rc);
+            return mp__mutex_result(m, rc);
     }
 #else
     struct timespec ts = {.tv_sec = deadline / 1000000000,
                           .tv_nsec = deadline % 1000000000};
-    return finish(m, pthread_mutex_clocklock(&m->m, CLOCK_MONOTONIC, &ts));
+    return mp__mutex_result(m, pthread_mutex_clocklock(&m->m, CLOCK_MONOTONIC, &ts));
 #endif
 }
 
 int mp__mutex_trylock(mp__mutex *m)
 {
-    return finish(m, pthread_mutex_trylock(&m->m));
+    return mp__mutex_result(m, pthread_mutex_trylock(&m->m));
 }
 
 int mp__mutex_unlock(mp__mutex *m)

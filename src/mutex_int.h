@@ -23,6 +23,14 @@ int mp__mutex_init(mp__mutex *m);
  * forever).  Returns 0, MP_EOWNERDEAD (acquired; the previous holder died),
  * -ETIMEDOUT, -EDEADLK (this thread holds it), or -errno. */
 int mp__mutex_lock(mp__mutex *m, int64_t deadline);
+/* The result of a pthread lock call other than 0, as a code. */
+int mp__mutex_result(mp__mutex *m, int rc);
+/* Acquire with no deadline: the inlined fast path of mp__mutex_lock. */
+static inline int mp__mutex_lock_forever(mp__mutex *m)
+{
+    int rc = pthread_mutex_lock(&m->m);
+    return rc == 0 ? 0 : mp__mutex_result(m, rc);
+}
 /* Acquire only if free now: 0, MP_EOWNERDEAD, -EBUSY, -EDEADLK. */
 int mp__mutex_trylock(mp__mutex *m);
 /* Release.  Returns 0, or -EPERM if the calling thread does not hold it. */

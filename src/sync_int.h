@@ -9,13 +9,15 @@
 
 #include "mproc/sync.h"
 #include "mutex_int.h"
+#include "os/os.h"
 
-/* The owner fields are written by the holder only, just after acquiring
- * and just before releasing; others read them as a snapshot. */
+/* The owner's thread id is written by the holder only, just after
+ * acquiring and just before releasing; others read it as a snapshot.
+ * Thread ids are unique system-wide among live threads, so the id alone
+ * says "held by me" in any process. */
 struct mp_lock {
     mp__mutex m;
-    _Atomic pid_t owner_pid; /* 0: free */
-    _Atomic pid_t owner_tid;
+    _Atomic pid_t owner; /* tid of the holder; 0: free */
 };
 
 struct mp_rlock {
@@ -29,6 +31,9 @@ int mp__lock_init(struct mp_lock *l);
 int mp__lock_acquire(struct mp_lock *l, int64_t deadline);
 int mp__lock_release(struct mp_lock *l);
 /* True if the calling thread holds l. */
-bool mp__lock_held(struct mp_lock *l);
+static inline bool mp__lock_held(struct mp_lock *l)
+{
+    return atomic_load_explicit(&l->owner, memory_order_relaxed) == mp__gettid();
+}
 
 #endif

@@ -53,12 +53,23 @@ static inline void mp__cpu_relax(void)
 }
 
 /* ---- identities ---- */
-pid_t mp__gettid(void);   /* cached per thread, refreshed after fork */
+/* The calling thread's id, cached per thread (reset in a forked child). */
+extern _Thread_local pid_t mp__tid_cache __attribute__((tls_model("initial-exec")));
+pid_t mp__gettid_slow(void);
+static inline pid_t mp__gettid(void)
+{
+    pid_t t = mp__tid_cache;
+    return t != 0 ? t : mp__gettid_slow();
+}
 pid_t mp__getpid(void);   /* cached per process, refreshed after fork */
 bool mp__is_main_thread(void);
 long mp__page_size(void);
 uint64_t mp__mem_total(void);   /* physical memory in bytes */
 int mp__cpu_count(void);        /* affinity mask and cgroup quota */
+/* True if this thread may run on more than one CPU (its affinity mask), so
+ * a peer may be running beside it and spinning for it can pay off.  One
+ * system call: ask only on the way to sleeping. */
+bool mp__can_run_in_parallel(void);
 
 /* ---- processes ---- */
 /* Open a pidfd for a child; returns fd >= 0 or -errno (-ENOSYS before 5.3). */

@@ -114,14 +114,13 @@ int mp__futex_wake(_Atomic uint32_t *word, int n)
 
 /* ---- identities ---- */
 
-static _Thread_local pid_t cached_tid;
+_Thread_local pid_t mp__tid_cache __attribute__((tls_model("initial-exec")));
 static pid_t cached_pid;
 
-pid_t mp__gettid(void)
+pid_t mp__gettid_slow(void)
 {
-    if (cached_tid == 0)
-        cached_tid = (pid_t)syscall(SYS_gettid);
-    return cached_tid;
+    mp__tid_cache = (pid_t)syscall(SYS_gettid);
+    return mp__tid_cache;
 }
 
 pid_t mp__getpid(void)
@@ -241,6 +240,14 @@ int mp__cpu_count(void)
     return n;
 }
 
+bool mp__can_run_in_parallel(void)
+{
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) != 0)
+        return sysconf(_SC_NPROCESSORS_ONLN) > 1;
+    return CPU_COUNT(&set) > 1;
+}
+
 /* ---- processes ---- */
 
 int mp__pidfd_open(pid_t pid)
@@ -341,7 +348,7 @@ static void hub_parent(void)
 
 static void hub_child(void)
 {
-    cached_tid = 0;
+    mp__tid_cache = 0;
     __atomic_store_n(&cached_pid, 0, __ATOMIC_RELAXED);
     for (int i = fork_hook_count - 1; i >= 0; i--)
         if (fork_hooks[i].child)
