@@ -75,6 +75,41 @@ MP_API size_t mp_array_elem_size(const mp_array *a);
 MP_API mp_lock *mp_array_lock(mp_array *a);
 MP_API void mp_array_free(mp_array *a);
 
+/* ---- Named shared memory (shared_memory.SharedMemory), for processes
+ * that are not related by fork.  A handle (mp_shm) is local to the process
+ * that made it; the segment is shared.  Names: 1-250 characters of
+ * letters, digits and "._-", with or without a leading '/'.
+ *
+ * Cleanup: a segment is removed when its creator and every process forked
+ * from the creator after the creation have exited — normally, by a crash
+ * or by SIGKILL — as Python's resource tracker does, unless
+ * mp_shm_persist() was called.  A small tracker process (not a child of
+ * yours; it ignores SIGINT and SIGTERM) does the removal. ---- */
+
+typedef struct mp_shm mp_shm;
+
+/* Create a new segment of size bytes (zero-filled) and map it.  Errors:
+ * -EINVAL (bad name, size 0, out NULL), -EEXIST (the name exists),
+ * -ENOSPC/-ENOMEM (no room in /dev/shm), -EACCES. */
+MP_API int mp_shm_create(mp_shm **out, const char *name, size_t size);
+/* Map an existing segment (its size is the segment's).  Errors: -EINVAL,
+ * -ENOENT (no such name), -EACCES. */
+MP_API int mp_shm_open(mp_shm **out, const char *name);
+/* The mapping and its size; NULL / 0 for NULL. */
+MP_API void *mp_shm_data(mp_shm *s);
+MP_API size_t mp_shm_size(const mp_shm *s);
+/* The name without the leading '/'; NULL for NULL. */
+MP_API const char *mp_shm_name(const mp_shm *s);
+/* Remove the name now (mappings stay valid until freed).  Errors: -EINVAL,
+ * -ENOENT (already removed). */
+MP_API int mp_shm_unlink(mp_shm *s);
+/* Keep the segment after the creator's tree exits (only the creator's
+ * handle can do this; 0 and nothing to do for others).  Remove it later
+ * with mp_shm_unlink.  Errors: -EINVAL. */
+MP_API int mp_shm_persist(mp_shm *s);
+/* Unmap and close this process's handle; never removes the name. */
+MP_API void mp_shm_free(mp_shm *s);
+
 MP_END_DECLS
 
 #endif
