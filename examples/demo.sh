@@ -20,8 +20,11 @@ show s000_pool_map_speed   "seed 000/1: pool.map over 10 workers vs a serial map
 show readme_example        "README: fork a process, share a value, join"
 show s000_parent_child     "seed 000/2: a child and its parent (pid, ppid)"
 show s000_process_memory   "seed 000/3: processes do not share memory"
+show s000_value_array      "seed 000/5: share memory with Value and Array"
 show s002_start_join       "seed 002/2: start two processes, join them"
 show s004_process_hello    "seed 004/1.2.1: a process says hello; the parent joins it"
 show s004_process_info     "seed 004/1.2.1: parent and child process ids"
+show s004_value_array      "seed 004/1.2.2: two processes share a Value and an Array"
+show s004_lock_print       "seed 004/1.2.2: ten processes print under one Lock"
 
 exit $failed

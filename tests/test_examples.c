@@ -130,3 +130,39 @@ Test(examples, s004_process_info, .timeout = MP_TMO(30))
     cr_assert_neq(ppid, getpid(), "the child's parent is the program, not the test");
     cr_assert(strstr(out, "hello bob\n") != NULL);
 }
+
+Test(examples, s000_value_array, .timeout = MP_TMO(30))
+{
+    char out[4096];
+    int st = run_example("s000_value_array", out, sizeof out, MP_TMO(20));
+    expect_success(st, out);
+    cr_assert_str_eq(out, "3.1415926\n[0, -1, -2, -3, -4, -5, -6, -7, -8, -9]\n");
+}
+
+Test(examples, s004_value_array, .timeout = MP_TMO(30))
+{
+    char out[4096];
+    int st = run_example("s004_value_array", out, sizeof out, MP_TMO(20));
+    expect_success(st, out);
+    cr_assert_str_eq(out, "3.333333333333333\n0\n1\n2\n3\n4\n5\n6\n7\n8\n9\n10\n");
+}
+
+Test(examples, s004_lock_print, .timeout = MP_TMO(30))
+{
+    char out[4096];
+    int st = run_example("s004_lock_print", out, sizeof out, MP_TMO(20));
+    expect_success(st, out);
+    /* Ten whole lines, each number once, in any order. */
+    int seen[10] = {0}, lines = 0;
+    for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n")) {
+        int i;
+        char tail;
+        cr_assert_eq(sscanf(line, "hello world %d%c", &i, &tail), 1, "line '%s'", line);
+        cr_assert(i >= 0 && i < 10);
+        seen[i]++;
+        lines++;
+    }
+    cr_assert_eq(lines, 10);
+    for (int i = 0; i < 10; i++)
+        cr_assert_eq(seen[i], 1, "hello world %d printed once", i);
+}
