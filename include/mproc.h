@@ -15,5 +15,6 @@
 #include <mproc/process.h>
 #include <mproc/shm.h>
 #include <mproc/sync.h>
+#include <mproc/queue.h>
 
 #endif

@@ -408,6 +408,16 @@ size_t mp__heap_block_size(const void *p)
     return entry(id)->link == ALLOCATED ? class_size(c) : 0;
 }
 
+bool mp__heap_owned(const void *p)
+{
+    uint32_t id;
+    int c;
+    if (!locate(p, &id, &c))
+        return false;
+    block_entry *e = entry(id);
+    return e->link == ALLOCATED && e->owner == mp__getpid();
+}
+
 static int heap_free(void *p, bool any_owner)
 {
     uint32_t id;

@@ -23,6 +23,9 @@ int mp__heap_free(void *p);
 /* Free a block whoever allocated it (internal hand-offs between processes,
  * e.g. a result allocated by a worker and freed by the parent). */
 int mp__heap_free_any(void *p);
+/* True if p is a live block allocated by the calling process (the test
+ * every shared object's _free makes before touching its insides). */
+bool mp__heap_owned(const void *p);
 /* True if p points into the heap's data area of this process tree. */
 bool mp__heap_contains(const void *p);
 /* Usable size of a live block (its size class), or 0. */
