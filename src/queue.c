@@ -465,7 +465,8 @@ int mp_queue_get(mp_queue *q, void *buf, size_t cap, size_t *len, double timeout
     }
     pop(q);
     if (m->bucket < NBUCKETS) { /* small: copy under the lock, recycle */
-        memcpy(buf, payload(m), m->len);
+        if (m->len > 0)
+            memcpy(buf, payload(m), m->len);
         msg_put(q, m);
         unlock(q);
     } else {
