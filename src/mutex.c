@@ -13,6 +13,8 @@
 #include "mutex_int.h"
 #include "os/os.h"
 
+enum { MP__LOCK_SLICE_NS = 100 * 1000 * 1000 };
+
 int mp__mutex_init(mp__mutex *m)
 {
     pthread_mutexattr_t a;
@@ -45,7 +47,7 @@ int mp__mutex_result(mp__mutex *m, int rc)
 int mp__mutex_lock(mp__mutex *m, int64_t deadline)
 {
     if (deadline == MP__NO_DEADLINE)
-        return mp__mutex_result(m, pthread_mutex_lock(&m->m));
+        return mp__mutex_lock_forever(m);
     int rc = pthread_mutex_trylock(&m->m);
     if (rc != EBUSY)
         return mp__mutex_result(m, rc);
@@ -67,6 +69,18 @@ int mp__mutex_lock(mp__mutex *m, int64_t deadline)
                           .tv_nsec = deadline % 1000000000};
     return mp__mutex_result(m, pthread_mutex_clocklock(&m->m, CLOCK_MONOTONIC, &ts));
 #endif
+}
+
+/* When a holder dies the kernel wakes one waiter only; if that waiter is
+ * killed before it takes the mutex, the others would sleep on a free mutex
+ * forever.  Waiting in bounded slices makes them look again. */
+int mp__mutex_lock_slow(mp__mutex *m)
+{
+    for (;;) {
+        int rc = mp__mutex_lock(m, mp__now_ns() + MP__LOCK_SLICE_NS);
+        if (rc != -ETIMEDOUT)
+            return rc;
+    }
 }
 
 int mp__mutex_trylock(mp__mutex *m)

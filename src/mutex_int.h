@@ -10,6 +10,7 @@
 #ifndef MPROC_MUTEX_INT_H
 #define MPROC_MUTEX_INT_H
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdint.h>
 
@@ -25,11 +26,13 @@ int mp__mutex_init(mp__mutex *m);
 int mp__mutex_lock(mp__mutex *m, int64_t deadline);
 /* The result of a pthread lock call other than 0, as a code. */
 int mp__mutex_result(mp__mutex *m, int rc);
-/* Acquire with no deadline: the inlined fast path of mp__mutex_lock. */
+/* Acquire with no deadline: the inlined uncontended path, then waits in
+ * slices (see mp__mutex_lock_slow). */
+int mp__mutex_lock_slow(mp__mutex *m);
 static inline int mp__mutex_lock_forever(mp__mutex *m)
 {
-    int rc = pthread_mutex_lock(&m->m);
-    return rc == 0 ? 0 : mp__mutex_result(m, rc);
+    int rc = pthread_mutex_trylock(&m->m);
+    return rc == 0 ? 0 : rc == EBUSY ? mp__mutex_lock_slow(m) : mp__mutex_result(m, rc);
 }
 /* Acquire only if free now: 0, MP_EOWNERDEAD, -EBUSY, -EDEADLK. */
 int mp__mutex_trylock(mp__mutex *m);
