@@ -307,7 +307,6 @@ static bool wait_change(mp_queue *q, _Atomic uint32_t *word, _Atomic uint32_t *s
     if (now >= deadline)
         return false;
     uint32_t w = atomic_load(word);
-    atomic_fetch_add(sleepers, 1);
     unlock(q);
     bool changed = false;
     if (mp__can_run_in_parallel()) {
@@ -320,11 +319,15 @@ static bool wait_change(mp_queue *q, _Atomic uint32_t *word, _Atomic uint32_t *s
         }
     }
     if (!changed) {
+        /* Announce the sleep only now, so that wakers make no system call
+         * for spinners; the futex re-checks the word, so a bump between the
+         * two is not lost. */
+        atomic_fetch_add(sleepers, 1);
         now = mp__now_ns();
         int64_t slice = deadline - now > SLICE_NS ? now + SLICE_NS : deadline;
         mp__futex_wait(word, w, slice);
+        atomic_fetch_sub(sleepers, 1);
     }
-    atomic_fetch_sub(sleepers, 1);
     lock(q);
     return true;
 }

@@ -240,12 +240,23 @@ int mp__cpu_count(void)
     return n;
 }
 
+/* Asked on every wait that might spin, so the answer is cached per thread
+ * and read again from the kernel at most every 100 ms (affinity can change
+ * while we run). */
 bool mp__can_run_in_parallel(void)
 {
+    static _Thread_local int64_t checked_at; /* 0: never */
+    static _Thread_local bool parallel;
+    int64_t now = mp__now_ns();
+    if (checked_at != 0 && now - checked_at < 100 * 1000 * 1000)
+        return parallel;
     cpu_set_t set;
     if (sched_getaffinity(0, sizeof set, &set) != 0)
-        return sysconf(_SC_NPROCESSORS_ONLN) > 1;
-    return CPU_COUNT(&set) > 1;
+        parallel = sysconf(_SC_NPROCESSORS_ONLN) > 1;
+    else
+        parallel = CPU_COUNT(&set) > 1;
+    checked_at = now;
+    return parallel;
 }
 
 /* ---- processes ---- */
