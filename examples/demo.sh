@@ -26,5 +26,10 @@ show s004_process_hello    "seed 004/1.2.1: a process says hello; the parent joi
 show s004_process_info     "seed 004/1.2.1: parent and child process ids"
 show s004_value_array      "seed 004/1.2.2: two processes share a Value and an Array"
 show s004_lock_print       "seed 004/1.2.2: ten processes print under one Lock"
+show s000_queue_put        "seed 000/4: five processes put into one Queue"
+show s001_queue_pipeline   "seed 001: a bounded Queue between a producer and a consumer"
+show s002_queue_results    "seed 002/3: processes hand results back through a Queue"
+show s004_queue_kinds      "seed 004/1.1.8: FIFO, LIFO and priority queues"
+show s004_queue_process    "seed 004/Queues: a child puts a record, the parent gets it"
 
 exit $failed

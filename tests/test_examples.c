@@ -166,3 +166,55 @@ Test(examples, s004_lock_print, .timeout = MP_TMO(30))
     for (int i = 0; i < 10; i++)
         cr_assert_eq(seen[i], 1, "hello world %d printed once", i);
 }
+
+Test(examples, s000_queue_put, .timeout = MP_TMO(30))
+{
+    char out[4096];
+    int st = run_example("s000_queue_put", out, sizeof out, MP_TMO(20));
+    expect_success(st, out);
+    int seen[5] = {0}, v, off = 0, used;
+    for (int i = 0; i < 5; i++) {
+        cr_assert_eq(sscanf(out + off, "%d\n%n", &v, &used), 1, "output:\n%s", out);
+        cr_assert(v >= 0 && v < 5 && !seen[v], "each of 0..4 once:\n%s", out);
+        seen[v] = 1;
+        off += used;
+    }
+    cr_assert_eq(out[off], '\0', "nothing more:\n%s", out);
+}
+
+Test(examples, s001_queue_pipeline, .timeout = MP_TMO(30))
+{
+    char out[4096];
+    int st = run_example("s001_queue_pipeline", out, sizeof out, MP_TMO(20));
+    expect_success(st, out);
+    cr_assert_str_eq(out, "download finished\n[11, 22, 33, 44]\nqueue empty: True\n");
+}
+
+Test(examples, s002_queue_results, .timeout = MP_TMO(30))
+{
+    char out[4096];
+    int st = run_example("s002_queue_results", out, sizeof out, MP_TMO(20));
+    expect_success(st, out);
+    cr_assert_str_eq(out, "start process...\nstart process...\nstart process...\nKEL\nKEL\nKEL\n");
+}
+
+Test(examples, s004_queue_kinds, .timeout = MP_TMO(30))
+{
+    char out[4096];
+    int st = run_example("s004_queue_kinds", out, sizeof out, MP_TMO(20));
+    expect_success(st, out);
+    cr_assert_str_eq(out, "q.full(): True, q.qsize(): 2\n"
+                          "q.put_nowait(3): Full\n"
+                          "q.get(): 1\nq.get(): 2\n"
+                          "q.get_nowait(): Empty, q.empty(): True\n"
+                          "q1.get(): 3\nq1.get(): 2\nq1.get(): 1\n"
+                          "q2.get(): cc\nq2.get(): cx\n");
+}
+
+Test(examples, s004_queue_process, .timeout = MP_TMO(30))
+{
+    char out[4096];
+    int st = run_example("s004_queue_process", out, sizeof out, MP_TMO(20));
+    expect_success(st, out);
+    cr_assert_str_eq(out, "[42, None, 'hello']\n");
+}
