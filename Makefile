@@ -17,7 +17,10 @@ QUICK   ?=
 
 all: build
 
+# A fresh machine may lack the packages the build needs: install them first
+# (as root; otherwise deps.sh prints the command to run).
 $(BUILD)/Makefile:
+	@sh scripts/deps.sh test
 	$(CMAKE) -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo \
 	    -DCMAKE_INSTALL_PREFIX=$(PREFIX) -DMP_WERROR=ON
 

@@ -16,5 +16,6 @@
 #include <mproc/shm.h>
 #include <mproc/sync.h>
 #include <mproc/queue.h>
+#include <mproc/conn.h>
 
 #endif

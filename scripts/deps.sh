@@ -4,10 +4,10 @@
 # Usage: scripts/deps.sh [test|bench|fuzz]...
 set -eu
 
-want="cmake make gcc pkg-config"
+want="cmake make gcc pkg-config libsodium-dev"
 for what in "$@"; do
     case "$what" in
-    test) want="$want libcriterion-dev libsodium-dev" ;;
+    test) want="$want libcriterion-dev" ;;
     bench) want="$want python3 gnuplot-nox" ;;
     fuzz) want="$want clang" ;;
     esac

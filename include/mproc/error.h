@@ -21,7 +21,7 @@
     X(EOWNERDEAD, -5004, "previous owner died holding the lock (now held)")  \
     X(EWORKER,    -5005, "worker process died while running the task")      \
     X(EDEADLINE,  -5006, "task ran past its time limit and was killed")     \
-    X(EBROKEN,    -5007, "barrier is broken")                                \
+    X(EBROKEN,    -5007, "barrier or connection is broken")                                \
     X(ECANCELED,  -5008, "task was cancelled")                               \
     X(ETOOBIG,    -5009, "message too big for the buffer or the limit")     \
     X(EAUTH,      -5010, "authentication failed")                            \

@@ -1,0 +1,46 @@
+/* Byte streams for connections: pipes, socket pairs, Unix and TCP sockets,
+ * descriptor passing and readiness waits.  Everything here retries EINTR
+ * and returns -errno on failure. */
+#ifndef MPROC_OS_IO_H
+#define MPROC_OS_IO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+/* Most descriptors one read can bring in (more are closed: -ETOOMANYREFS). */
+#define MP__IO_MAX_FDS 8
+
+/* A close-on-exec pipe (fds[0] reads, fds[1] writes) or, if duplex, a
+ * Unix stream socket pair. */
+int mp__io_pair(int fds[2], bool duplex);
+/* Read at most n bytes.  Sockets go through recvmsg so that passed
+ * descriptors are kept: they are stored in fds (room for MP__IO_MAX_FDS),
+ * their number in *nfds.  nonblock: fail with -EAGAIN rather than wait
+ * (sockets only; pipes always wait).  Returns the bytes read (0 at EOF). */
+ssize_t mp__io_read(int fd, bool sock, void *buf, size_t n, bool nonblock, int *fds, int *nfds);
+/* Write the whole of iov (in several calls if need be), passing descriptor
+ * pass_fd (-1: none) with the first byte on a socket.  A peer that has gone
+ * gives -EPIPE, never SIGPIPE. */
+int mp__io_write_all(int fd, bool sock, struct iovec *iov, int iovcnt, int pass_fd);
+/* Wait until one of fds is readable (or at EOF/error), up to the absolute
+ * CLOCK_MONOTONIC deadline.  ready[i] is set for each ready one.  Returns
+ * how many are ready, 0 at the deadline, or -errno. */
+int mp__io_wait_readable(const int *fds, size_t n, int64_t deadline, bool *ready);
+/* Close, keeping errno. */
+void mp__io_close(int fd);
+
+/* ---- sockets for Listener/Client ---- */
+/* Listen on "unix:/path" or "tcp:HOST:PORT" (port 0: any free one). */
+int mp__io_listen(const char *address, int backlog);
+/* Accept one connection (close-on-exec), waiting up to deadline: the new
+ * fd, -ETIMEDOUT, or -errno. */
+int mp__io_accept(int lfd, int64_t deadline);
+/* Connect to an address of the forms above, up to deadline. */
+int mp__io_connect(const char *address, int64_t deadline);
+/* The bound address of a listening socket, in the forms above. */
+int mp__io_local_address(int fd, char *buf, size_t cap);
+
+#endif

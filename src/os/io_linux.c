@@ -1,0 +1,337 @@
+/* Linux byte streams: see io.h. */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "os/io.h"
+#include "os/os.h"
+
+int mp__io_pair(int fds[2], bool duplex)
+{
+    int rc = duplex ? socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds)
+                    : pipe2(fds, O_CLOEXEC);
+    return rc < 0 ? -errno : 0;
+}
+
+void mp__io_close(int fd)
+{
+    int e = errno;
+    if (fd >= 0)
+        close(fd);
+    errno = e;
+}
+
+ssize_t mp__io_read(int fd, bool sock, void *buf, size_t n, bool nonblock, int *fds, int *nfds)
+{
+    *nfds = 0;
+    for (;;) {
+        ssize_t r;
+        if (!sock) {
+            r = read(fd, buf, n);
+        } else {
+            union {
+                char b[CMSG_SPACE(MP__IO_MAX_FDS * sizeof(int))];
+                struct cmsghdr align;
+            } ctl;
+            struct iovec iov = {buf, n};
+            struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1,
+                                .msg_control = ctl.b, .msg_controllen = sizeof ctl.b};
+            r = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC | (nonblock ? MSG_DONTWAIT : 0));
+            if (r >= 0) {
+                for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+                    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+                        continue;
+                    size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+                    for (size_t i = 0; i < k; i++) {
+                        int got;
+                        memcpy(&got, CMSG_DATA(c) + i * sizeof(int), sizeof got);
+                        if (*nfds < MP__IO_MAX_FDS)
+                            fds[(*nfds)++] = got;
+                        else
+                            close(got);
+                    }
+                }
+                if (mh.msg_flags & MSG_CTRUNC)
+                    return -ETOOMANYREFS;
+            }
+        }
+        if (r >= 0)
+            return r;
+        if (errno != EINTR)
+            return -errno;
+    }
+}
+
+/* Writing to a pipe whose readers are gone raises SIGPIPE, which would kill
+ * the caller.  Block it around the write; if the write failed with EPIPE,
+ * take the pending signal back so that it is never delivered. */
+static ssize_t pipe_writev(int fd, const struct iovec *iov, int iovcnt)
+{
+    sigset_t pipe_set, old;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+    ssize_t w = writev(fd, iov, iovcnt);
+    int e = errno;
+    if (w < 0 && e == EPIPE && !sigismember(&old, SIGPIPE)) {
+        sigset_t pending;
+        if (sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE))
+            sigtimedwait(&pipe_set, NULL, &(struct timespec){0, 0});
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    errno = e;
+    return w;
+}
+
+int mp__io_write_all(int fd, bool sock, struct iovec *iov, int iovcnt, int pass_fd)
+{
+    while (iovcnt > 0) {
+        ssize_t w;
+        if (sock) {
+            union {
+                char b[CMSG_SPACE(sizeof(int))];
+                struct cmsghdr align;
+            } ctl;
+            struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)iovcnt};
+            if (pass_fd >= 0) {
+                memset(&ctl, 0, sizeof ctl);
+                mh.msg_control = ctl.b;
+                mh.msg_controllen = sizeof ctl.b;
+                struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+                c->cmsg_level = SOL_SOCKET;
+                c->cmsg_type = SCM_RIGHTS;
+                c->cmsg_len = CMSG_LEN(sizeof(int));
+                memcpy(CMSG_DATA(c), &pass_fd, sizeof pass_fd);
+            }
+            w = sendmsg(fd, &mh, MSG_NOSIGNAL);
+        } else {
+            w = pipe_writev(fd, iov, iovcnt);
+        }
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        pass_fd = -1; /* it went with the first byte */
+        size_t done = (size_t)w;
+        while (iovcnt > 0 && done >= iov->iov_len) {
+            done -= iov->iov_len;
+            iov++;
+            iovcnt--;
+        }
+        if (iovcnt > 0) {
+            iov->iov_base = (char *)iov->iov_base + done;
+            iov->iov_len -= done;
+        }
+    }
+    return 0;
+}
+
+int mp__io_wait_readable(const int *fds, size_t n, int64_t deadline, bool *ready)
+{
+    struct pollfd small[16], *p = small;
+    if (n > 16) {
+        p = calloc(n, sizeof *p);
+        if (p == NULL)
+            return -ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++)
+        p[i] = (struct pollfd){.fd = fds[i], .events = POLLIN};
+    int rc;
+    for (;;) {
+        rc = poll(p, n, mp__deadline_ms(deadline));
+        if (rc > 0)
+            break;
+        if (rc == 0) {
+            if (deadline != MP__NO_DEADLINE && mp__now_ns() >= deadline)
+                break;
+            continue; /* poll rounds to ms: wait out the remainder */
+        }
+        if (errno != EINTR) {
+            rc = -errno;
+            break;
+        }
+    }
+    for (size_t i = 0; i < n; i++)
+        ready[i] = rc > 0 && p[i].revents != 0;
+    if (p != small)
+        free(p);
+    return rc;
+}
+
+/* ---- addresses ---- */
+
+typedef struct {
+    struct sockaddr_storage sa;
+    socklen_t len;
+    int family;
+} addr;
+
+/* Parse "unix:/path" or "tcp:HOST:PORT" (HOST may be [v6]). */
+static int parse_address(const char *address, addr *a)
+{
+    memset(a, 0, sizeof *a);
+    if (address == NULL)
+        return -EINVAL;
+    if (strncmp(address, "unix:", 5) == 0) {
+        const char *path = address + 5;
+        struct sockaddr_un *un = (struct sockaddr_un *)&a->sa;
+        size_t n = strlen(path);
+        if (n == 0 || n >= sizeof un->sun_path)
+            return -EINVAL;
+        un->sun_family = AF_UNIX;
+        memcpy(un->sun_path, path, n + 1);
+        a->len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);
+        a->family = AF_UNIX;
+        return 0;
+    }
+    if (strncmp(address, "tcp:", 4) != 0)
+        return -EINVAL;
+    const char *host = address + 4, *colon = strrchr(host, ':');
+    if (colon == NULL || colon == host || colon[1] == '\0')
+        return -EINVAL;
+    char h[256];
+    size_t hn = (size_t)(colon - host);
+    if (host[0] == '[' && hn >= 2 && host[hn - 1] == ']') {
+        host++;
+        hn -= 2;
+    }
+    if (hn == 0 || hn >= sizeof h)
+        return -EINVAL;
+    memcpy(h, host, hn);
+    h[hn] = '\0';
+    char *end;
+    long port = strtol(colon + 1, &end, 10);
+    if (*end != '\0' || port < 0 || port > 65535)
+        return -EINVAL;
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_NUMERICSERV}, *res;
+    char ps[8];
+    snprintf(ps, sizeof ps, "%ld", port);
+    int g = getaddrinfo(h, ps, &hints, &res);
+    if (g != 0)
+        return g == EAI_SYSTEM ? -errno : -EHOSTUNREACH;
+    memcpy(&a->sa, res->ai_addr, res->ai_addrlen);
+    a->len = res->ai_addrlen;
+    a->family = res->ai_family;
+    freeaddrinfo(res);
+    return 0;
+}
+
+int mp__io_listen(const char *address, int backlog)
+{
+    addr a;
+    int rc = parse_address(address, &a);
+    if (rc < 0)
+        return rc;
+    int fd = socket(a.family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    if (a.family != AF_UNIX)
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &(int){1}, sizeof(int));
+    if (bind(fd, (struct sockaddr *)&a.sa, a.len) < 0 || listen(fd, backlog) < 0) {
+        rc = -errno;
+        close(fd);
+        return rc;
+    }
+    return fd;
+}
+
+int mp__io_accept(int lfd, int64_t deadline)
+{
+    for (;;) {
+        bool ready;
+        int rc = mp__io_wait_readable(&lfd, 1, deadline, &ready);
+        if (rc < 0)
+            return rc;
+        if (rc == 0)
+            return -ETIMEDOUT;
+        int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (fd >= 0) {
+            fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+            /* Small frames must not wait for Nagle (fails harmlessly on
+             * Unix sockets). */
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){1}, sizeof(int));
+            return fd;
+        }
+        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
+            errno != ECONNABORTED)
+            return -errno;
+    }
+}
+
+int mp__io_connect(const char *address, int64_t deadline)
+{
+    addr a;
+    int rc = parse_address(address, &a);
+    if (rc < 0)
+        return rc;
+    int fd = socket(a.family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return -errno;
+    if (connect(fd, (struct sockaddr *)&a.sa, a.len) < 0) {
+        if (errno != EINPROGRESS && errno != EAGAIN) {
+            rc = -errno;
+            close(fd);
+            return rc;
+        }
+        struct pollfd p = {.fd = fd, .events = POLLOUT};
+        for (;;) {
+            int pr = poll(&p, 1, mp__deadline_ms(deadline));
+            if (pr > 0)
+                break;
+            if (pr < 0 && errno != EINTR) {
+                rc = -errno;
+                close(fd);
+                return rc;
+            }
+            if (pr == 0 && deadline != MP__NO_DEADLINE && mp__now_ns() >= deadline) {
+                close(fd);
+                return -ETIMEDOUT;
+            }
+        }
+        int err = 0;
+        socklen_t el = sizeof err;
+        getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el);
+        if (err != 0) {
+            close(fd);
+            return -err;
+        }
+    }
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+    if (a.family != AF_UNIX)
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){1}, sizeof(int));
+    return fd;
+}
+
+int mp__io_local_address(int fd, char *buf, size_t cap)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) < 0)
+        return -errno;
+    int n;
+    if (ss.ss_family == AF_UNIX) {
+        n = snprintf(buf, cap, "unix:%s", ((struct sockaddr_un *)&ss)->sun_path);
+    } else {
+        char h[INET6_ADDRSTRLEN];
+        char s[8];
+        if (getnameinfo((struct sockaddr *)&ss, sl, h, sizeof h, s, sizeof s,
+                        NI_NUMERICHOST | NI_NUMERICSERV) != 0)
+            return -EINVAL;
+        n = snprintf(buf, cap, ss.ss_family == AF_INET6 ? "tcp:[%s]:%s" : "tcp:%s:%s", h, s);
+    }
+    return n < 0 || (size_t)n >= cap ? -ENAMETOOLONG : 0;
+}
