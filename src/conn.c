@@ -9,11 +9,12 @@
  * over the limit or a stream that ends inside a frame closes the connection
  * with an error; memory grows only with bytes that actually arrive.
  *
- * Several processes may send on one end.  Frames of at most PIPE_BUF bytes
- * go out in one write, which the kernel never interleaves with another on a
- * pipe or a Unix socket.  Bigger frames take the end's send lock, a robust
- * mutex in the shared heap: if a sender dies holding it in the middle of a
- * frame, the stream is lost for everyone and later sends say MP_EBROKEN.
+ * Several processes may send on one end: each frame is written under the
+ * end's send lock, a robust mutex in the shared heap.  Frames of at most
+ * PIPE_BUF bytes go out in one write, which the kernel keeps whole on a
+ * pipe or a Unix socket, so a sender that dies leaves all of one or none.
+ * If a sender dies in the middle of a bigger frame, the stream is lost for
+ * everyone, and later sends say MP_EBROKEN rather than add to the garbage.
  * The lock block is shared by all copies of the two ends across forks; a
  * reference count, raised for every live end at each fork, frees it with
  * the last one.
@@ -261,21 +262,10 @@ static int send_result(int rc)
     return rc == -EPIPE || rc == -ECONNRESET ? MP_ECLOSED : rc;
 }
 
-static int send_frame(mp_conn *c, int kind, const void *data, size_t len, int pass_fd)
+/* Take this end's send lock.  If its holder died in the middle of a big
+ * frame, the stream is lost: say so from now on. */
+static int send_lock(shared_ends *sh, int d)
 {
-    unsigned char hdr[HDR];
-    put_header(hdr, kind, len);
-    if (HDR + len <= SMALL_FRAME && c->atomic_small) {
-        /* One write: the kernel keeps it whole. */
-        unsigned char frame[SMALL_FRAME];
-        memcpy(frame, hdr, HDR);
-        if (len > 0)
-            memcpy(frame + HDR, data, len);
-        struct iovec iov = {frame, HDR + len};
-        return send_result(mp__io_write_all(c->wfd, c->sock, &iov, 1, pass_fd));
-    }
-    shared_ends *sh = c->sh;
-    int d = c->dir;
     int rc = mp__mutex_lock_forever(&sh->send[d]);
     if (rc == MP_EOWNERDEAD && atomic_load(&sh->partial[d]))
         atomic_store(&sh->broken[d], 1);
@@ -285,13 +275,36 @@ static int send_frame(mp_conn *c, int kind, const void *data, size_t len, int pa
         mp__mutex_unlock(&sh->send[d]);
         return MP_EBROKEN;
     }
-    atomic_store(&sh->partial[d], 1);
-    struct iovec iov[2] = {{hdr, HDR}, {(void *)data, len}};
-    rc = mp__io_write_all(c->wfd, c->sock, iov, len > 0 ? 2 : 1, pass_fd);
-    /* A failed write may have sent part of the frame: the stream is lost. */
-    atomic_store(&sh->partial[d], 0);
-    if (rc < 0 && rc != -EPIPE && rc != -ECONNRESET)
-        atomic_store(&sh->broken[d], 1);
+    return 0;
+}
+
+static int send_frame(mp_conn *c, int kind, const void *data, size_t len, int pass_fd)
+{
+    unsigned char hdr[HDR];
+    put_header(hdr, kind, len);
+    shared_ends *sh = c->sh;
+    int d = c->dir;
+    int rc = send_lock(sh, d);
+    if (rc < 0)
+        return rc;
+    if (HDR + len <= SMALL_FRAME && c->atomic_small) {
+        /* One write, which the kernel keeps whole: a sender dying here
+         * leaves either all of the frame or none of it. */
+        unsigned char frame[SMALL_FRAME];
+        memcpy(frame, hdr, HDR);
+        if (len > 0)
+            memcpy(frame + HDR, data, len);
+        struct iovec iov = {frame, HDR + len};
+        rc = mp__io_write_all(c->wfd, c->sock, &iov, 1, pass_fd);
+    } else {
+        atomic_store(&sh->partial[d], 1);
+        struct iovec iov[2] = {{hdr, HDR}, {(void *)data, len}};
+        rc = mp__io_write_all(c->wfd, c->sock, iov, len > 0 ? 2 : 1, pass_fd);
+        /* A write that failed may have sent part of the frame. */
+        if (rc < 0 && rc != -EPIPE && rc != -ECONNRESET)
+            atomic_store(&sh->broken[d], 1);
+        atomic_store(&sh->partial[d], 0);
+    }
     mp__mutex_unlock(&sh->send[d]);
     return send_result(rc);
 }
@@ -602,15 +615,14 @@ int mp_wait(mp_conn *const *conns, size_t n, double timeout)
     for (size_t i = 0; i < n; i++)
         if (conns[i] == NULL || conns[i]->rfd < 0)
             return -EINVAL;
-    /* Start each call one place further on, so that the ready ones are
-     * taken in turn. */
+    /* Ask the kernel about every connection, without waiting if some
+     * already hold buffered data, then start each call one place further
+     * on, so that ready connections are taken in turn. */
     static _Thread_local size_t turn;
     size_t start = turn++ % n;
-    for (size_t k = 0; k < n; k++) {
-        size_t i = (start + k) % n;
-        if (ready_now(conns[i]))
-            return (int)i;
-    }
+    bool any_buffered = false;
+    for (size_t i = 0; i < n; i++)
+        any_buffered |= ready_now(conns[i]);
     int small_fds[16];
     bool small_ready[16];
     int *fds = small_fds;
@@ -626,13 +638,11 @@ int mp_wait(mp_conn *const *conns, size_t n, double timeout)
     }
     for (size_t i = 0; i < n; i++)
         fds[i] = conns[i]->rfd;
-    int rc = mp__io_wait_readable(fds, n, deadline, ready);
-    int pick = MP_ETIMEDOUT;
-    if (rc < 0)
-        pick = rc;
-    for (size_t k = 0; rc > 0 && k < n; k++) {
+    int rc = mp__io_wait_readable(fds, n, any_buffered ? 0 : deadline, ready);
+    int pick = rc < 0 ? rc : MP_ETIMEDOUT;
+    for (size_t k = 0; rc >= 0 && k < n; k++) {
         size_t i = (start + k) % n;
-        if (ready[i]) {
+        if (ready[i] || ready_now(conns[i])) {
             pick = (int)i;
             break;
         }
