@@ -31,5 +31,7 @@ show s001_queue_pipeline   "seed 001: a bounded Queue between a producer and a c
 show s002_queue_results    "seed 002/3: processes hand results back through a Queue"
 show s004_queue_kinds      "seed 004/1.1.8: FIFO, LIFO and priority queues"
 show s004_queue_process    "seed 004/Queues: a child puts a record, the parent gets it"
+show s002_pipe_results     "seed 002/4: three processes send results on one end of a Pipe"
+show s004_pipe_process     "seed 004/Pipes: a child sends a record through a Pipe"
 
 exit $failed

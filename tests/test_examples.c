@@ -218,3 +218,19 @@ Test(examples, s004_queue_process, .timeout = MP_TMO(30))
     expect_success(st, out);
     cr_assert_str_eq(out, "[42, None, 'hello']\n");
 }
+
+Test(examples, s002_pipe_results, .timeout = MP_TMO(30))
+{
+    char out[4096];
+    int st = run_example("s002_pipe_results", out, sizeof out, MP_TMO(20));
+    expect_success(st, out);
+    cr_assert_str_eq(out, "start process...\nstart process...\nstart process...\nKEL\nKEL\nKEL\n");
+}
+
+Test(examples, s004_pipe_process, .timeout = MP_TMO(30))
+{
+    char out[4096];
+    int st = run_example("s004_pipe_process", out, sizeof out, MP_TMO(20));
+    expect_success(st, out);
+    cr_assert_str_eq(out, "[42, None, 'hello']\n");
+}
