@@ -14,7 +14,8 @@
 #define MP__IO_MAX_FDS 8
 
 /* A close-on-exec pipe (fds[0] reads, fds[1] writes) or, if duplex, a
- * Unix stream socket pair. */
+ * Unix stream socket pair.  The first pipe makes SIGPIPE harmless if it
+ * still has its default action (see io_linux.c). */
 int mp__io_pair(int fds[2], bool duplex);
 /* Read at most n bytes.  Sockets go through recvmsg so that passed
  * descriptors are kept: they are stored in fds (room for MP__IO_MAX_FDS),
@@ -23,7 +24,7 @@ int mp__io_pair(int fds[2], bool duplex);
 ssize_t mp__io_read(int fd, bool sock, void *buf, size_t n, bool nonblock, int *fds, int *nfds);
 /* Write the whole of iov (in several calls if need be), passing descriptor
  * pass_fd (-1: none) with the first byte on a socket.  A peer that has gone
- * gives -EPIPE, never SIGPIPE. */
+ * gives -EPIPE. */
 int mp__io_write_all(int fd, bool sock, struct iovec *iov, int iovcnt, int pass_fd);
 /* Wait until one of fds is readable (or at EOF/error), up to the absolute
  * CLOCK_MONOTONIC deadline.  ready[i] is set for each ready one.  Returns

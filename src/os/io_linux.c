@@ -7,6 +7,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,8 +19,35 @@
 #include "os/io.h"
 #include "os/os.h"
 
+/* Writing to a pipe whose readers are gone raises SIGPIPE, whose default
+ * action would kill the caller.  Blocking it around every write costs two
+ * system calls a message, so instead, when the first pipe is made and
+ * SIGPIPE still has its default action, a handler that does nothing is
+ * installed: the write then fails with EPIPE.  (Python ignores SIGPIPE for
+ * the same reason.  A handler, unlike SIG_IGN, is reset by exec, so
+ * programs started from ours still get the default.) */
+static void sigpipe_noop(int sig) { (void)sig; }
+
+static void sigpipe_tame(void)
+{
+    struct sigaction old;
+    if (sigaction(SIGPIPE, NULL, &old) == 0 && old.sa_handler == SIG_DFL &&
+        !(old.sa_flags & SA_SIGINFO)) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = sigpipe_noop;
+        sa.sa_flags = SA_RESTART;
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGPIPE, &sa, NULL);
+    }
+}
+
+static pthread_once_t sigpipe_once = PTHREAD_ONCE_INIT;
+
 int mp__io_pair(int fds[2], bool duplex)
 {
+    if (!duplex)
+        pthread_once(&sigpipe_once, sigpipe_tame);
     int rc = duplex ? socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds)
                     : pipe2(fds, O_CLOEXEC);
     return rc < 0 ? -errno : 0;
@@ -74,27 +102,6 @@ ssize_t mp__io_read(int fd, bool sock, void *buf, size_t n, bool nonblock, int *
     }
 }
 
-/* Writing to a pipe whose readers are gone raises SIGPIPE, which would kill
- * the caller.  Block it around the write; if the write failed with EPIPE,
- * take the pending signal back so that it is never delivered. */
-static ssize_t pipe_writev(int fd, const struct iovec *iov, int iovcnt)
-{
-    sigset_t pipe_set, old;
-    sigemptyset(&pipe_set);
-    sigaddset(&pipe_set, SIGPIPE);
-    pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
-    ssize_t w = writev(fd, iov, iovcnt);
-    int e = errno;
-    if (w < 0 && e == EPIPE && !sigismember(&old, SIGPIPE)) {
-        sigset_t pending;
-        if (sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE))
-            sigtimedwait(&pipe_set, NULL, &(struct timespec){0, 0});
-    }
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    errno = e;
-    return w;
-}
-
 int mp__io_write_all(int fd, bool sock, struct iovec *iov, int iovcnt, int pass_fd)
 {
     while (iovcnt > 0) {
@@ -117,7 +124,7 @@ int mp__io_write_all(int fd, bool sock, struct iovec *iov, int iovcnt, int pass_
             }
             w = sendmsg(fd, &mh, MSG_NOSIGNAL);
         } else {
-            w = pipe_writev(fd, iov, iovcnt);
+            w = writev(fd, iov, iovcnt);
         }
         if (w < 0) {
             if (errno == EINTR)
