@@ -5,6 +5,8 @@
 #   make asan       the test suite under AddressSanitizer + UBSan (build-asan/)
 #   make tsan       the test suite under ThreadSanitizer (build-tsan/)
 #   make bench      benchmarks side by side with Python; writes docs/PERFORMANCE.md
+#   make fuzz       libFuzzer on the frame decoder and the handshake (clang;
+#                   FUZZ_SECONDS per target, default 60)
 #   make install PREFIX=/usr/local
 
 BUILD   ?= build
@@ -13,7 +15,7 @@ JOBS    ?= 2
 CMAKE   ?= cmake
 QUICK   ?=
 
-.PHONY: all build demo test asan tsan bench install clean deps
+.PHONY: all build demo test asan tsan bench fuzz install clean deps
 
 all: build
 
@@ -54,8 +56,24 @@ bench:
 	$(CMAKE) --build build-bench -j $(JOBS)
 	@sh bench/run.sh build-bench $(if $(QUICK),quick,full)
 
+FUZZ_SECONDS ?= 60
+fuzz:
+	@sh scripts/deps.sh fuzz
+	$(CMAKE) -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug \
+	    -DMP_WERROR=ON -DMP_ASAN=ON -DMP_UBSAN=ON -DMP_FUZZ=ON \
+	    -DMP_TESTS=OFF -DMP_EXAMPLES=OFF -DMP_BENCH=OFF
+	$(CMAKE) --build build-fuzz -j $(JOBS)
+	@for t in fuzz_frames fuzz_handshake; do \
+	    mkdir -p build-fuzz/corpus/$$t && \
+	    echo "fuzz: $$t for $(FUZZ_SECONDS) s" && \
+	    ASAN_OPTIONS=detect_leaks=1 build-fuzz/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) \
+	        -print_final_stats=1 build-fuzz/corpus/$$t fuzz/corpus/$$t \
+	        >build-fuzz/$$t.log 2>&1; rc=$$?; tail -8 build-fuzz/$$t.log; \
+	    [ $$rc = 0 ] || { echo "fuzz: $$t failed: see build-fuzz/$$t.log"; exit 1; }; \
+	done
+
 install: build
 	$(CMAKE) --install $(BUILD) --prefix $(PREFIX)
 
 clean:
-	rm -rf build build-asan build-tsan build-bench
+	rm -rf build build-asan build-tsan build-bench build-fuzz

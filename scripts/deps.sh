@@ -9,7 +9,14 @@ for what in "$@"; do
     case "$what" in
     test) want="$want libcriterion-dev" ;;
     bench) want="$want python3 gnuplot-nox" ;;
-    fuzz) want="$want clang" ;;
+    fuzz)
+        want="$want clang"
+        # libFuzzer's runtime comes in a package named after clang's version.
+        if command -v clang >/dev/null 2>&1; then
+            v=$(clang -dumpversion | cut -d. -f1)
+            want="$want libclang-rt-$v-dev"
+        fi
+        ;;
     esac
 done
 
