@@ -468,7 +468,8 @@ static int read_payload(mp_conn *c, unsigned char *dst, int64_t deadline)
         memcpy(dst, c->stage, got);
     for (;;) {
         size_t k = c->rlen < need - got ? c->rlen : need - got;
-        memcpy(dst + got, c->rb + c->roff, k);
+        if (k > 0)
+            memcpy(dst + got, c->rb + c->roff, k);
         c->roff += k;
         c->rlen -= k;
         got += k;
@@ -545,7 +546,8 @@ int mp_conn_recv_alloc(mp_conn *c, void **data, size_t *len, double timeout)
         size_t k = c->rlen < need - c->slen ? c->rlen : need - c->slen;
         if (k > c->scap - c->slen)
             k = c->scap - c->slen;
-        memcpy(c->stage + c->slen, c->rb ? c->rb + c->roff : c->stage, k);
+        if (k > 0)
+            memcpy(c->stage + c->slen, c->rb + c->roff, k);
         c->roff += k;
         c->rlen -= k;
         c->slen += k;
