@@ -111,7 +111,7 @@ static void reg_prepare(void)
 
 static void reg_parent(void) { pthread_mutex_unlock(&reg_lock); }
 
-static void reg_child(void) { pthread_mutex_init(&reg_lock, NULL); }
+static void reg_child(void) { pthread_mutex_unlock(&reg_lock); }
 
 __attribute__((constructor)) static void conn_register_fork_hooks(void)
 {
