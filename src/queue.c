@@ -41,6 +41,7 @@
 #include "mproc/queue.h"
 #include "mutex_int.h"
 #include "os/os.h"
+#include "queue_int.h"
 
 #define MSG_HEADER 16
 #define NBUCKETS 7            /* cached block sizes 64 B .. 4 KiB */
@@ -70,6 +71,7 @@ typedef struct {
 } slots;
 
 struct mp_queue {
+    mp__fifo *fifo; /* MP_FIFO: the two-lock ring of queue_fifo.c */
     mp__mutex m;
     mp_queue_order order;
     size_t maxsize;
@@ -369,6 +371,11 @@ int mp_queue_new(mp_queue **out, const mp_queue_opts *opts)
         mp__heap_free(q);
         return rc;
     }
+    if (o.order == MP_FIFO && (rc = mp__fifo_new(&q->fifo, o.maxsize)) < 0) {
+        mp__heap_free(s);
+        mp__heap_free(q);
+        return rc;
+    }
     q->order = o.order;
     q->maxsize = o.maxsize;
     q->max_msg = o.max_msg;
@@ -384,6 +391,8 @@ int mp_queue_put_prio(mp_queue *q, int prio, const void *data, size_t len, doubl
         return -EINVAL;
     if (len > q->max_msg)
         return MP_ETOOBIG;
+    if (q->fifo != NULL)
+        return mp__fifo_put(q->fifo, data, len, deadline);
     int err = 0;
     msg *m = NULL;
     if (len > SMALL_MAX) { /* big: copy before taking the lock */
@@ -457,6 +466,8 @@ int mp_queue_get(mp_queue *q, void *buf, size_t cap, size_t *len, double timeout
     if (q == NULL || len == NULL || (buf == NULL && cap > 0) ||
         mp__deadline(timeout, &deadline) < 0)
         return -EINVAL;
+    if (q->fifo != NULL)
+        return mp__fifo_get(q->fifo, buf, cap, len, NULL, deadline);
     int rc = wait_message(q, deadline);
     if (rc < 0)
         return rc;
@@ -487,6 +498,8 @@ int mp_queue_get_alloc(mp_queue *q, void **data, size_t *len, double timeout)
     if (q == NULL || data == NULL || len == NULL || mp__deadline(timeout, &deadline) < 0)
         return -EINVAL;
     *data = NULL;
+    if (q->fifo != NULL)
+        return mp__fifo_get(q->fifo, NULL, 0, len, data, deadline);
     int rc = wait_message(q, deadline);
     if (rc < 0)
         return rc;
@@ -516,6 +529,8 @@ size_t mp_queue_qsize(mp_queue *q)
 {
     if (q == NULL)
         return 0;
+    if (q->fifo != NULL)
+        return mp__fifo_qsize(q->fifo);
     uint64_t g = atomic_load_explicit(&q->gets, memory_order_acquire);
     uint64_t p = atomic_load_explicit(&q->puts, memory_order_acquire);
     return p > g ? (size_t)(p - g) : 0;
@@ -535,6 +550,8 @@ int mp_queue_task_done(mp_queue *q)
 {
     if (q == NULL)
         return -EINVAL;
+    if (q->fifo != NULL)
+        return mp__fifo_task_done(q->fifo);
     lock(q);
     uint64_t d = load64(&q->done);
     if (d >= load64(&q->puts)) {
@@ -554,6 +571,8 @@ int mp_queue_join(mp_queue *q, double timeout)
     int64_t deadline;
     if (q == NULL || mp__deadline(timeout, &deadline) < 0)
         return -EINVAL;
+    if (q->fifo != NULL)
+        return mp__fifo_join(q->fifo, deadline);
     lock(q);
     while (load64(&q->done) < load64(&q->puts)) {
         if (!wait_change(q, &q->done_word, &q->join_sleepers, deadline)) {
@@ -569,6 +588,10 @@ int mp_queue_close(mp_queue *q)
 {
     if (q == NULL)
         return -EINVAL;
+    if (q->fifo != NULL) {
+        mp__fifo_close(q->fifo);
+        return 0;
+    }
     lock(q);
     q->closed = true;
     unlock(q);
@@ -581,6 +604,8 @@ void mp_queue_free(mp_queue *q)
 {
     if (q == NULL || !mp__heap_owned(q))
         return;
+    if (q->fifo != NULL)
+        mp__fifo_free(q->fifo);
     while (queued(q) > 0)
         mp__heap_free_any(pop(q));
     for (int b = 0; b < NBUCKETS; b++)

@@ -1,0 +1,420 @@
+/* The FIFO queue: a byte ring with a lock for each end.
+ *
+ * Producers take the tail lock and consumers the head lock, so in the
+ * common one-producer, one-consumer case neither side ever waits for the
+ * other's lock and each lock stays in its owner's cache.  What crosses
+ * between the two sides is the message bytes and the two commit words:
+ *
+ *   tail = (messages ever put    mod 2^32) << 32 | (byte position / 8)
+ *   head = (messages ever taken  mod 2^32) << 32 | (byte position / 8)
+ *
+ * Each side reads the other's word only when its cached copy says the ring
+ * is full (producer) or empty (consumer).  A record is an 8-byte header
+ * {length, kind} and either the bytes (up to INLINE_MAX, padded to 8) or a
+ * pointer to a shared-heap block holding them (bigger messages, copied
+ * before the tail lock is taken).  Records may wrap around the end of the
+ * ring; positions are logical, so growing the ring copies the live bytes
+ * to the same logical positions and swaps one pointer.
+ *
+ * Kill -9 at any instruction: a put is committed by its one store of
+ * `tail`, a get by its one store of `head`; a process dying before that
+ * store leaves the message unwritten (put) or still queued (get); after
+ * it, done.  Growth holds both locks and commits with the ring pointer.
+ * The robust locks hand a dead holder's lock to the next caller, and there
+ * is nothing to repair.  At worst one message block (or an old ring) is
+ * leaked.
+ *
+ * Waiting: a consumer that finds the ring empty spins briefly on `tail` if
+ * a producer may run on another CPU, then registers as a sleeper and
+ * sleeps on `items`; a producer bumps `items` only if it sees a sleeper
+ * after its commit (a full fence on both sides orders the two).  Producers
+ * of a bounded queue wait on `space` the same way. */
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "heap_int.h"
+#include "mutex_int.h"
+#include "os/os.h"
+#include "queue_int.h"
+
+#define INLINE_MAX 4096
+#define FIRST_RING ((uint64_t)16 << 10)
+#define MAX_RING ((uint64_t)1 << 30)
+#define SLICE_NS 100000000LL /* 100 ms */
+#define SPIN_NS 20000
+#define KIND_INLINE 0u
+#define KIND_BLOCK 1u
+
+typedef struct {
+    uint64_t cap; /* bytes, a power of two */
+    uint64_t pad;
+    unsigned char b[];
+} ring;
+
+#define LINE 64
+struct mp__fifo {
+    /* producer side */
+    _Alignas(LINE) mp__mutex tl;
+    uint64_t head_seen;
+    /* consumer side */
+    _Alignas(LINE) mp__mutex hl;
+    uint64_t tail_seen;
+    _Alignas(LINE) _Atomic uint64_t tail;
+    _Alignas(LINE) _Atomic uint64_t head;
+    _Alignas(LINE) ring *_Atomic r;
+    size_t maxsize;
+    _Atomic uint32_t closed;
+    _Atomic uint64_t done;
+    _Alignas(LINE) _Atomic uint32_t items, space, done_word;
+    _Atomic uint32_t get_sleepers, put_sleepers, join_sleepers;
+};
+
+static inline uint32_t cnt_of(uint64_t w) { return (uint32_t)(w >> 32); }
+static inline uint32_t pos_of(uint64_t w) { return (uint32_t)w; }
+static inline uint64_t word(uint32_t cnt, uint32_t pos) { return (uint64_t)cnt << 32 | pos; }
+/* Bytes between two positions (in 8-byte units, modulo 2^32). */
+static inline uint64_t span(uint32_t from, uint32_t to) { return (uint64_t)(uint32_t)(to - from) * 8; }
+static inline uint64_t byte_at(uint32_t pos) { return (uint64_t)pos * 8; }
+static inline uint64_t rec_size(size_t len, unsigned kind)
+{
+    return 8 + (kind == KIND_INLINE ? (len + 7) / 8 * 8 : 8);
+}
+
+static void ring_write(ring *r, uint64_t at, const void *src, size_t n)
+{
+    uint64_t o = at & (r->cap - 1);
+    size_t first = n < r->cap - o ? n : (size_t)(r->cap - o);
+    memcpy(r->b + o, src, first);
+    if (n > first)
+        memcpy(r->b, (const char *)src + first, n - first);
+}
+
+static void ring_read(const ring *r, uint64_t at, void *dst, size_t n)
+{
+    uint64_t o = at & (r->cap - 1);
+    size_t first = n < r->cap - o ? n : (size_t)(r->cap - o);
+    memcpy(dst, r->b + o, first);
+    if (n > first)
+        memcpy((char *)dst + first, r->b, n - first);
+}
+
+static ring *ring_new(uint64_t cap, int *err)
+{
+    ring *r = mp__heap_alloc(sizeof *r + cap, err);
+    if (r != NULL)
+        r->cap = cap;
+    return r;
+}
+
+int mp__fifo_new(mp__fifo **out, size_t maxsize)
+{
+    int err = 0;
+    mp__fifo *f = mp__heap_calloc(sizeof *f, &err);
+    if (f == NULL)
+        return err;
+    ring *r = ring_new(FIRST_RING, &err);
+    if (r == NULL) {
+        mp__heap_free(f);
+        return err;
+    }
+    if ((err = mp__mutex_init(&f->tl)) < 0 || (err = mp__mutex_init(&f->hl)) < 0) {
+        mp__heap_free(r);
+        mp__heap_free(f);
+        return err;
+    }
+    atomic_init(&f->r, r);
+    f->maxsize = maxsize;
+    *out = f;
+    return 0;
+}
+
+void mp__fifo_free(mp__fifo *f)
+{
+    ring *r = atomic_load(&f->r);
+    uint64_t t = atomic_load(&f->tail), h = atomic_load(&f->head);
+    uint32_t pos = pos_of(h);
+    while (pos != pos_of(t)) {
+        uint32_t hdr[2];
+        ring_read(r, byte_at(pos), hdr, sizeof hdr);
+        if (hdr[1] == KIND_BLOCK) {
+            void *blk;
+            ring_read(r, byte_at(pos) + 8, &blk, sizeof blk);
+            mp__heap_free_any(blk);
+        }
+        pos += (uint32_t)(rec_size(hdr[0], hdr[1]) / 8);
+    }
+    mp__heap_free_any(r);
+    mp__heap_free(f);
+}
+
+/* ---- waiting ---- */
+
+static void wake(_Atomic uint32_t *w, _Atomic uint32_t *sleepers, int n)
+{
+    atomic_thread_fence(memory_order_seq_cst); /* the commit before the check */
+    if (atomic_load_explicit(sleepers, memory_order_relaxed) > 0) {
+        atomic_fetch_add(w, 1);
+        mp__futex_wake(w, n);
+    }
+}
+
+/* Release m and wait until *watch differs from seen (or the queue is
+ * closed), until deadline; then take m again.  False at the deadline. */
+static bool wait_for(mp__fifo *f, mp__mutex *m, _Atomic uint64_t *watch, uint64_t seen,
+                     _Atomic uint32_t *w, _Atomic uint32_t *sleepers, int64_t deadline)
+{
+    int64_t now = mp__now_ns();
+    if (now >= deadline)
+        return false;
+    mp__mutex_unlock(m);
+    bool moved = false;
+    if (mp__can_run_in_parallel()) {
+        int64_t end = now + SPIN_NS < deadline ? now + SPIN_NS : deadline;
+        for (unsigned i = 1; !moved; i++) {
+            moved = atomic_load_explicit(watch, memory_order_acquire) != seen ||
+                    atomic_load_explicit(&f->closed, memory_order_relaxed);
+            /* Look less and less often: each look pulls the line the peer
+             * is writing, and slows it down. */
+            for (unsigned k = i < 6 ? 1u << i : 64; k > 0; k--)
+                mp__cpu_relax();
+            if ((i & 7) == 0 && mp__now_ns() >= end)
+                break;
+        }
+    }
+    if (!moved) {
+        uint32_t v = atomic_load(w);
+        atomic_fetch_add(sleepers, 1);
+        atomic_thread_fence(memory_order_seq_cst);
+        if (atomic_load(watch) == seen && !atomic_load(&f->closed)) {
+            now = mp__now_ns();
+            int64_t slice = deadline - now > SLICE_NS ? now + SLICE_NS : deadline;
+            mp__futex_wait(w, v, slice);
+        }
+        atomic_fetch_sub(sleepers, 1);
+    }
+    mp__mutex_lock_forever(m); /* a dead holder leaves nothing to repair */
+    return true;
+}
+
+/* ---- put ---- */
+
+/* With both locks held: a ring big enough for `need` more bytes, the live
+ * bytes copied to the same logical positions.  Commits with the pointer. */
+static int grow(mp__fifo *f, uint64_t need)
+{
+    ring *old = atomic_load_explicit(&f->r, memory_order_relaxed);
+    uint64_t t = atomic_load(&f->tail), h = atomic_load(&f->head);
+    uint64_t used = span(pos_of(h), pos_of(t)), cap = old->cap;
+    while (cap - used < need) {
+        if (cap >= MAX_RING)
+            return -ENOMEM;
+        cap *= 2;
+    }
+    int err = 0;
+    ring *r = ring_new(cap, &err);
+    if (r == NULL)
+        return err;
+    uint64_t p = byte_at(pos_of(h)), left = used;
+    while (left > 0) {
+        uint64_t so = p & (old->cap - 1), d = p & (cap - 1);
+        uint64_t n = left;
+        if (n > old->cap - so)
+            n = old->cap - so;
+        if (n > cap - d)
+            n = cap - d;
+        memcpy(r->b + d, old->b + so, n);
+        p += n;
+        left -= n;
+    }
+    atomic_store_explicit(&f->r, r, memory_order_release); /* commit */
+    mp__heap_free_any(old);
+    return 0;
+}
+
+int mp__fifo_put(mp__fifo *f, const void *data, size_t len, int64_t deadline)
+{
+    unsigned kind = len <= INLINE_MAX ? KIND_INLINE : KIND_BLOCK;
+    void *blk = NULL;
+    int err = 0;
+    if (kind == KIND_BLOCK) { /* copy big messages before taking the lock */
+        blk = mp__heap_alloc(len, &err);
+        if (blk == NULL)
+            return err;
+        memcpy(blk, data, len);
+    }
+    uint64_t rec = rec_size(len, kind);
+    mp__mutex_lock_forever(&f->tl);
+    uint64_t t;
+    for (;;) {
+        if (atomic_load_explicit(&f->closed, memory_order_relaxed)) {
+            err = MP_ECLOSED;
+            break;
+        }
+        t = atomic_load_explicit(&f->tail, memory_order_relaxed);
+        uint64_t h = f->head_seen;
+        ring *r = atomic_load_explicit(&f->r, memory_order_relaxed);
+        bool count_full = f->maxsize > 0 && (uint32_t)(cnt_of(t) - cnt_of(h)) >= f->maxsize;
+        if (count_full || r->cap - span(pos_of(h), pos_of(t)) < rec) {
+            h = f->head_seen = atomic_load_explicit(&f->head, memory_order_acquire);
+            count_full = f->maxsize > 0 && (uint32_t)(cnt_of(t) - cnt_of(h)) >= f->maxsize;
+        }
+        if (count_full) {
+            if (!wait_for(f, &f->tl, &f->head, h, &f->space, &f->put_sleepers, deadline)) {
+                err = MP_EFULL;
+                break;
+            }
+            continue;
+        }
+        if (r->cap - span(pos_of(h), pos_of(t)) < rec) {
+            mp__mutex_lock_forever(&f->hl); /* lock order: tail, then head */
+            err = grow(f, rec);
+            mp__mutex_unlock(&f->hl);
+            if (err < 0)
+                break;
+            continue;
+        }
+        uint32_t hdr[2] = {(uint32_t)len, kind};
+        uint64_t at = byte_at(pos_of(t));
+        ring_write(r, at, hdr, sizeof hdr);
+        if (kind == KIND_INLINE) {
+            if (len > 0)
+                ring_write(r, at + 8, data, len);
+        } else {
+            ring_write(r, at + 8, &blk, sizeof blk);
+        }
+        atomic_store_explicit(&f->tail, word(cnt_of(t) + 1, pos_of(t) + (uint32_t)(rec / 8)),
+                              memory_order_release); /* commit */
+        break;
+    }
+    mp__mutex_unlock(&f->tl);
+    if (err < 0) {
+        if (blk != NULL)
+            mp__heap_free_any(blk);
+        return err;
+    }
+    wake(&f->items, &f->get_sleepers, 1);
+    return 0;
+}
+
+/* ---- get ---- */
+
+int mp__fifo_get(mp__fifo *f, void *buf, size_t cap, size_t *len, void **out,
+                 int64_t deadline)
+{
+    mp__mutex_lock_forever(&f->hl);
+    uint64_t h;
+    for (;;) {
+        h = atomic_load_explicit(&f->head, memory_order_relaxed);
+        if (pos_of(f->tail_seen) == pos_of(h))
+            f->tail_seen = atomic_load_explicit(&f->tail, memory_order_acquire);
+        if (pos_of(f->tail_seen) != pos_of(h))
+            break;
+        if (atomic_load(&f->closed)) {
+            mp__mutex_unlock(&f->hl);
+            return MP_ECLOSED;
+        }
+        if (!wait_for(f, &f->hl, &f->tail, f->tail_seen, &f->items, &f->get_sleepers,
+                      deadline)) {
+            mp__mutex_unlock(&f->hl);
+            return MP_EEMPTY;
+        }
+    }
+    ring *r = atomic_load_explicit(&f->r, memory_order_acquire);
+    uint64_t at = byte_at(pos_of(h));
+    uint32_t hdr[2];
+    ring_read(r, at, hdr, sizeof hdr);
+    size_t n = hdr[0];
+    *len = n;
+    void *dst = buf;
+    if (out != NULL) {
+        dst = malloc(n ? n : 1);
+        if (dst == NULL) {
+            mp__mutex_unlock(&f->hl);
+            return -ENOMEM;
+        }
+    } else if (n > cap) {
+        mp__mutex_unlock(&f->hl);
+        return MP_ETOOBIG; /* stays queued */
+    }
+    void *blk = NULL;
+    if (hdr[1] == KIND_INLINE) {
+        if (n > 0)
+            ring_read(r, at + 8, dst, n);
+    } else {
+        ring_read(r, at + 8, &blk, sizeof blk);
+    }
+    uint64_t rec = rec_size(n, hdr[1]);
+    atomic_store_explicit(&f->head, word(cnt_of(h) + 1, pos_of(h) + (uint32_t)(rec / 8)),
+                          memory_order_release); /* commit */
+    mp__mutex_unlock(&f->hl);
+    if (blk != NULL) {
+        memcpy(dst, blk, n);
+        mp__heap_free_any(blk);
+    }
+    if (out != NULL)
+        *out = dst;
+    if (f->maxsize > 0)
+        wake(&f->space, &f->put_sleepers, 1);
+    return 0;
+}
+
+/* ---- the rest ---- */
+
+size_t mp__fifo_qsize(mp__fifo *f)
+{
+    uint64_t h = atomic_load_explicit(&f->head, memory_order_acquire);
+    uint64_t t = atomic_load_explicit(&f->tail, memory_order_acquire);
+    return (uint32_t)(cnt_of(t) - cnt_of(h));
+}
+
+bool mp__fifo_full(mp__fifo *f)
+{
+    return f->maxsize > 0 && mp__fifo_qsize(f) >= f->maxsize;
+}
+
+int mp__fifo_task_done(mp__fifo *f)
+{
+    uint64_t d = atomic_load(&f->done);
+    for (;;) {
+        uint32_t puts = cnt_of(atomic_load(&f->tail));
+        if ((uint32_t)d == puts)
+            return -EOVERFLOW;
+        if (atomic_compare_exchange_weak(&f->done, &d, d + 1))
+            break;
+    }
+    if ((uint32_t)(d + 1) == cnt_of(atomic_load(&f->tail)))
+        wake(&f->done_word, &f->join_sleepers, INT32_MAX);
+    return 0;
+}
+
+int mp__fifo_join(mp__fifo *f, int64_t deadline)
+{
+    for (;;) {
+        uint32_t v = atomic_load(&f->done_word);
+        atomic_fetch_add(&f->join_sleepers, 1);
+        atomic_thread_fence(memory_order_seq_cst);
+        bool all = (uint32_t)atomic_load(&f->done) == cnt_of(atomic_load(&f->tail));
+        int64_t now = mp__now_ns();
+        if (!all && now < deadline) {
+            int64_t slice = deadline - now > SLICE_NS ? now + SLICE_NS : deadline;
+            mp__futex_wait(&f->done_word, v, slice);
+        }
+        atomic_fetch_sub(&f->join_sleepers, 1);
+        if (all)
+            return 0;
+        if (mp__now_ns() >= deadline)
+            return MP_ETIMEDOUT;
+    }
+}
+
+void mp__fifo_close(mp__fifo *f)
+{
+    atomic_store(&f->closed, 1);
+    atomic_fetch_add(&f->items, 1);
+    atomic_fetch_add(&f->space, 1);
+    mp__futex_wake(&f->items, INT32_MAX);
+    mp__futex_wake(&f->space, INT32_MAX);
+}
