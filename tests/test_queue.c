@@ -411,3 +411,35 @@ Test(queue, free_by_another_process_is_a_no_op, .timeout = MP_TMO(10))
     cr_assert_eq(get_int(q), 5);
     mp_queue_free(q);
 }
+
+/* FIFO records of every size wrap around the ring's end and survive its
+ * growth; big ones travel as separate blocks; a too-small buffer leaves a
+ * message in place whatever its kind. */
+Test(queue, fifo_mixed_sizes_wrap_and_grow, .timeout = MP_TMO(20))
+{
+    mp_queue *q = make(MP_FIFO, 0, 20000);
+    static unsigned char in[20000], out[20000];
+    unsigned next_put = 0, next_get = 0;
+    for (int round = 0; round < 300; round++) {
+        for (int k = 0; k < 1 + round % 7; k++, next_put++) {
+            size_t n = (next_put * 2654435761u) % 9000;
+            for (size_t i = 0; i < n; i++)
+                in[i] = (unsigned char)(next_put + i);
+            mp_expect_rc(mp_queue_put(q, in, n, 0), 0);
+        }
+        for (int k = 0; k < 1 + round % 5 && next_get < next_put; k++, next_get++) {
+            size_t want = (next_get * 2654435761u) % 9000, len;
+            if (want > 0) {
+                mp_expect_rc(mp_queue_get(q, out, want - 1, &len, 0), MP_ETOOBIG);
+                cr_assert_eq(len, want);
+            }
+            mp_expect_rc(mp_queue_get(q, out, sizeof out, &len, 0), 0);
+            cr_assert_eq(len, want, "message %u: length", next_get);
+            for (size_t i = 0; i < len; i++)
+                cr_assert_eq(out[i], (unsigned char)(next_get + i), "message %u byte %zu",
+                             next_get, i);
+        }
+        cr_assert_eq(mp_queue_qsize(q), next_put - next_get);
+    }
+    mp_queue_free(q); /* with messages (inline and blocks) still queued */
+}
