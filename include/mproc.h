@@ -17,5 +17,6 @@
 #include <mproc/sync.h>
 #include <mproc/queue.h>
 #include <mproc/conn.h>
+#include <mproc/thread.h>
 
 #endif

@@ -1,0 +1,198 @@
+/* Threads and timers: start/join/timeouts, names, daemon, the exit wait,
+ * timer firing and cancelling. */
+// labels: unit tsan
+#include <math.h>
+#include <mproc.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <stdio.h>
+#include <sys/wait.h>
+
+#include "mp_test.h"
+
+static int add_one(void *arg)
+{
+    atomic_int *v = arg;
+    atomic_fetch_add(v, 1);
+    return 7;
+}
+
+Test(thread, start_join_result_and_names, .timeout = MP_TMO(10))
+{
+    atomic_int v = 0;
+    mp_thread *t, *u;
+    mp_expect_rc(mp_thread_new(&t, add_one, &v, NULL), 0);
+    mp_expect_rc(mp_thread_new(&u, add_one, &v, &(mp_thread_opts){.name = "worker", .daemon = true}), 0);
+    cr_assert_eq(strncmp(mp_thread_name(t), "Thread-", 7), 0, "default name %s", mp_thread_name(t));
+    cr_assert_str_eq(mp_thread_name(u), "worker");
+    cr_assert(mp_thread_daemon(u));
+    cr_assert_not(mp_thread_daemon(t));
+    cr_assert_not(mp_thread_is_alive(t), "not alive before start");
+    int r;
+    mp_expect_rc(mp_thread_result(t, &r), -EAGAIN);
+    mp_expect_rc(mp_thread_join(t, 0), -EINVAL);
+    mp_expect_rc(mp_thread_start(t), 0);
+    mp_expect_rc(mp_thread_start(t), -EALREADY);
+    mp_expect_rc(mp_thread_start(u), 0);
+    mp_expect_rc(mp_thread_join(t, MP_TMO(5)), 0);
+    mp_expect_rc(mp_thread_join(t, MP_TMO(5)), 0);
+    mp_expect_rc(mp_thread_join(u, MP_FOREVER), 0);
+    cr_assert_eq(atomic_load(&v), 2);
+    mp_expect_rc(mp_thread_result(t, &r), 0);
+    cr_assert_eq(r, 7);
+    cr_assert_not(mp_thread_is_alive(t));
+    mp_thread_free(t);
+    mp_thread_free(u);
+}
+
+static int wait_event(void *arg)
+{
+    return mp_event_wait(arg, MP_TMO(10)) == 0 ? 0 : 1;
+}
+
+Test(thread, join_timeout_and_is_alive, .timeout = MP_TMO(10))
+{
+    mp_event *e;
+    mp_expect_rc(mp_event_new(&e), 0);
+    mp_thread *t;
+    mp_expect_rc(mp_thread_new(&t, wait_event, e, NULL), 0);
+    mp_expect_rc(mp_thread_start(t), 0);
+    double t0 = mp_test_now();
+    mp_expect_rc(mp_thread_join(t, 0.05), MP_ETIMEDOUT);
+    cr_assert_geq(mp_test_now() - t0, 0.045);
+    cr_assert(mp_thread_is_alive(t));
+    mp_expect_rc(mp_thread_join(t, NAN), -EINVAL);
+    mp_event_set(e);
+    mp_expect_rc(mp_thread_join(t, MP_TMO(5)), 0);
+    cr_assert_not(mp_thread_is_alive(t));
+    int r;
+    mp_expect_rc(mp_thread_result(t, &r), 0);
+    cr_assert_eq(r, 0);
+    mp_thread_free(t);
+    mp_event_free(e);
+}
+
+static mp_thread *self_thread;
+static int join_self(void *arg)
+{
+    (void)arg;
+    return mp_thread_join(self_thread, 1) == -EDEADLK ? 0 : 1;
+}
+
+Test(thread, joining_itself_is_an_error, .timeout = MP_TMO(10))
+{
+    mp_expect_rc(mp_thread_new(&self_thread, join_self, NULL, NULL), 0);
+    mp_expect_rc(mp_thread_start(self_thread), 0);
+    mp_expect_rc(mp_thread_join(self_thread, MP_TMO(5)), 0);
+    int r;
+    mp_expect_rc(mp_thread_result(self_thread, &r), 0);
+    cr_assert_eq(r, 0);
+    mp_thread_free(self_thread);
+}
+
+Test(thread, bad_input, .timeout = MP_TMO(10))
+{
+    mp_thread *t;
+    mp_expect_rc(mp_thread_new(NULL, add_one, NULL, NULL), -EINVAL);
+    mp_expect_rc(mp_thread_new(&t, NULL, NULL, NULL), -EINVAL);
+    cr_assert_null(t);
+    mp_expect_rc(mp_thread_start(NULL), -EINVAL);
+    mp_expect_rc(mp_thread_join(NULL, 0), -EINVAL);
+    cr_assert_not(mp_thread_is_alive(NULL));
+    cr_assert_null(mp_thread_name(NULL));
+    mp_thread_free(NULL);
+    mp_timer *tm;
+    mp_expect_rc(mp_timer_new(&tm, -1, (void (*)(void *))free, NULL), -EINVAL);
+    mp_expect_rc(mp_timer_new(&tm, NAN, (void (*)(void *))free, NULL), -EINVAL);
+    mp_expect_rc(mp_timer_new(&tm, 1, NULL, NULL), -EINVAL);
+    mp_expect_rc(mp_timer_start(NULL), -EINVAL);
+    mp_expect_rc(mp_timer_cancel(NULL), -EINVAL);
+    mp_timer_free(NULL);
+}
+
+/* In a forked child, the parent's thread object refuses to be used. */
+Test(thread, object_from_another_process, .timeout = MP_TMO(10))
+{
+    atomic_int v = 0;
+    mp_thread *t;
+    mp_expect_rc(mp_thread_new(&t, add_one, &v, NULL), 0);
+    pid_t pid = fork();
+    if (pid == 0)
+        _exit(mp_thread_start(t) == -EPERM && mp_thread_join(t, 0) == -EPERM ? 0 : 1);
+    int st = mp_test_waitpid(pid, MP_TMO(5));
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    mp_thread_free(t);
+}
+
+/* The program waits for a non-daemon thread at exit, not for a daemon
+ * (tests/helpers/thread_exit_peer.c, run as its own program). */
+Test(thread, exit_waits_for_non_daemon_threads_only, .timeout = MP_TMO(20))
+{
+    const char *dir = getenv("MPROC_TEST_BINARY_DIR");
+    char path[4096];
+    snprintf(path, sizeof path, "%s/tests/helpers/thread_exit_peer", dir ? dir : ".");
+    int fds[2];
+    cr_assert_eq(pipe(fds), 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(fds[1], 1);
+        close(fds[0]);
+        close(fds[1]);
+        execl(path, "thread_exit_peer", (char *)NULL);
+        _exit(127);
+    }
+    close(fds[1]);
+    char buf[8];
+    cr_assert_eq(mp_test_read(fds[0], buf, 4, MP_TMO(10)), 4, "the thread finished its work");
+    cr_assert_eq(memcmp(buf, "done", 4), 0);
+    int st = mp_test_waitpid(pid, MP_TMO(10));
+    cr_assert(st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0,
+              "exited despite the daemon (status %#x)", st);
+    close(fds[0]);
+}
+
+static void fire(void *arg)
+{
+    mp_event_set(arg);
+}
+
+Test(timer, fires_after_the_delay, .timeout = MP_TMO(10))
+{
+    mp_event *e;
+    mp_expect_rc(mp_event_new(&e), 0);
+    mp_timer *t;
+    mp_expect_rc(mp_timer_new(&t, 0.1, fire, e), 0);
+    double t0 = mp_test_now();
+    mp_expect_rc(mp_timer_start(t), 0);
+    mp_expect_rc(mp_timer_start(t), -EALREADY);
+    mp_expect_rc(mp_event_wait(e, MP_TMO(5)), 0);
+    cr_assert_geq(mp_test_now() - t0, 0.095, "not before the delay");
+    cr_assert(mp_timer_fired(t));
+    mp_expect_rc(mp_timer_cancel(t), 0); /* after firing: harmless */
+    mp_timer_free(t);
+    mp_event_free(e);
+}
+
+static void count(void *arg)
+{
+    atomic_fetch_add((atomic_int *)arg, 1);
+}
+
+Test(timer, cancel_before_firing, .timeout = MP_TMO(10))
+{
+    atomic_int n = 0;
+    mp_timer *t;
+    mp_expect_rc(mp_timer_new(&t, 30, count, &n), 0);
+    mp_expect_rc(mp_timer_start(t), 0);
+    double t0 = mp_test_now();
+    mp_expect_rc(mp_timer_cancel(t), 0);
+    mp_timer_free(t); /* returns once the timer thread has seen the cancel */
+    cr_assert_lt(mp_test_now() - t0, MP_TMO(5), "cancel wakes the timer at once");
+    cr_assert_eq(atomic_load(&n), 0);
+
+    mp_expect_rc(mp_timer_new(&t, 0, count, &n), 0);
+    mp_expect_rc(mp_timer_cancel(t), 0); /* before start: never fires */
+    mp_expect_rc(mp_timer_start(t), 0);
+    mp_timer_free(t);
+    cr_assert_eq(atomic_load(&n), 0);
+}
