@@ -18,5 +18,6 @@
 #include <mproc/queue.h>
 #include <mproc/conn.h>
 #include <mproc/thread.h>
+#include <mproc/dict.h>
 
 #endif
