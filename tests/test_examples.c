@@ -234,3 +234,56 @@ Test(examples, s004_pipe_process, .timeout = MP_TMO(30))
     expect_success(st, out);
     cr_assert_str_eq(out, "[42, None, 'hello']\n");
 }
+
+Test(examples, s004_thread_direct, .timeout = MP_TMO(30))
+{
+    char out[4096];
+    int st = run_example("s004_thread_direct", out, sizeof out, MP_TMO(20));
+    expect_success(st, out);
+    cr_assert_eq(strncmp(out, "main thread stop\n", 17), 0, "main stops first:\n%s", out);
+    int seen[10] = {0}, v, off = 17, used;
+    for (int i = 0; i < 10; i++) {
+        cr_assert_eq(sscanf(out + off, "threading %d\n%n", &v, &used), 1, "output:\n%s", out);
+        cr_assert(v >= 0 && v < 10 && !seen[v], "each thread once:\n%s", out);
+        seen[v] = 1;
+        off += used;
+    }
+    cr_assert_eq(out[off], '\0', "and the program waited for all ten");
+}
+
+Test(examples, s004_join_daemon, .timeout = MP_TMO(30))
+{
+    char out[4096];
+    int st = run_example("s004_join_daemon", out, sizeof out, MP_TMO(20));
+    expect_success(st, out);
+    const char *first = "[0]---running---\n\nstarting thread Thread-2\n[1]---running---\n\n";
+    cr_assert_eq(strncmp(out, first, strlen(first)), 0, "output:\n%s", out);
+    cr_assert_not_null(strstr(out, "---main thread done----\n"), "output:\n%s", out);
+    cr_assert_null(strstr(out, "[4]"), "the daemon did not hold the exit:\n%s", out);
+}
+
+Test(examples, s004_timer, .timeout = MP_TMO(30))
+{
+    char out[4096];
+    double t0 = mp_test_now();
+    int st = run_example("s004_timer", out, sizeof out, MP_TMO(20));
+    expect_success(st, out);
+    cr_assert_str_eq(out, "hello,world\n");
+    cr_assert_geq(mp_test_now() - t0, 0.95, "not before its delay");
+}
+
+Test(examples, s004_manager, .timeout = MP_TMO(30))
+{
+    char out[8192];
+    int st = run_example("s004_manager", out, sizeof out, MP_TMO(20));
+    expect_success(st, out);
+    char *line = out;
+    for (int i = 0; i < 10; i++) {
+        cr_assert_eq(strncmp(line, "[0, 1, 2, 3, 4, 1", 17), 0, "child line %d:\n%s", i, out);
+        line = strchr(line, '\n');
+        cr_assert_not_null(line);
+        line++;
+    }
+    cr_assert_str_eq(line, "{1: 1, 2: 2, 0.25: None}\n"
+                           "[0, 1, 2, 3, 4, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n");
+}
