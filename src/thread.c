@@ -3,8 +3,8 @@
  * A thread's state is shared by its object and the running thread, with a
  * reference count, so that freeing the object of a running thread only
  * detaches it.  `finished` is a futex word: join with a timeout sleeps on
- * it, then pthread_join reaps a thread that is done, so start+join costs
- * what pthread_create+pthread_join cost, plus an allocation and a wake.
+ * it; a join without one goes straight to pthread_join, so start+join
+ * costs what pthread_create+pthread_join cost, plus an allocation.
  *
  * Exit: running non-daemon threads are counted; the atexit handler waits
  * until the count is zero (less the calling thread, if it is one of them). */
@@ -22,7 +22,7 @@
 
 #define SLICE_NS 100000000LL
 
-enum { NEW, STARTED, JOINED };
+enum { NEW, STARTED, JOINING, JOINED };
 
 struct mp_thread {
     pthread_t th;
@@ -34,6 +34,7 @@ struct mp_thread {
     int state;                  /* NEW, STARTED, JOINED: the owner's view */
     pthread_mutex_t lock;       /* guards state for concurrent joins */
     _Atomic uint32_t finished;  /* fn has returned */
+    _Atomic uint32_t waiters;   /* joiners asleep on finished */
     int result;
     _Atomic int refs;           /* the object, and the thread while it runs */
 };
@@ -95,8 +96,9 @@ static void *thread_main(void *p)
     if (!t->daemon)
         self_nondaemon = true;
     t->result = t->fn(t->arg);
-    atomic_store_explicit(&t->finished, 1, memory_order_release);
-    mp__futex_wake(&t->finished, INT32_MAX);
+    atomic_store(&t->finished, 1);
+    if (atomic_load(&t->waiters) > 0) /* seq_cst pairs with the joiner's */
+        mp__futex_wake(&t->finished, INT32_MAX);
     bool daemon = t->daemon;
     release(t);
     if (!daemon) {
@@ -191,22 +193,41 @@ int mp_thread_join(mp_thread *t, double timeout)
         return -EINVAL;
     pthread_mutex_lock(&t->lock);
     int state = t->state;
+    bool reap = state == STARTED && deadline == MP__NO_DEADLINE;
+    if (reap)
+        t->state = JOINING; /* this caller reaps; others wait for fn */
     pthread_mutex_unlock(&t->lock);
     if (state == NEW)
         return -EINVAL;
     if (state == JOINED)
         return 0;
-    if (pthread_equal(t->th, pthread_self()))
+    if (pthread_equal(t->th, pthread_self())) {
+        if (reap) {
+            pthread_mutex_lock(&t->lock);
+            t->state = STARTED;
+            pthread_mutex_unlock(&t->lock);
+        }
         return -EDEADLK;
-    while (!atomic_load_explicit(&t->finished, memory_order_acquire)) {
+    }
+    if (reap) { /* forever: straight to pthread_join, one wake-up */
+        pthread_join(t->th, NULL);
+        pthread_mutex_lock(&t->lock);
+        t->state = JOINED;
+        pthread_mutex_unlock(&t->lock);
+        return 0;
+    }
+    while (!atomic_load(&t->finished)) {
         int64_t now = mp__now_ns();
         if (now >= deadline)
             return MP_ETIMEDOUT;
         int64_t slice = deadline - now > SLICE_NS ? now + SLICE_NS : deadline;
-        mp__futex_wait(&t->finished, 0, slice);
+        atomic_fetch_add(&t->waiters, 1);
+        if (!atomic_load(&t->finished))
+            mp__futex_wait(&t->finished, 0, slice);
+        atomic_fetch_sub(&t->waiters, 1);
     }
     pthread_mutex_lock(&t->lock);
-    if (t->state == STARTED) { /* not joined by a racing caller meanwhile */
+    if (t->state == STARTED) { /* nobody reaps it yet: the thread is ending */
         pthread_join(t->th, NULL);
         t->state = JOINED;
     }
@@ -255,6 +276,7 @@ void mp_thread_free(mp_thread *t)
             pthread_detach(t->th);
             t->state = JOINED;
         }
+        /* JOINING: a join in another thread is reaping it. */
         pthread_mutex_unlock(&t->lock);
     }
     release(t);
