@@ -7,6 +7,7 @@
  * the caller to repair: that is why the code MP_EOWNERDEAD reaches it. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <stdbool.h>
 #include <time.h>
 
 #include "mproc/error.h"
@@ -71,6 +72,19 @@ int mp__mutex_lock(mp__mutex *m, int64_t deadline)
 #endif
 }
 
+/* Whether the mutex looks free, without writing to it.  glibc keeps the
+ * futex word (the owner's tid, 0 when free) in __data.__lock; elsewhere,
+ * always try. */
+static inline bool lock_word_free(mp__mutex *m)
+{
+#ifdef __GLIBC__
+    return __atomic_load_n(&m->m.__data.__lock, __ATOMIC_RELAXED) == 0;
+#else
+    (void)m;
+    return true;
+#endif
+}
+
 /* When a holder dies the kernel wakes one waiter only; if that waiter is
  * killed before it takes the mutex, the others would sleep on a free mutex
  * forever.  Waiting in bounded slices makes them look again. */
@@ -82,6 +96,8 @@ int mp__mutex_lock_slow(mp__mutex *m)
         for (int i = 0; i < SPIN_TRIES; i++) {
             for (int k = 0; k < 8; k++)
                 mp__cpu_relax();
+            if (!lock_word_free(m))
+                continue; /* only look: a failed try would steal the line */
             int rc = pthread_mutex_trylock(&m->m);
             if (rc != EBUSY)
                 return mp__mutex_result(m, rc);
