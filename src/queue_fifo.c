@@ -24,8 +24,9 @@
  * is nothing to repair.  At worst one message block (or an old ring) is
  * leaked.
  *
- * Waiting: a consumer that finds the ring empty spins briefly on `tail` if
- * a producer may run on another CPU, then registers as a sleeper and
+ * Waiting: a consumer that finds the ring empty watches `tail` for up to
+ * 20 us if a producer may run on another CPU, looking once a microsecond,
+ * then registers as a sleeper and
  * sleeps on `items`; a producer bumps `items` only if it sees a sleeper
  * after its commit (a full fence on both sides orders the two).  Producers
  * of a bounded queue wait on `space` the same way. */
@@ -45,6 +46,7 @@
 #define MAX_RING ((uint64_t)1 << 30)
 #define SLICE_NS 100000000LL /* 100 ms */
 #define SPIN_NS 20000
+#define LOOK_NS 1000
 #define KIND_INLINE 0u
 #define KIND_BLOCK 1u
 
@@ -173,15 +175,21 @@ static bool wait_for(mp__fifo *f, mp__mutex *m, _Atomic uint64_t *watch, uint64_
     bool moved = false;
     if (mp__can_run_in_parallel()) {
         int64_t end = now + SPIN_NS < deadline ? now + SPIN_NS : deadline;
-        for (unsigned i = 1; !moved; i++) {
+        for (int64_t last = now;;) {
             moved = atomic_load_explicit(watch, memory_order_acquire) != seen ||
                     atomic_load_explicit(&f->closed, memory_order_relaxed);
-            /* Look less and less often: each look pulls the line the peer
-             * is writing, and slows it down. */
-            for (unsigned k = i < 6 ? 1u << i : 64; k > 0; k--)
-                mp__cpu_relax();
-            if ((i & 7) == 0 && mp__now_ns() >= end)
+            if (moved || last >= end)
                 break;
+            /* Look about once a microsecond: each look pulls the line the
+             * peer is writing, and a peer left alone that long has queued
+             * several messages, which are then taken in a burst. */
+            int64_t t;
+            do {
+                for (int k = 0; k < 8; k++)
+                    mp__cpu_relax();
+                t = mp__now_ns();
+            } while (t - last < LOOK_NS);
+            last = t;
         }
     }
     if (!moved) {
