@@ -122,9 +122,11 @@ int mp__io_write_all(int fd, bool sock, struct iovec *iov, int iovcnt, int pass_
                 c->cmsg_len = CMSG_LEN(sizeof(int));
                 memcpy(CMSG_DATA(c), &pass_fd, sizeof pass_fd);
             }
-            w = sendmsg(fd, &mh, MSG_NOSIGNAL);
+            w = pass_fd < 0 && iovcnt == 1 ? send(fd, iov->iov_base, iov->iov_len, MSG_NOSIGNAL)
+                                           : sendmsg(fd, &mh, MSG_NOSIGNAL);
         } else {
-            w = writev(fd, iov, iovcnt);
+            /* write() for one buffer: writev's iovec copy costs more. */
+            w = iovcnt == 1 ? write(fd, iov->iov_base, iov->iov_len) : writev(fd, iov, iovcnt);
         }
         if (w < 0) {
             if (errno == EINTR)
