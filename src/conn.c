@@ -436,6 +436,15 @@ static int next_header(mp_conn *c, int64_t deadline)
     return 0;
 }
 
+/* The next frame's header, if it is of this kind (-EBADMSG if not). */
+static int next_frame(mp_conn *c, int kind, int64_t deadline)
+{
+    int rc = next_header(c, deadline);
+    if (rc < 0)
+        return rc;
+    return c->kind == kind ? 0 : -EBADMSG;
+}
+
 static void frame_done(mp_conn *c)
 {
     c->have_hdr = false;
@@ -502,11 +511,9 @@ int mp_conn_recv(mp_conn *c, void *buf, size_t cap, size_t *len, double timeout)
     if (c == NULL || len == NULL || (buf == NULL && cap > 0) || c->rfd < 0 ||
         mp__deadline(timeout, &deadline) < 0)
         return -EINVAL;
-    int rc = next_header(c, deadline);
+    int rc = next_frame(c, KIND_DATA, deadline);
     if (rc < 0)
         return rc;
-    if (c->kind != KIND_DATA)
-        return -EBADMSG;
     *len = c->flen;
     if (c->flen > cap)
         return MP_ETOOBIG;
@@ -520,11 +527,9 @@ int mp_conn_recv_alloc(mp_conn *c, void **data, size_t *len, double timeout)
         mp__deadline(timeout, &deadline) < 0)
         return -EINVAL;
     *data = NULL;
-    int rc = next_header(c, deadline);
+    int rc = next_frame(c, KIND_DATA, deadline);
     if (rc < 0)
         return rc;
-    if (c->kind != KIND_DATA)
-        return -EBADMSG;
     /* Grow the stage with what arrives: at most what is buffered plus
      * 64 KiB at a time, doubling, never straight to the claimed size. */
     size_t need = c->flen;
@@ -580,11 +585,9 @@ int mp_conn_recv_fd(mp_conn *c, int *fd, double timeout)
     int64_t deadline;
     if (c == NULL || fd == NULL || c->rfd < 0 || mp__deadline(timeout, &deadline) < 0)
         return -EINVAL;
-    int rc = next_header(c, deadline);
+    int rc = next_frame(c, KIND_FD, deadline);
     if (rc < 0)
         return rc;
-    if (c->kind != KIND_FD)
-        return -EBADMSG;
     *fd = c->fdq[0];
     memmove(c->fdq, c->fdq + 1, (size_t)(--c->nfdq) * sizeof c->fdq[0]);
     frame_done(c);

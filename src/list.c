@@ -86,11 +86,19 @@ int mp_list_new(mp_list **out)
     return 0;
 }
 
-static int check_val(mp_list *l, const void *val, size_t len)
+/* Check the arguments of a store and build its item: NULL with *err set
+ * (-EINVAL, MP_ETOOBIG, -ENOMEM) on failure. */
+static item *checked_item(mp_list *l, const void *val, size_t len, int *err)
 {
-    if (l == NULL || (val == NULL && len > 0))
-        return -EINVAL;
-    return len > MP_DICT_MAX_VALUE ? MP_ETOOBIG : 0;
+    if (l == NULL || (val == NULL && len > 0)) {
+        *err = -EINVAL;
+        return NULL;
+    }
+    if (len > MP_DICT_MAX_VALUE) {
+        *err = MP_ETOOBIG;
+        return NULL;
+    }
+    return item_new(val, len, err);
 }
 
 /* A copy of a's first n pointers with room for cap, minus index skip
@@ -113,10 +121,8 @@ static array *rebuilt(array *a, size_t cap, size_t skip, size_t at, item *ins, i
 
 int mp_list_append(mp_list *l, const void *val, size_t len)
 {
-    int err = check_val(l, val, len);
-    if (err < 0)
-        return err;
-    item *it = item_new(val, len, &err);
+    int err = 0;
+    item *it = checked_item(l, val, len, &err);
     if (it == NULL)
         return err;
     array *old = NULL;
@@ -192,10 +198,8 @@ int mp_list_get_alloc(mp_list *l, size_t i, void **val, size_t *len)
 
 int mp_list_set(mp_list *l, size_t i, const void *val, size_t len)
 {
-    int err = check_val(l, val, len);
-    if (err < 0)
-        return err;
-    item *it = item_new(val, len, &err);
+    int err = 0;
+    item *it = checked_item(l, val, len, &err);
     if (it == NULL)
         return err;
     item *old = NULL;
@@ -216,10 +220,8 @@ int mp_list_set(mp_list *l, size_t i, const void *val, size_t len)
 
 int mp_list_insert(mp_list *l, size_t i, const void *val, size_t len)
 {
-    int err = check_val(l, val, len);
-    if (err < 0)
-        return err;
-    item *it = item_new(val, len, &err);
+    int err = 0;
+    item *it = checked_item(l, val, len, &err);
     if (it == NULL)
         return err;
     array *old = NULL;
