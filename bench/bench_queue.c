@@ -2,7 +2,7 @@
  *   queue.1p1c_64B   one producer process, one consumer, 64-byte messages
  *   queue.1p1c_4K    the same with 4 KiB messages
  *   queue.1p1c_1M    the same with 1 MiB messages (MB/s)
- *   queue.2p2c_64B   two producers and two consumers on one queue
+ *   queue.pc_64B_wN  N producers and N consumers on one queue (N = 1, 2, 4)
  * posix: the floor a hand-written program would get from a pipe carrying
  * length-prefixed records (no crash safety, one reader per record). */
 #include <mproc.h>
@@ -98,7 +98,7 @@ static void reap(pid_t pid)
  * message taken. */
 static double run_queue(qctx *c, uint64_t n, bool use_pipe)
 {
-    pid_t pids[8];
+    pid_t pids[16];
     int np = c->nprod;
     uint64_t per = n / (uint64_t)np;
     double t0 = mp_bench_now();
@@ -133,7 +133,7 @@ static void pair(const char *bench, size_t size, int nprod, uint64_t n)
     mp_bench_run(bench, "mproc", m, (double)size, body_mproc, &c, n, 0);
     /* A pipe with several readers would interleave records: posix only
      * stands in for the one-consumer shapes. */
-    if (nprod == 1)
+    if (nprod == 1 && strncmp(bench, "queue.pc_", 9) != 0)
         mp_bench_run(bench, "posix", m, (double)size, body_posix, &c, n, 0);
     mp_queue_free(c.q);
     close(c.fd[0]);
@@ -146,6 +146,8 @@ int main(void)
     pair("queue.1p1c_64B", 64, 1, mp_bench_n(1000000));
     pair("queue.1p1c_4K", 4096, 1, mp_bench_n(200000));
     pair("queue.1p1c_1M", 1 << 20, 1, mp_bench_n(2000));
-    pair("queue.2p2c_64B", 64, 2, mp_bench_n(1000000));
+    pair("queue.pc_64B_w1", 64, 1, mp_bench_n(1000000));
+    pair("queue.pc_64B_w2", 64, 2, mp_bench_n(1000000));
+    pair("queue.pc_64B_w4", 64, 4, mp_bench_n(1000000));
     return 0;
 }

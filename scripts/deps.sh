@@ -8,7 +8,7 @@ want="cmake make gcc pkg-config libsodium-dev"
 for what in "$@"; do
     case "$what" in
     test) want="$want libcriterion-dev" ;;
-    bench) want="$want python3 gnuplot-nox" ;;
+    bench) want="$want python3 gnuplot-nox g++ libboost-dev libzmq3-dev" ;;
     fuzz)
         want="$want clang"
         # libFuzzer's runtime comes in a package named after clang's version.
@@ -26,7 +26,7 @@ for pkg in $want; do
         # A tool may be present without its Debian package (e.g. a python3
         # from elsewhere): count it as present.
         case "$pkg" in
-        cmake|make|gcc|python3|clang) command -v "$pkg" >/dev/null 2>&1 && continue ;;
+        cmake|make|gcc|g++|python3|clang) command -v "$pkg" >/dev/null 2>&1 && continue ;;
         gnuplot-nox) command -v gnuplot >/dev/null 2>&1 && continue ;;
         esac
         missing="$missing $pkg"

@@ -40,4 +40,6 @@ if __name__ == "__main__":
     harness.run("queue.1p1c_4K", "python", "ops/s", queue_body(4096, 1, 1000), harness.scaled(50000))
     harness.run("queue.1p1c_1M", "python", "MB/s", queue_body(1 << 20, 1, 16), harness.scaled(500),
                 bytes_per_op=float(1 << 20))
-    harness.run("queue.2p2c_64B", "python", "ops/s", queue_body(64, 2, 1000), harness.scaled(200000))
+    for w in (1, 2, 4):
+        harness.run("queue.pc_64B_w%d" % w, "python", "ops/s", queue_body(64, w, 1000),
+                    harness.scaled(100000))
