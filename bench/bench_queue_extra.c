@@ -25,12 +25,19 @@ static double run(void *p, uint64_t n)
 {
     ctx *c = p;
     fresh_endpoint(c); /* never a stale socket file from the run before */
+    /* Bind before the fork, so the sender never races the listener into
+     * existence (the child makes its own context: none crosses fork). */
+    void *zc = zmq_ctx_new();
+    void *pull = zmq_socket(zc, ZMQ_PULL);
+    int tmo = 20000; /* ms: a lost peer fails the run instead of hanging it */
+    zmq_setsockopt(pull, ZMQ_RCVTIMEO, &tmo, sizeof tmo);
+    MP_BENCH_CHECK(zmq_bind(pull, c->endpoint) == 0);
     double t0 = mp_bench_now();
     pid_t pid = fork();
     MP_BENCH_CHECK(pid >= 0);
     if (pid == 0) {
-        void *zc = zmq_ctx_new();
-        void *push = zmq_socket(zc, ZMQ_PUSH);
+        void *cc = zmq_ctx_new();
+        void *push = zmq_socket(cc, ZMQ_PUSH);
         if (zmq_connect(push, c->endpoint) != 0)
             _exit(1);
         char *m = calloc(1, c->size);
@@ -38,14 +45,9 @@ static double run(void *p, uint64_t n)
             if (zmq_send(push, m, c->size, 0) != (int)c->size)
                 _exit(2);
         zmq_close(push);
-        zmq_ctx_term(zc);
+        zmq_ctx_term(cc);
         _exit(0);
     }
-    void *zc = zmq_ctx_new();
-    void *pull = zmq_socket(zc, ZMQ_PULL);
-    int tmo = 20000; /* ms: a lost peer fails the run instead of hanging it */
-    zmq_setsockopt(pull, ZMQ_RCVTIMEO, &tmo, sizeof tmo);
-    MP_BENCH_CHECK(zmq_bind(pull, c->endpoint) == 0);
     char *buf = malloc(c->size);
     for (uint64_t i = 0; i < n; i++)
         MP_BENCH_CHECK(zmq_recv(pull, buf, c->size, 0) == (int)c->size);

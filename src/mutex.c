@@ -115,11 +115,6 @@ int mp__mutex_trylock(mp__mutex *m)
     return mp__mutex_result(m, pthread_mutex_trylock(&m->m));
 }
 
-int mp__mutex_unlock(mp__mutex *m)
-{
-    return -pthread_mutex_unlock(&m->m);
-}
-
 void mp__mutex_destroy(mp__mutex *m)
 {
     pthread_mutex_destroy(&m->m);

@@ -37,7 +37,10 @@ static inline int mp__mutex_lock_forever(mp__mutex *m)
 /* Acquire only if free now: 0, MP_EOWNERDEAD, -EBUSY, -EDEADLK. */
 int mp__mutex_trylock(mp__mutex *m);
 /* Release.  Returns 0, or -EPERM if the calling thread does not hold it. */
-int mp__mutex_unlock(mp__mutex *m);
+static inline int mp__mutex_unlock(mp__mutex *m)
+{
+    return -pthread_mutex_unlock(&m->m);
+}
 void mp__mutex_destroy(mp__mutex *m);
 
 #endif
