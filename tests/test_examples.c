@@ -287,3 +287,28 @@ Test(examples, s004_manager, .timeout = MP_TMO(30))
     cr_assert_str_eq(line, "{1: 1, 2: 2, 0.25: None}\n"
                            "[0, 1, 2, 3, 4, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n");
 }
+
+Test(examples, s004_rlock_threads, .timeout = MP_TMO(30))
+{
+    char out[4096];
+    int st = run_example("s004_rlock_threads", out, sizeof out, MP_TMO(20));
+    expect_success(st, out);
+    cr_assert_str_eq(out, "1\n2\n3\n4\n5\n6\n7\n8\n9\n10\nmain threading stop\n");
+}
+
+Test(examples, s004_semaphore_threads, .timeout = MP_TMO(30))
+{
+    char out[4096];
+    double t0 = mp_test_now();
+    int st = run_example("s004_semaphore_threads", out, sizeof out, MP_TMO(20));
+    expect_success(st, out);
+    int seen[20] = {0}, v, off = 0, used;
+    for (int i = 0; i < 20; i++) {
+        cr_assert_eq(sscanf(out + off, "run the thread :%d\n%n", &v, &used), 1, "output:\n%s", out);
+        cr_assert(v >= 0 && v < 20 && !seen[v], "each thread once:\n%s", out);
+        seen[v] = 1;
+        off += used;
+    }
+    /* Five at a time: four waves of 0.2 s, not one. */
+    cr_assert_geq(mp_test_now() - t0, 0.75, "the semaphore let more than five in");
+}
