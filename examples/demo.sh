@@ -37,6 +37,7 @@ show s004_thread_direct    "seed 004/1.1.1: ten threads; exit waits for them"
 show s004_join_daemon      "seed 004/1.1.2: join with a timeout, a daemon thread"
 show s004_rlock_threads    "seed 004/1.1.3: ten threads count under an RLock"
 show s004_semaphore_threads "seed 004/1.1.4: twenty threads, five at a time (BoundedSemaphore)"
+show s004_bones_joinable   "seed 004/producer-consumer: task_done and join on a queue"
 show s004_timer            "seed 004/1.1.7: a Timer says hello after a second"
 show s004_manager          "seed 004/Manager: ten processes share a dict and a list"
 

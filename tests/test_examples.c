@@ -312,3 +312,24 @@ Test(examples, s004_semaphore_threads, .timeout = MP_TMO(30))
     /* Five at a time: four waves of 0.2 s, not one. */
     cr_assert_geq(mp_test_now() - t0, 0.75, "the semaphore let more than five in");
 }
+
+Test(examples, s004_bones_joinable, .timeout = MP_TMO(30))
+{
+    char out[4096];
+    int st = run_example("s004_bones_joinable", out, sizeof out, MP_TMO(20));
+    expect_success(st, out);
+    /* The ten bones eaten in order (the producer's "waiting" line may fall
+     * anywhere among them), then the producer's last word. */
+    const char *p = out;
+    for (int i = 0; i < 10; i++) {
+        char want[64];
+        snprintf(want, sizeof want, "司家勇 正在吃 骨头 %d\n", i);
+        const char *at = strstr(p, want);
+        cr_assert_not_null(at, "bone %d, in order:\n%s", i, out);
+        p = at + strlen(want);
+    }
+    cr_assert_not_null(strstr(out, "开始等待所有的骨头被吃掉。。。。\n"), "output:\n%s", out);
+    const char *last = "所有的骨头被吃完...\n";
+    size_t n = strlen(out), k = strlen(last);
+    cr_assert(n >= k && strcmp(out + n - k, last) == 0, "join returned after all ten:\n%s", out);
+}
