@@ -358,28 +358,31 @@ int mp_queue_new(mp_queue **out, const mp_queue_opts *opts)
     mp_queue *q = mp__heap_calloc(sizeof *q, &err);
     if (q == NULL)
         return err;
-    uint64_t cap = o.maxsize ? o.maxsize : FIRST_CAP;
-    slots *s = mp__heap_calloc(sizeof *s + cap * sizeof(entry), &err);
-    if (s == NULL) {
-        mp__heap_free(q);
-        return err;
-    }
-    s->cap = cap;
-    int rc = mp__mutex_init(&q->m);
-    if (rc < 0) {
-        mp__heap_free(s);
-        mp__heap_free(q);
-        return rc;
-    }
-    if (o.order == MP_FIFO && (rc = mp__fifo_new(&q->fifo, o.maxsize)) < 0) {
-        mp__heap_free(s);
-        mp__heap_free(q);
-        return rc;
+    if (o.order == MP_FIFO) { /* the ring of queue_fifo.c does it all */
+        int rc = mp__fifo_new(&q->fifo, o.maxsize);
+        if (rc < 0) {
+            mp__heap_free(q);
+            return rc;
+        }
+    } else {
+        uint64_t cap = o.maxsize ? o.maxsize : FIRST_CAP;
+        slots *s = mp__heap_calloc(sizeof *s + cap * sizeof(entry), &err);
+        if (s == NULL) {
+            mp__heap_free(q);
+            return err;
+        }
+        s->cap = cap;
+        int rc = mp__mutex_init(&q->m);
+        if (rc < 0) {
+            mp__heap_free(s);
+            mp__heap_free(q);
+            return rc;
+        }
+        atomic_init(&q->arr, s);
     }
     q->order = o.order;
     q->maxsize = o.maxsize;
     q->max_msg = o.max_msg;
-    atomic_init(&q->arr, s);
     *out = q;
     return 0;
 }
@@ -604,8 +607,11 @@ void mp_queue_free(mp_queue *q)
 {
     if (q == NULL || !mp__heap_owned(q))
         return;
-    if (q->fifo != NULL)
+    if (q->fifo != NULL) {
         mp__fifo_free(q->fifo);
+        mp__heap_free(q);
+        return;
+    }
     while (queued(q) > 0)
         mp__heap_free_any(pop(q));
     for (int b = 0; b < NBUCKETS; b++)

@@ -443,3 +443,14 @@ Test(queue, fifo_mixed_sizes_wrap_and_grow, .timeout = MP_TMO(20))
     }
     mp_queue_free(q); /* with messages (inline and blocks) still queued */
 }
+
+/* A FIFO's bound costs nothing up front: the largest maxsize is accepted
+ * and works like any other bound. */
+Test(queue, fifo_largest_bound_allocates_nothing_up_front, .timeout = MP_TMO(10))
+{
+    mp_queue *q = make(MP_FIFO, (size_t)1 << 31, 64);
+    put_int(q, 5);
+    cr_assert_eq(get_int(q), 5);
+    cr_assert_not(mp_queue_full(q));
+    mp_queue_free(q);
+}
