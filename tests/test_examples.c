@@ -49,12 +49,18 @@ static void expect_success(int st, const char *out)
               "status %#x, output:\n%s", st, out);
 }
 
+/* Run an example and check it succeeded with exactly this output. */
+static void expect_output(const char *name, const char *want)
+{
+    char out[8192];
+    int st = run_example(name, out, sizeof out, MP_TMO(20));
+    expect_success(st, out);
+    cr_assert_str_eq(out, want, "%s printed:\n%s", name, out);
+}
+
 Test(examples, readme_example, .timeout = MP_TMO(30))
 {
-    char out[4096];
-    int st = run_example("readme_example", out, sizeof out, MP_TMO(20));
-    expect_success(st, out);
-    cr_assert_str_eq(out, "child exited with 0, value = 3.14159\n");
+    expect_output("readme_example", "child exited with 0, value = 3.14159\n");
 }
 
 Test(examples, s000_parent_child, .timeout = MP_TMO(30))
@@ -74,10 +80,7 @@ Test(examples, s000_parent_child, .timeout = MP_TMO(30))
 
 Test(examples, s000_process_memory, .timeout = MP_TMO(30))
 {
-    char out[4096];
-    int st = run_example("s000_process_memory", out, sizeof out, MP_TMO(20));
-    expect_success(st, out);
-    cr_assert_str_eq(out, "+++++++++process+++++++++\n[0]\n[1]\n[2]\n[3]\n[4]\n"
+    expect_output("s000_process_memory", "+++++++++process+++++++++\n[0]\n[1]\n[2]\n[3]\n[4]\n"
                           "parent's list after the children: []\n");
 }
 
@@ -111,10 +114,7 @@ Test(examples, s002_start_join, .timeout = MP_TMO(30))
 
 Test(examples, s004_process_hello, .timeout = MP_TMO(30))
 {
-    char out[4096];
-    int st = run_example("s004_process_hello", out, sizeof out, MP_TMO(20));
-    expect_success(st, out);
-    cr_assert_str_eq(out, "\033[31;1m hello 陈鑫\033[0m\n");
+    expect_output("s004_process_hello", "\033[31;1m hello 陈鑫\033[0m\n");
 }
 
 Test(examples, s004_process_info, .timeout = MP_TMO(30))
@@ -133,18 +133,12 @@ Test(examples, s004_process_info, .timeout = MP_TMO(30))
 
 Test(examples, s000_value_array, .timeout = MP_TMO(30))
 {
-    char out[4096];
-    int st = run_example("s000_value_array", out, sizeof out, MP_TMO(20));
-    expect_success(st, out);
-    cr_assert_str_eq(out, "3.1415926\n[0, -1, -2, -3, -4, -5, -6, -7, -8, -9]\n");
+    expect_output("s000_value_array", "3.1415926\n[0, -1, -2, -3, -4, -5, -6, -7, -8, -9]\n");
 }
 
 Test(examples, s004_value_array, .timeout = MP_TMO(30))
 {
-    char out[4096];
-    int st = run_example("s004_value_array", out, sizeof out, MP_TMO(20));
-    expect_success(st, out);
-    cr_assert_str_eq(out, "3.333333333333333\n0\n1\n2\n3\n4\n5\n6\n7\n8\n9\n10\n");
+    expect_output("s004_value_array", "3.333333333333333\n0\n1\n2\n3\n4\n5\n6\n7\n8\n9\n10\n");
 }
 
 Test(examples, s004_lock_print, .timeout = MP_TMO(30))
@@ -184,26 +178,17 @@ Test(examples, s000_queue_put, .timeout = MP_TMO(30))
 
 Test(examples, s001_queue_pipeline, .timeout = MP_TMO(30))
 {
-    char out[4096];
-    int st = run_example("s001_queue_pipeline", out, sizeof out, MP_TMO(20));
-    expect_success(st, out);
-    cr_assert_str_eq(out, "download finished\n[11, 22, 33, 44]\nqueue empty: True\n");
+    expect_output("s001_queue_pipeline", "download finished\n[11, 22, 33, 44]\nqueue empty: True\n");
 }
 
 Test(examples, s002_queue_results, .timeout = MP_TMO(30))
 {
-    char out[4096];
-    int st = run_example("s002_queue_results", out, sizeof out, MP_TMO(20));
-    expect_success(st, out);
-    cr_assert_str_eq(out, "start process...\nstart process...\nstart process...\nKEL\nKEL\nKEL\n");
+    expect_output("s002_queue_results", "start process...\nstart process...\nstart process...\nKEL\nKEL\nKEL\n");
 }
 
 Test(examples, s004_queue_kinds, .timeout = MP_TMO(30))
 {
-    char out[4096];
-    int st = run_example("s004_queue_kinds", out, sizeof out, MP_TMO(20));
-    expect_success(st, out);
-    cr_assert_str_eq(out, "q.full(): True, q.qsize(): 2\n"
+    expect_output("s004_queue_kinds", "q.full(): True, q.qsize(): 2\n"
                           "q.put_nowait(3): Full\n"
                           "q.get(): 1\nq.get(): 2\n"
                           "q.get_nowait(): Empty, q.empty(): True\n"
@@ -213,26 +198,17 @@ Test(examples, s004_queue_kinds, .timeout = MP_TMO(30))
 
 Test(examples, s004_queue_process, .timeout = MP_TMO(30))
 {
-    char out[4096];
-    int st = run_example("s004_queue_process", out, sizeof out, MP_TMO(20));
-    expect_success(st, out);
-    cr_assert_str_eq(out, "[42, None, 'hello']\n");
+    expect_output("s004_queue_process", "[42, None, 'hello']\n");
 }
 
 Test(examples, s002_pipe_results, .timeout = MP_TMO(30))
 {
-    char out[4096];
-    int st = run_example("s002_pipe_results", out, sizeof out, MP_TMO(20));
-    expect_success(st, out);
-    cr_assert_str_eq(out, "start process...\nstart process...\nstart process...\nKEL\nKEL\nKEL\n");
+    expect_output("s002_pipe_results", "start process...\nstart process...\nstart process...\nKEL\nKEL\nKEL\n");
 }
 
 Test(examples, s004_pipe_process, .timeout = MP_TMO(30))
 {
-    char out[4096];
-    int st = run_example("s004_pipe_process", out, sizeof out, MP_TMO(20));
-    expect_success(st, out);
-    cr_assert_str_eq(out, "[42, None, 'hello']\n");
+    expect_output("s004_pipe_process", "[42, None, 'hello']\n");
 }
 
 Test(examples, s004_thread_direct, .timeout = MP_TMO(30))
@@ -290,10 +266,7 @@ Test(examples, s004_manager, .timeout = MP_TMO(30))
 
 Test(examples, s004_rlock_threads, .timeout = MP_TMO(30))
 {
-    char out[4096];
-    int st = run_example("s004_rlock_threads", out, sizeof out, MP_TMO(20));
-    expect_success(st, out);
-    cr_assert_str_eq(out, "1\n2\n3\n4\n5\n6\n7\n8\n9\n10\nmain threading stop\n");
+    expect_output("s004_rlock_threads", "1\n2\n3\n4\n5\n6\n7\n8\n9\n10\nmain threading stop\n");
 }
 
 Test(examples, s004_semaphore_threads, .timeout = MP_TMO(30))
