@@ -19,5 +19,6 @@
 #include <mproc/conn.h>
 #include <mproc/thread.h>
 #include <mproc/dict.h>
+#include <mproc/pool.h>
 
 #endif

@@ -88,6 +88,23 @@ int mp__fd_wait_readable(int fd, int64_t deadline);
  * that forked us.  Returns 0, or -ESRCH if that parent is already gone. */
 int mp__die_with_parent(pid_t parent, int sig);
 
+/* ---- readiness of many descriptors (the pool's collector) ---- */
+/* A poller watches descriptors for readability; each carries a 64-bit tag.
+ * Returns the poller fd or -errno. */
+int mp__poller_new(void);
+int mp__poller_add(int poller, int fd, uint64_t tag);
+int mp__poller_del(int poller, int fd);
+/* Wait until some watched fds are readable or deadline: stores up to max
+ * tags, returns how many (0 at the deadline) or -errno. */
+int mp__poller_wait(int poller, uint64_t *tags, int max, int64_t deadline);
+/* A notifier: an fd that becomes readable when notified from any process
+ * that inherited it, until drained.  Returns the fd or -errno. */
+int mp__notifier_new(void);
+void mp__notify(int fd);
+void mp__notifier_drain(int fd);
+/* Ignore SIGINT and block nothing else: a pool worker's signal state. */
+void mp__worker_signals(void);
+
 /* ---- fork hub ---- */
 /* Modules that own process-local locks or lazily built state register hooks
  * here; the hub runs prepare hooks in ascending rank and the parent/child

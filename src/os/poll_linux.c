@@ -1,0 +1,78 @@
+/* Readiness of many descriptors (epoll) and cross-process notifiers
+ * (eventfd): what the pool's collector thread sleeps on. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "os.h"
+
+int mp__poller_new(void)
+{
+    int fd = epoll_create1(EPOLL_CLOEXEC);
+    return fd < 0 ? -errno : fd;
+}
+
+int mp__poller_add(int poller, int fd, uint64_t tag)
+{
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = tag};
+    return epoll_ctl(poller, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
+}
+
+int mp__poller_del(int poller, int fd)
+{
+    return epoll_ctl(poller, EPOLL_CTL_DEL, fd, NULL) < 0 ? -errno : 0;
+}
+
+int mp__poller_wait(int poller, uint64_t *tags, int max, int64_t deadline)
+{
+    struct epoll_event evs[16];
+    if (max > 16)
+        max = 16;
+    for (;;) {
+        int n = epoll_wait(poller, evs, max, mp__deadline_ms(deadline));
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (n == 0 && deadline != MP__NO_DEADLINE && mp__now_ns() < deadline)
+            continue; /* epoll rounds to ms: wait out the remainder */
+        for (int i = 0; i < n; i++)
+            tags[i] = evs[i].data.u64;
+        return n;
+    }
+}
+
+int mp__notifier_new(void)
+{
+    int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    return fd < 0 ? -errno : fd;
+}
+
+void mp__notify(int fd)
+{
+    uint64_t one = 1;
+    /* Full counter (EAGAIN) means it is readable already. */
+    while (write(fd, &one, sizeof one) < 0 && errno == EINTR)
+        ;
+}
+
+void mp__notifier_drain(int fd)
+{
+    uint64_t v;
+    while (read(fd, &v, sizeof v) < 0 && errno == EINTR)
+        ;
+}
+
+void mp__worker_signals(void)
+{
+    signal(SIGINT, SIG_IGN);
+    sigset_t none;
+    sigemptyset(&none);
+    pthread_sigmask(SIG_SETMASK, &none, NULL);
+}

@@ -1,0 +1,1218 @@
+/* Pools: submission, results, and the collector thread (the parent side).
+ *
+ * The collector is the only thread that ends jobs for the pool: it takes
+ * finished jobs from the done stack, runs callbacks, re-queues the rest of
+ * map chunks, and it owns the workers: it forks the fork server (so the
+ * server, and through it every worker, dies with the pool), asks it for
+ * workers, watches their pidfds, kills a worker whose task ran past its
+ * deadline, and after a death fails the task the worker held and asks for
+ * a replacement.  It sleeps in epoll on the pidfds, the server's socket and
+ * an eventfd that workers (and API calls) write when it must wake.
+ *
+ * Waiting for one result does not involve the collector: the worker stores
+ * the job's final state and wakes its waiters itself. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "heap_int.h"
+#include "mproc/error.h"
+#include "mproc/process.h"
+#include "os/io.h"
+#include "os/os.h"
+#include "pool_int.h"
+
+#define RING_SIZE 4096
+#define JOB_CACHE_MAX 1024
+#define SPIN_NS 30000
+#define SLICE_NS 100000000LL
+
+enum { TAG_NOTIFY = 0, TAG_SERVER = 1, TAG_PIDFD = 2 };
+enum { KILL_NONE, KILL_DEADLINE, KILL_TERMINATE };
+
+typedef struct {
+    pid_t pid;
+    int pidfd;
+    bool requested;   /* asked of the server, not yet ended */
+    bool running;     /* spawned (process) / started (thread) */
+    bool exited;      /* its pidfd said so */
+    bool have_status;
+    int status;       /* exit status, or -signal */
+    int kill_reason;
+    uint64_t kill_seq;
+    uint32_t kill_item;
+    pthread_t th;
+} worker_rec;
+
+struct pool_core {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;        /* joiners and mp_pool_new wait here */
+    _Atomic int refs;           /* the pool handle, results, iterators */
+    pool_shm *s;
+    mp_pool_kind kind;
+    unsigned nworkers;
+    pid_t owner;
+
+    uint64_t tail;              /* ring producer position */
+    uint64_t next_seq;
+    job *pend_head, *pend_tail;
+    job *inflight;              /* dispatched, not yet retired */
+    size_t ninflight;
+    job *cache;
+    size_t ncache;
+
+    _Atomic bool closed, terminated;
+    bool stopping, finished, started, joined;
+    int start_err;
+
+    pthread_t collector;
+    int notify_fd, poller, srv_sock, srv_pidfd;
+    pid_t srv_pid;
+    worker_rec *w;
+    unsigned live;              /* workers requested or running */
+};
+
+struct mp_pool {
+    pool_core *c;
+};
+
+static _Thread_local pool_core *in_callback_of;
+
+/* ---- small helpers ---- */
+
+void mp__pool_lock(pool_core *c) { pthread_mutex_lock(&c->lock); }
+void mp__pool_unlock(pool_core *c) { pthread_mutex_unlock(&c->lock); }
+bool mp__pool_accepting(pool_core *c) { return !c->closed && !c->terminated; }
+bool mp__pool_terminated(pool_core *c) { return c->terminated; }
+unsigned mp__pool_nworkers(pool_core *c) { return c->nworkers; }
+int64_t mp__pool_timeout_ns(pool_core *c) { return c->s->pool_timeout_ns; }
+
+static void kick(pool_core *c) { mp__notify(c->notify_fd); }
+
+static int64_t seconds_to_ns(double t)
+{
+    if (t <= 0)
+        return 0;
+    if (t > 1e9)
+        t = 1e9;
+    int64_t ns = (int64_t)(t * 1e9);
+    return ns > 0 ? ns : 1;
+}
+
+static bool spin_ok(void)
+{
+    static _Thread_local int cached; /* 0 unknown, 1 yes, 2 no */
+    if (cached == 0)
+        cached = mp__can_run_in_parallel() ? 1 : 2;
+    return cached == 1;
+}
+
+int mp__pool_wait_word(_Atomic uint32_t *word, _Atomic uint32_t *waiters,
+                       bool (*cond)(void *), void *arg, int64_t deadline)
+{
+    if (cond(arg))
+        return 0;
+    if (deadline != MP__NO_DEADLINE && mp__now_ns() >= deadline)
+        return -ETIMEDOUT;
+    if (spin_ok()) {
+        int64_t end = mp__now_ns() + SPIN_NS;
+        if (end > deadline)
+            end = deadline;
+        do {
+            for (int i = 0; i < 32; i++) {
+                if (cond(arg))
+                    return 0;
+                mp__cpu_relax();
+            }
+        } while (mp__now_ns() < end);
+    }
+    for (;;) {
+        uint32_t v = atomic_load(word);
+        if (cond(arg))
+            return 0;
+        int64_t now = mp__now_ns();
+        if (deadline != MP__NO_DEADLINE && now >= deadline)
+            return -ETIMEDOUT;
+        int64_t until = now + SLICE_NS < deadline ? now + SLICE_NS : deadline;
+        atomic_fetch_add(waiters, 1);
+        if (!cond(arg))
+            mp__futex_wait(word, v, until);
+        atomic_fetch_sub(waiters, 1);
+    }
+}
+
+void mp__pool_wake_word(_Atomic uint32_t *word, _Atomic uint32_t *waiters)
+{
+    if (atomic_load(waiters))
+        mp__futex_wake(word, INT32_MAX);
+}
+
+/* ---- the core's lifetime ---- */
+
+void mp__pool_core_ref(pool_core *c) { atomic_fetch_add(&c->refs, 1); }
+
+static void job_destroy(job *j)
+{
+    mp__heap_free(j);
+}
+
+void mp__pool_core_unref(pool_core *c)
+{
+    if (atomic_fetch_sub(&c->refs, 1) != 1)
+        return;
+    while (c->cache) {
+        job *j = c->cache;
+        c->cache = j->next_local;
+        job_destroy(j);
+    }
+    if (c->s) {
+        mp__heap_free(c->s->ring);
+        mp__heap_free(c->s->workers);
+        mp__heap_free(c->s);
+    }
+    if (c->notify_fd >= 0)
+        close(c->notify_fd);
+    if (c->poller >= 0)
+        close(c->poller);
+    pthread_mutex_destroy(&c->lock);
+    pthread_cond_destroy(&c->cond);
+    free(c->w);
+    free(c);
+}
+
+/* ---- jobs ---- */
+
+job *mp__pool_job_get(pool_core *c)
+{
+    job *j = NULL;
+    pthread_mutex_lock(&c->lock);
+    if (c->cache) {
+        j = c->cache;
+        c->cache = j->next_local;
+        c->ncache--;
+    }
+    pthread_mutex_unlock(&c->lock);
+    if (j == NULL) {
+        j = mp__heap_alloc(sizeof *j, NULL);
+        if (j == NULL)
+            return NULL;
+    }
+    memset(j, 0, offsetof(job, inline_buf));
+    j->core = c;
+    j->owner = mp__getpid();
+    return j;
+}
+
+static void job_release(job *j)
+{
+    pool_core *c = j->core;
+    if (j->res && (j->res < (void *)j->inline_buf ||
+                   j->res >= (void *)(j->inline_buf + JOB_INLINE)))
+        mp__heap_free_any(j->res);
+    if (j->heap_block)
+        mp__heap_free(j->heap_block);
+    j->res = NULL;
+    j->heap_block = NULL;
+    pthread_mutex_lock(&c->lock);
+    if (c->ncache < JOB_CACHE_MAX) {
+        j->next_local = c->cache;
+        c->cache = j;
+        c->ncache++;
+        j = NULL;
+    }
+    pthread_mutex_unlock(&c->lock);
+    if (j)
+        job_destroy(j);
+}
+
+void mp__pool_job_unref(job *j)
+{
+    if (atomic_fetch_sub(&j->refs, 1) == 1)
+        job_release(j);
+}
+
+static bool ring_push(pool_core *c, job *j)
+{
+    pool_shm *s = c->s;
+    ring_slot *sl = &s->ring[c->tail & (s->ring_size - 1)];
+    if (atomic_load(&sl->word) != RING_WORD(c->tail, TAG_FREE))
+        return false;
+    atomic_store_explicit(&sl->job, j, memory_order_relaxed);
+    atomic_store(&sl->word, RING_WORD(c->tail, TAG_READY));
+    c->tail++;
+    if (atomic_load(&s->sleepers) && !atomic_load(&s->spinners)) {
+        atomic_fetch_add(&s->task_seq, 1);
+        mp__futex_wake(&s->task_seq, 1);
+    }
+    return true;
+}
+
+void mp__pool_dispatch(pool_core *c, job *j)
+{
+    if (!j->listed) {
+        j->listed = true;
+        j->prev_local = NULL;
+        j->next_local = c->inflight;
+        if (c->inflight)
+            c->inflight->prev_local = j;
+        c->inflight = j;
+        c->ninflight++;
+    }
+    atomic_store(&j->seq, ++c->next_seq);
+    atomic_store(&j->state, JOB_QUEUED);
+    if (c->pend_head == NULL && ring_push(c, j))
+        return;
+    j->pending = true;
+    j->next_pending = NULL;
+    if (c->pend_tail)
+        c->pend_tail->next_pending = j;
+    else
+        c->pend_head = j;
+    c->pend_tail = j;
+    atomic_store(&c->s->want_notify, 1);
+}
+
+static void refill(pool_core *c)
+{
+    pthread_mutex_lock(&c->lock);
+    while (c->pend_head && ring_push(c, c->pend_head)) {
+        job *j = c->pend_head;
+        j->pending = false;
+        c->pend_head = j->next_pending;
+        if (c->pend_head == NULL)
+            c->pend_tail = NULL;
+    }
+    if (c->pend_head == NULL && !c->closed && !c->terminated)
+        atomic_store(&c->s->want_notify, 0);
+    pthread_mutex_unlock(&c->lock);
+}
+
+void mp__pool_job_retire(job *j)
+{
+    pool_core *c = j->core;
+    pthread_mutex_lock(&c->lock);
+    if (j->prev_local)
+        j->prev_local->next_local = j->next_local;
+    else if (c->inflight == j)
+        c->inflight = j->next_local;
+    if (j->next_local)
+        j->next_local->prev_local = j->prev_local;
+    j->next_local = j->prev_local = NULL;
+    j->listed = false;
+    if (--c->ninflight == 0)
+        pthread_cond_broadcast(&c->cond);
+    pthread_mutex_unlock(&c->lock);
+    mp__pool_job_unref(j);
+}
+
+/* ---- collecting ---- */
+
+static void end_apply(pool_core *c, job *j)
+{
+    uint32_t st = atomic_load(&j->state);
+    int code = st == JOB_CANCELED ? MP_ECANCELED : j->info.code;
+    in_callback_of = c;
+    if (code == 0 && j->opts.callback)
+        j->opts.callback(j->res, j->res_len, j->opts.ud);
+    else if (code != 0 && j->opts.error_callback)
+        j->opts.error_callback(code, j->opts.ud);
+    in_callback_of = NULL;
+    mp__pool_job_retire(j);
+}
+
+/* A job whose dispatch has ended (pushed by its worker, or found ended
+ * after its worker died). */
+static void collect(pool_core *c, job *j)
+{
+    uint64_t seq = atomic_load(&j->seq);
+    if (j->collected_seq == seq)
+        return;
+    j->collected_seq = seq;
+    if (j->kind == JOB_CHUNK)
+        mp__pool_chunk_ended(j, NULL);
+    else
+        end_apply(c, j);
+}
+
+static void collect_done(pool_core *c)
+{
+    pool_shm *s = c->s;
+    job *list = atomic_exchange(&s->done_head, NULL);
+    atomic_store(&s->done_count, 0);
+    job *rev = NULL;
+    while (list) {
+        job *n = list->next_done;
+        list->next_done = rev;
+        rev = list;
+        list = n;
+    }
+    while (rev) {
+        job *n = rev->next_done;
+        collect(c, rev);
+        rev = n;
+    }
+}
+
+static void fail_running(pool_core *c, job *j, const mp_task_info *fail)
+{
+    j->collected_seq = atomic_load(&j->seq);
+    if (j->kind == JOB_CHUNK) {
+        mp__pool_chunk_ended(j, fail);
+        return;
+    }
+    j->info = *fail;
+    j->res = NULL;
+    j->res_len = 0;
+    atomic_store(&j->state, JOB_DONE);
+    mp__pool_wake_word(&j->state, &j->waiters);
+    end_apply(c, j);
+}
+
+static void requeue(pool_core *c, job *j)
+{
+    pthread_mutex_lock(&c->lock);
+    mp__pool_dispatch(c, j);
+    pthread_mutex_unlock(&c->lock);
+}
+
+/* Worker w is dead: end or re-queue whatever it held. */
+static void recover_worker(pool_core *c, unsigned w, const mp_task_info *fail)
+{
+    pool_shm *s = c->s;
+    worker_slot *ws = &s->workers[w];
+    collect_done(c); /* what it pushed before dying is ended normally */
+    job *j = atomic_load(&ws->current);
+    uint64_t sq = atomic_load(&ws->current_seq);
+    job *handled = NULL;
+    if (j && atomic_load(&j->seq) == sq && j->collected_seq != sq) {
+        handled = j;
+        uint32_t st = atomic_load(&j->state);
+        if (st == JOB_RUNNING) {
+            mp_task_info f = *fail;
+            worker_rec *r = &c->w[w];
+            if (r->kill_reason == KILL_DEADLINE && r->kill_seq == sq &&
+                (j->kind == JOB_APPLY || r->kill_item == atomic_load(&j->cur)))
+                f.code = MP_EDEADLINE;
+            fail_running(c, j, &f);
+        } else if (st == JOB_QUEUED) {
+            requeue(c, j);
+        } else {
+            collect(c, j);
+        }
+    }
+    atomic_store(&ws->current, NULL);
+    for (uint32_t i = 0; i < s->ring_size; i++) {
+        ring_slot *sl = &s->ring[i];
+        uint64_t word = atomic_load(&sl->word);
+        if (RING_TAG(word) != TAG_CLAIMED + w)
+            continue;
+        job *cj = atomic_load(&sl->job);
+        atomic_store(&sl->word, RING_WORD(RING_POS(word) + s->ring_size, TAG_FREE));
+        if (cj == handled || cj->collected_seq == atomic_load(&cj->seq))
+            continue;
+        uint32_t st = atomic_load(&cj->state);
+        if (st == JOB_QUEUED)
+            requeue(c, cj);
+        else if (st == JOB_CANCELED)
+            collect(c, cj);
+    }
+}
+
+/* ---- workers ---- */
+
+static void *thread_worker(void *arg);
+
+typedef struct {
+    pool_core *c;
+    unsigned w;
+} thread_arg;
+
+static int spawn(pool_core *c, unsigned w)
+{
+    worker_rec *r = &c->w[w];
+    memset(r, 0, sizeof *r);
+    r->pidfd = -1;
+    if (c->kind == MP_POOL_THREAD) {
+        atomic_store(&c->s->workers[w].exited, 0);
+        thread_arg *ta = malloc(sizeof *ta);
+        if (ta == NULL)
+            return -ENOMEM;
+        ta->c = c;
+        ta->w = w;
+        int rc = pthread_create(&r->th, NULL, thread_worker, ta);
+        if (rc != 0) {
+            free(ta);
+            return -rc;
+        }
+        r->running = true;
+    } else {
+        srv_msg m = {SRV_SPAWN, (int32_t)w, 0, 0};
+        struct iovec iov = {&m, sizeof m};
+        int rc = mp__io_write_all(c->srv_sock, true, &iov, 1, -1);
+        if (rc < 0)
+            return rc;
+    }
+    r->requested = true;
+    c->live++;
+    return 0;
+}
+
+static void *thread_worker(void *arg)
+{
+    thread_arg ta = *(thread_arg *)arg;
+    free(arg);
+    pool_shm *s = ta.c->s;
+    mp__pool_worker_run(s, ta.w, false);
+    atomic_store(&s->workers[ta.w].exited, 1);
+    mp__notify(s->notify_fd);
+    return NULL;
+}
+
+static void worker_ended(pool_core *c, unsigned w)
+{
+    worker_rec *r = &c->w[w];
+    if (c->kind == MP_POOL_PROCESS) {
+        int st = r->status;
+        mp_task_info fail = {.code = MP_EWORKER,
+                             .signo = st < 0 ? -st : 0,
+                             .exit_status = st >= 0 ? st : 0};
+        if (c->terminated)
+            fail.code = MP_ECANCELED;
+        recover_worker(c, w, &fail);
+        if (r->pidfd >= 0) {
+            if (!r->exited)
+                mp__poller_del(c->poller, r->pidfd);
+            close(r->pidfd);
+        }
+    } else {
+        pthread_join(r->th, NULL);
+    }
+    r->requested = r->running = false;
+    r->pidfd = -1;
+    c->live--;
+    if (!c->stopping && !c->terminated && spawn(c, w) < 0) {
+        /* Cannot replace it now: the others carry on. */
+    }
+}
+
+static void read_server(pool_core *c)
+{
+    for (;;) {
+        srv_msg m;
+        int fds[MP__IO_MAX_FDS], nfds = 0;
+        ssize_t r = mp__io_read(c->srv_sock, true, &m, sizeof m, true, fds, &nfds);
+        if (r == -EAGAIN)
+            return;
+        if (r <= 0) {
+            /* The server died (killed from outside): its workers die with
+             * it.  Treat each as dead with an unknown status. */
+            mp__poller_del(c->poller, c->srv_sock);
+            for (unsigned w = 0; w < c->nworkers; w++)
+                if (c->w[w].requested) {
+                    c->w[w].status = -SIGKILL;
+                    c->terminated = true; /* no server, no respawn */
+                    worker_ended(c, w);
+                }
+            return;
+        }
+        if ((size_t)r < sizeof m) {
+            size_t got = (size_t)r;
+            while (got < sizeof m) {
+                int more = 0;
+                ssize_t k = mp__io_read(c->srv_sock, true, (char *)&m + got, sizeof m - got,
+                                        false, fds + nfds, &more);
+                if (k <= 0)
+                    return;
+                nfds += more;
+                got += (size_t)k;
+            }
+        }
+        if (m.slot < 0 || (unsigned)m.slot >= c->nworkers) {
+            for (int i = 0; i < nfds; i++)
+                close(fds[i]);
+            continue;
+        }
+        worker_rec *wr = &c->w[m.slot];
+        if (m.op == SRV_SPAWNED && nfds >= 1) {
+            for (int i = 1; i < nfds; i++)
+                close(fds[i]);
+            wr->pid = m.pid;
+            wr->pidfd = fds[0];
+            wr->running = true;
+            mp__poller_add(c->poller, wr->pidfd, TAG_PIDFD + (uint64_t)m.slot);
+            if (c->terminated)
+                mp__pidfd_send_signal(wr->pidfd, SIGKILL);
+        } else if (m.op == SRV_EXITED) {
+            wr->have_status = true;
+            wr->status = m.status;
+            if (wr->exited || wr->pidfd < 0)
+                worker_ended(c, (unsigned)m.slot);
+        } else if (m.op == SRV_FAILED) {
+            wr->requested = false;
+            c->live--;
+        }
+        for (int i = 0; i < nfds; i++)
+            if (m.op != SRV_SPAWNED || i > 0)
+                close(fds[i]);
+    }
+}
+
+/* Kill workers whose task ran past its deadline; return the next deadline. */
+static int64_t check_deadlines(pool_core *c)
+{
+    int64_t next = MP__NO_DEADLINE, now = mp__now_ns();
+    for (unsigned w = 0; w < c->nworkers; w++) {
+        worker_rec *r = &c->w[w];
+        if (!r->running || r->pidfd < 0 || r->kill_reason != KILL_NONE)
+            continue;
+        worker_slot *ws = &c->s->workers[w];
+        job *j = atomic_load(&ws->current);
+        uint64_t sq = atomic_load(&ws->current_seq);
+        if (j == NULL || atomic_load(&j->seq) != sq || j->timeout_ns == 0 ||
+            atomic_load(&j->state) != JOB_RUNNING)
+            continue;
+        uint32_t item = atomic_load(&j->cur);
+        int64_t dl = atomic_load(&j->item_start) + j->timeout_ns;
+        if (now >= dl) {
+            r->kill_reason = KILL_DEADLINE;
+            r->kill_seq = sq;
+            r->kill_item = item;
+            mp__pidfd_send_signal(r->pidfd, SIGKILL);
+        } else if (dl < next) {
+            next = dl;
+        }
+    }
+    return next;
+}
+
+/* Everything still in flight after a terminate ends as cancelled. */
+static void cancel_all(pool_core *c)
+{
+    for (;;) {
+        pthread_mutex_lock(&c->lock);
+        job *j = c->inflight;
+        while (j && j->collected_seq == atomic_load(&j->seq))
+            j = j->next_local;
+        if (j) {
+            c->pend_head = c->pend_tail = NULL; /* nothing will run */
+            j->collected_seq = atomic_load(&j->seq);
+        }
+        pthread_mutex_unlock(&c->lock);
+        if (j == NULL)
+            return;
+        uint32_t st = JOB_QUEUED;
+        atomic_compare_exchange_strong(&j->state, &st, JOB_CANCELED);
+        if (j->kind == JOB_CHUNK) {
+            mp__pool_chunk_cancel(j);
+        } else {
+            if (atomic_load(&j->state) == JOB_RUNNING)
+                atomic_store(&j->state, JOB_CANCELED);
+            mp__pool_wake_word(&j->state, &j->waiters);
+            end_apply(c, j);
+        }
+    }
+}
+
+static void terminate_workers(pool_core *c)
+{
+    atomic_store(&c->s->stopping, 1);
+    /* Tasks not started are cancelled first, so thread workers (which
+     * cannot be killed) only finish what they are running. */
+    pthread_mutex_lock(&c->lock);
+    for (job *j = c->inflight; j; j = j->next_local) {
+        uint32_t st = JOB_QUEUED;
+        if (atomic_compare_exchange_strong(&j->state, &st, JOB_CANCELED))
+            mp__pool_wake_word(&j->state, &j->waiters);
+    }
+    pthread_mutex_unlock(&c->lock);
+    atomic_fetch_add(&c->s->task_seq, 1);
+    mp__futex_wake(&c->s->task_seq, INT32_MAX);
+    for (unsigned w = 0; w < c->nworkers; w++) {
+        worker_rec *r = &c->w[w];
+        if (c->kind == MP_POOL_PROCESS && r->running && r->pidfd >= 0 && r->kill_reason == KILL_NONE) {
+            r->kill_reason = KILL_TERMINATE;
+            mp__pidfd_send_signal(r->pidfd, SIGKILL);
+        }
+    }
+}
+
+static int start_workers(pool_core *c)
+{
+    if (c->kind == MP_POOL_PROCESS) {
+        int drop[1] = {c->poller};
+        pid_t pid = mp__pool_server_start(c->s, &c->srv_sock, drop, 1);
+        if (pid < 0)
+            return pid;
+        c->srv_pid = pid;
+        c->srv_pidfd = mp__pidfd_open(pid);
+        if (c->srv_pidfd < 0) {
+            int rc = c->srv_pidfd;
+            mp__kill_and_reap(pid);
+            return rc;
+        }
+        int rc = mp__poller_add(c->poller, c->srv_sock, TAG_SERVER);
+        if (rc < 0)
+            return rc;
+    }
+    for (unsigned w = 0; w < c->nworkers; w++) {
+        int rc = spawn(c, w);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+static void stop_server(pool_core *c)
+{
+    if (c->kind != MP_POOL_PROCESS || c->srv_pidfd < 0)
+        return;
+    close(c->srv_sock);
+    int code;
+    if (mp__pidfd_reap(c->srv_pidfd, mp__now_ns() + 5000000000LL, &code) < 0) {
+        mp__pidfd_send_signal(c->srv_pidfd, SIGKILL);
+        mp__pidfd_reap(c->srv_pidfd, MP__NO_DEADLINE, &code);
+    }
+    close(c->srv_pidfd);
+    c->srv_pidfd = -1;
+}
+
+static void *collector_main(void *arg)
+{
+    pool_core *c = arg;
+    pool_shm *s = c->s;
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL);
+
+    int rc = start_workers(c);
+    pthread_mutex_lock(&c->lock);
+    c->start_err = rc;
+    c->started = true;
+    pthread_cond_broadcast(&c->cond);
+    pthread_mutex_unlock(&c->lock);
+    if (rc < 0) {
+        c->terminated = true;
+        terminate_workers(c);
+    }
+
+    bool terminating = false;
+    for (;;) {
+        collect_done(c);
+        refill(c);
+        pthread_mutex_lock(&c->lock);
+        bool term = c->terminated, closed = c->closed;
+        size_t inflight = c->ninflight;
+        pthread_mutex_unlock(&c->lock);
+        if (term && !terminating) {
+            terminating = true;
+            terminate_workers(c);
+        }
+        if (!c->stopping && (term || (closed && inflight == 0))) {
+            c->stopping = true;
+            atomic_store(&s->stopping, 1);
+            atomic_fetch_add(&s->task_seq, 1);
+            mp__futex_wake(&s->task_seq, INT32_MAX);
+        }
+        if (c->kind == MP_POOL_THREAD)
+            for (unsigned w = 0; w < c->nworkers; w++)
+                if (c->w[w].running && atomic_load(&s->workers[w].exited))
+                    worker_ended(c, w);
+        if (c->stopping && c->live == 0) {
+            collect_done(c);
+            cancel_all(c);
+            break;
+        }
+        int64_t deadline = c->kind == MP_POOL_PROCESS ? check_deadlines(c) : MP__NO_DEADLINE;
+
+        atomic_store(&s->collector_sleeping, 1);
+        uint64_t tags[16];
+        int n = 0;
+        if (atomic_load(&s->done_head) == NULL)
+            n = mp__poller_wait(c->poller, tags, 16, deadline);
+        atomic_store(&s->collector_sleeping, 0);
+        for (int i = 0; i < n; i++) {
+            if (tags[i] == TAG_NOTIFY) {
+                mp__notifier_drain(c->notify_fd);
+            } else if (tags[i] == TAG_SERVER) {
+                read_server(c);
+            } else {
+                unsigned w = (unsigned)(tags[i] - TAG_PIDFD);
+                if (w < c->nworkers && c->w[w].pidfd >= 0 && !c->w[w].exited) {
+                    c->w[w].exited = true;
+                    mp__poller_del(c->poller, c->w[w].pidfd);
+                    if (c->w[w].have_status)
+                        worker_ended(c, w);
+                }
+            }
+        }
+    }
+    stop_server(c);
+    pthread_mutex_lock(&c->lock);
+    c->finished = true;
+    pthread_cond_broadcast(&c->cond);
+    pthread_mutex_unlock(&c->lock);
+    return NULL;
+}
+
+/* ---- the pool ---- */
+
+int mp__pool_check(mp_pool *p, pool_core **core)
+{
+    if (p == NULL)
+        return -EINVAL;
+    if (p->c->owner != mp__getpid())
+        return -EPERM;
+    *core = p->c;
+    return 0;
+}
+
+int mp_pool_new(mp_pool **out, const mp_pool_opts *opts)
+{
+    if (out == NULL)
+        return -EINVAL;
+    *out = NULL;
+    mp_pool_opts o = {0};
+    if (opts)
+        o = *opts;
+    if (isnan(o.task_timeout) || (o.kind != MP_POOL_PROCESS && o.kind != MP_POOL_THREAD))
+        return -EINVAL;
+    if (o.kind == MP_POOL_THREAD && o.task_timeout > 0)
+        return -ENOTSUP;
+    if (o.workers == 0)
+        o.workers = (unsigned)mp_cpu_count();
+    if (o.workers > MAX_WORKERS)
+        return -EINVAL;
+    if (o.kind == MP_POOL_PROCESS) {
+        int fd = mp__pidfd_open(getpid());
+        if (fd < 0)
+            return fd == -ENOSYS ? -ENOSYS : fd;
+        close(fd);
+    }
+    int rc = mp__heap_ensure();
+    if (rc < 0)
+        return rc;
+
+    pool_core *c = calloc(1, sizeof *c);
+    mp_pool *p = malloc(sizeof *p);
+    if (c == NULL || p == NULL) {
+        free(c);
+        free(p);
+        return -ENOMEM;
+    }
+    pthread_mutex_init(&c->lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&c->cond, &ca);
+    pthread_condattr_destroy(&ca);
+    atomic_init(&c->refs, 1);
+    c->kind = o.kind;
+    c->nworkers = o.workers;
+    c->owner = mp__getpid();
+    c->notify_fd = c->poller = c->srv_sock = c->srv_pidfd = -1;
+    c->w = calloc(o.workers, sizeof *c->w);
+    c->s = mp__heap_calloc(sizeof *c->s, &rc);
+    if (c->w == NULL || c->s == NULL)
+        goto fail;
+    pool_shm *s = c->s;
+    s->nworkers = o.workers;
+    s->ring_size = RING_SIZE;
+    s->maxtasks = o.maxtasksperchild;
+    s->pool_timeout_ns = seconds_to_ns(o.task_timeout);
+    s->initializer = o.initializer;
+    s->initarg = o.initarg;
+    s->workers = mp__heap_calloc(o.workers * sizeof *s->workers, &rc);
+    s->ring = mp__heap_calloc(RING_SIZE * sizeof *s->ring, &rc);
+    if (s->workers == NULL || s->ring == NULL)
+        goto fail;
+    for (uint32_t i = 0; i < RING_SIZE; i++)
+        atomic_init(&s->ring[i].word, RING_WORD(i, TAG_FREE));
+    rc = c->notify_fd = mp__notifier_new();
+    if (rc < 0)
+        goto fail;
+    s->notify_fd = c->notify_fd;
+    rc = c->poller = mp__poller_new();
+    if (rc < 0)
+        goto fail;
+    rc = mp__poller_add(c->poller, c->notify_fd, TAG_NOTIFY);
+    if (rc < 0)
+        goto fail;
+    rc = -pthread_create(&c->collector, NULL, collector_main, c);
+    if (rc < 0)
+        goto fail;
+    pthread_mutex_lock(&c->lock);
+    while (!c->started)
+        pthread_cond_wait(&c->cond, &c->lock);
+    rc = c->start_err;
+    pthread_mutex_unlock(&c->lock);
+    p->c = c;
+    if (rc < 0) {
+        pthread_join(c->collector, NULL);
+        c->joined = true;
+        mp__pool_core_unref(c);
+        free(p);
+        return rc;
+    }
+    *out = p;
+    return 0;
+fail:
+    if (rc == 0)
+        rc = -ENOMEM;
+    mp__pool_core_unref(c);
+    free(p);
+    return rc;
+}
+
+int mp_pool_close(mp_pool *p)
+{
+    pool_core *c;
+    int rc = mp__pool_check(p, &c);
+    if (rc < 0)
+        return rc;
+    if (in_callback_of == c)
+        return -EDEADLK;
+    pthread_mutex_lock(&c->lock);
+    c->closed = true;
+    atomic_store(&c->s->want_notify, 1);
+    pthread_mutex_unlock(&c->lock);
+    kick(c);
+    return 0;
+}
+
+int mp_pool_terminate(mp_pool *p)
+{
+    pool_core *c;
+    int rc = mp__pool_check(p, &c);
+    if (rc < 0)
+        return rc;
+    if (in_callback_of == c)
+        return -EDEADLK;
+    pthread_mutex_lock(&c->lock);
+    c->closed = c->terminated = true;
+    atomic_store(&c->s->want_notify, 1);
+    pthread_mutex_unlock(&c->lock);
+    kick(c);
+    return 0;
+}
+
+int mp_pool_join(mp_pool *p, double timeout)
+{
+    pool_core *c;
+    int rc = mp__pool_check(p, &c);
+    if (rc < 0)
+        return rc;
+    int64_t deadline;
+    if ((rc = mp__deadline(timeout, &deadline)) < 0)
+        return rc;
+    if (in_callback_of == c)
+        return -EDEADLK;
+    pthread_mutex_lock(&c->lock);
+    if (!c->closed) {
+        pthread_mutex_unlock(&c->lock);
+        return -EBUSY;
+    }
+    while (!c->finished && rc == 0) {
+        if (deadline == MP__NO_DEADLINE) {
+            pthread_cond_wait(&c->cond, &c->lock);
+        } else {
+            struct timespec ts = {deadline / 1000000000, deadline % 1000000000};
+            if (pthread_cond_timedwait(&c->cond, &c->lock, &ts) == ETIMEDOUT && !c->finished)
+                rc = MP_ETIMEDOUT;
+        }
+    }
+    bool join_thread = c->finished && !c->joined;
+    if (join_thread)
+        c->joined = true;
+    pthread_mutex_unlock(&c->lock);
+    if (join_thread)
+        pthread_join(c->collector, NULL);
+    return rc;
+}
+
+void mp_pool_free(mp_pool *p)
+{
+    pool_core *c;
+    if (mp__pool_check(p, &c) < 0 || in_callback_of == c)
+        return;
+    pthread_mutex_lock(&c->lock);
+    bool running = !c->closed || (!c->terminated && !c->finished);
+    pthread_mutex_unlock(&c->lock);
+    if (running)
+        mp_pool_terminate(p);
+    mp_pool_join(p, MP_FOREVER);
+    free(p);
+    mp__pool_core_unref(c);
+}
+
+/* ---- apply ---- */
+
+int mp_pool_apply_async(mp_pool *p, mp_task_fn fn, const void *arg, size_t len,
+                        const mp_task_opts *opts, mp_result **out)
+{
+    pool_core *c;
+    if (out)
+        *out = NULL;
+    int rc = mp__pool_check(p, &c);
+    if (rc < 0)
+        return rc;
+    if (fn == NULL || out == NULL || (arg == NULL && len > 0))
+        return -EINVAL;
+    int64_t timeout_ns = c->s->pool_timeout_ns;
+    if (opts) {
+        if (isnan(opts->timeout))
+            return -EINVAL;
+        if (opts->timeout > 0)
+            timeout_ns = seconds_to_ns(opts->timeout);
+        else if (opts->timeout < 0)
+            timeout_ns = 0;
+    }
+    if (timeout_ns && c->kind == MP_POOL_THREAD)
+        return -ENOTSUP;
+    if (!mp__pool_accepting(c))
+        return MP_ECLOSED;
+    job *j = mp__pool_job_get(c);
+    if (j == NULL)
+        return -ENOMEM;
+    if (len <= JOB_INLINE) {
+        if (len)
+            memcpy(j->inline_buf, arg, len);
+        j->arg = j->inline_buf;
+    } else {
+        void *blk = mp__heap_alloc(len, &rc);
+        if (blk == NULL) {
+            job_release(j);
+            return rc ? rc : -ENOMEM;
+        }
+        memcpy(blk, arg, len);
+        j->heap_block = blk;
+        j->arg = blk;
+    }
+    j->kind = JOB_APPLY;
+    j->fn = fn;
+    j->len = len;
+    j->timeout_ns = timeout_ns;
+    if (opts)
+        j->opts = *opts;
+    j->notify = j->opts.callback || j->opts.error_callback;
+    atomic_init(&j->refs, 2);
+    pthread_mutex_lock(&c->lock);
+    if (!mp__pool_accepting(c)) {
+        pthread_mutex_unlock(&c->lock);
+        job_release(j);
+        return MP_ECLOSED;
+    }
+    mp__pool_dispatch(c, j);
+    pthread_mutex_unlock(&c->lock);
+    mp__pool_core_ref(c);
+    *out = (mp_result *)j;
+    return 0;
+}
+
+static bool job_final(void *arg)
+{
+    uint32_t st = atomic_load(&((job *)arg)->state);
+    return st == JOB_DONE || st == JOB_CANCELED;
+}
+
+static int result_check(mp_result *r, job **jp)
+{
+    job *j = (job *)r;
+    if (j == NULL || j->kind != JOB_APPLY)
+        return -EINVAL;
+    if (j->owner != mp__getpid())
+        return -EPERM;
+    *jp = j;
+    return 0;
+}
+
+static int job_code(job *j)
+{
+    return atomic_load(&j->state) == JOB_CANCELED ? MP_ECANCELED : j->info.code;
+}
+
+int mp_result_wait(mp_result *r, double timeout)
+{
+    job *j;
+    int64_t deadline;
+    int rc = result_check(r, &j);
+    if (rc < 0 || (rc = mp__deadline(timeout, &deadline)) < 0)
+        return rc;
+    return mp__pool_wait_word(&j->state, &j->waiters, job_final, j, deadline);
+}
+
+int mp_result_get(mp_result *r, double timeout, const void **res, size_t *len)
+{
+    job *j;
+    if (res)
+        *res = NULL;
+    if (len)
+        *len = 0;
+    int rc = mp_result_wait(r, timeout);
+    if (rc < 0)
+        return rc;
+    result_check(r, &j);
+    rc = job_code(j);
+    if (rc == 0) {
+        if (res)
+            *res = j->res;
+        if (len)
+            *len = j->res_len;
+    }
+    return rc;
+}
+
+bool mp_result_ready(mp_result *r)
+{
+    job *j;
+    return result_check(r, &j) == 0 && job_final(j);
+}
+
+int mp_result_cancel(mp_result *r)
+{
+    job *j;
+    int rc = result_check(r, &j);
+    if (rc < 0)
+        return rc;
+    uint32_t st = JOB_QUEUED;
+    if (!atomic_compare_exchange_strong(&j->state, &st, JOB_CANCELED))
+        return st == JOB_CANCELED ? 0 : -EBUSY;
+    mp__pool_wake_word(&j->state, &j->waiters);
+    return 0;
+}
+
+int mp_result_info(mp_result *r, mp_task_info *info)
+{
+    job *j;
+    int rc = result_check(r, &j);
+    if (rc < 0)
+        return rc;
+    if (info == NULL)
+        return -EINVAL;
+    if (!job_final(j))
+        return -EAGAIN;
+    *info = j->info;
+    info->code = job_code(j);
+    return 0;
+}
+
+void mp_result_free(mp_result *r)
+{
+    job *j;
+    if (result_check(r, &j) < 0)
+        return;
+    pool_core *c = j->core;
+    mp__pool_job_unref(j);
+    mp__pool_core_unref(c);
+}
+
+static int wait_many(mp_result *const *rs, size_t n, double timeout, bool any)
+{
+    int64_t deadline;
+    int rc = mp__deadline(timeout, &deadline);
+    if (rc < 0)
+        return rc;
+    if (rs == NULL && n > 0)
+        return -EINVAL;
+    for (size_t i = 0; i < n; i++) {
+        job *j;
+        if (rs[i] && (rc = result_check(rs[i], &j)) < 0)
+            return rc;
+    }
+    bool spun = false;
+    for (;;) {
+        size_t live = 0, done = 0, first = SIZE_MAX;
+        job *wait_on = NULL;
+        for (size_t i = 0; i < n; i++) {
+            job *j = (job *)rs[i];
+            if (j == NULL)
+                continue;
+            live++;
+            if (job_final(j)) {
+                done++;
+                if (first == SIZE_MAX)
+                    first = i;
+            } else if (wait_on == NULL) {
+                wait_on = j;
+            }
+        }
+        if (any) {
+            if (live == 0)
+                return MP_EDONE;
+            if (first != SIZE_MAX)
+                return first > INT32_MAX ? -EOVERFLOW : (int)first;
+        } else if (done == live) {
+            return 0;
+        }
+        int64_t now = mp__now_ns();
+        if (deadline != MP__NO_DEADLINE && now >= deadline)
+            return MP_ETIMEDOUT;
+        if (!spun && spin_ok()) {
+            spun = true;
+            int64_t end = now + SPIN_NS;
+            while (mp__now_ns() < end && !job_final(wait_on))
+                mp__cpu_relax();
+            continue;
+        }
+        /* Sleep on one unfinished result, in short slices for the others. */
+        int64_t until = now + (any ? 1000000 : SLICE_NS);
+        if (until > deadline)
+            until = deadline;
+        uint32_t v = atomic_load(&wait_on->state);
+        atomic_fetch_add(&wait_on->waiters, 1);
+        if (!job_final(wait_on))
+            mp__futex_wait(&wait_on->state, v, until);
+        atomic_fetch_sub(&wait_on->waiters, 1);
+    }
+}
+
+int mp_result_wait_any(mp_result *const *rs, size_t n, double timeout)
+{
+    return wait_many(rs, n, timeout, true);
+}
+
+int mp_result_wait_all(mp_result *const *rs, size_t n, double timeout)
+{
+    return wait_many(rs, n, timeout, false);
+}
+
+int mp_pool_apply(mp_pool *p, mp_task_fn fn, const void *arg, size_t len,
+                  void **res, size_t *res_len)
+{
+    pool_core *c;
+    if (res)
+        *res = NULL;
+    if (res_len)
+        *res_len = 0;
+    int rc = mp__pool_check(p, &c);
+    if (rc < 0)
+        return rc;
+    if (in_callback_of == c)
+        return -EDEADLK;
+    mp_result *r;
+    rc = mp_pool_apply_async(p, fn, arg, len, NULL, &r);
+    if (rc < 0)
+        return rc;
+    const void *data;
+    size_t n;
+    rc = mp_result_get(r, MP_FOREVER, &data, &n);
+    if (rc == 0 && res && n > 0) {
+        void *copy = malloc(n);
+        if (copy == NULL) {
+            rc = -ENOMEM;
+        } else {
+            memcpy(copy, data, n);
+            *res = copy;
+        }
+    }
+    if (rc == 0 && res_len)
+        *res_len = n;
+    mp_result_free(r);
+    return rc;
+}
+
+bool mp__pool_in_callback(pool_core *c) { return in_callback_of == c; }

@@ -1,0 +1,373 @@
+/* The worker side of a pool: claiming jobs from the ring, running them,
+ * result buffers, and the fork server that starts worker processes.
+ *
+ * A worker never takes a lock to get work: it claims a ring slot with one
+ * CAS that writes its own index into the slot word, then records the job as
+ * its `current` and frees the slot.  Whatever instruction it dies at, the
+ * collector finds the job it held (in `current`, or as a slot still marked
+ * with its index) and the job's state says whether it had started. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "heap_int.h"
+#include "mproc/error.h"
+#include "os/io.h"
+#include "os/os.h"
+#include "pool_int.h"
+
+#define SPIN_NS 30000          /* an idle worker looks for work this long */
+#define SLEEP_SLICE_NS 50000000LL
+
+static _Thread_local int worker_index = -1;
+
+int mp_pool_worker_index(void) { return worker_index; }
+
+/* ---- result buffers ---- */
+
+struct mp_buf {
+    unsigned char *data;
+    size_t len, cap;
+    bool heap;      /* data is a heap block of ours */
+    int err;        /* an append failed */
+};
+
+int mp_buf_append(mp_buf *b, const void *data, size_t len)
+{
+    if (b == NULL || (data == NULL && len > 0))
+        return -EINVAL;
+    if (len == 0)
+        return 0;
+    if (len > b->cap - b->len) {
+        if (len > SIZE_MAX / 2 - b->len)
+            return b->err = -ENOMEM;
+        size_t need = b->len + len, cap = b->cap * 2;
+        if (cap < need)
+            cap = need;
+        if (cap < 4096)
+            cap = 4096;
+        int err = 0;
+        unsigned char *p = mp__heap_alloc(cap, &err);
+        if (p == NULL)
+            return b->err = err ? err : -ENOMEM;
+        memcpy(p, b->data, b->len);
+        if (b->heap)
+            mp__heap_free(b->data);
+        b->data = p;
+        b->cap = mp__heap_block_size(p);
+        b->heap = true;
+    }
+    memcpy(b->data + b->len, data, len);
+    b->len += len;
+    return 0;
+}
+
+/* ---- the done stack ---- */
+
+void mp__pool_push_done(pool_shm *s, job *j)
+{
+    job *head = atomic_load(&s->done_head);
+    do
+        j->next_done = head;
+    while (!atomic_compare_exchange_weak(&s->done_head, &head, j));
+    uint32_t n = atomic_fetch_add(&s->done_count, 1);
+    /* A sleeping collector is woken for what needs it now (callbacks, map
+     * chunks, pending tasks, a join) and, for plain tasks, once a batch of
+     * them has piled up, so their memory is recycled. */
+    if (atomic_load(&s->collector_sleeping) &&
+        (j->notify || atomic_load(&s->want_notify) || n >= 63))
+        mp__notify(s->notify_fd);
+}
+
+/* ---- claiming ---- */
+
+static bool ring_ready(pool_shm *s)
+{
+    uint64_t h = atomic_load(&s->head);
+    uint64_t w = atomic_load(&s->ring[h & (s->ring_size - 1)].word);
+    return w == RING_WORD(h, TAG_READY) || RING_POS(w) > h;
+}
+
+static job *claim(pool_shm *s, unsigned w, uint64_t *pos)
+{
+    for (;;) {
+        uint64_t h = atomic_load(&s->head);
+        ring_slot *sl = &s->ring[h & (s->ring_size - 1)];
+        uint64_t word = atomic_load(&sl->word);
+        if (word == RING_WORD(h, TAG_READY)) {
+            if (!atomic_compare_exchange_strong(&sl->word, &word,
+                                                RING_WORD(h, TAG_CLAIMED + w)))
+                continue;
+            uint64_t hh = h;
+            atomic_compare_exchange_strong(&s->head, &hh, h + 1);
+            *pos = h;
+            return atomic_load(&sl->job);
+        }
+        if (RING_POS(word) == h && RING_TAG(word) >= TAG_CLAIMED) {
+            uint64_t hh = h; /* claimed but head not moved: help */
+            atomic_compare_exchange_strong(&s->head, &hh, h + 1);
+            continue;
+        }
+        if (RING_POS(word) > h)
+            continue; /* our view of head is stale */
+        return NULL;
+    }
+}
+
+/* Wait for work.  Returns true when the worker should exit. */
+static bool idle_wait(pool_shm *s, bool parallel)
+{
+    if (atomic_load(&s->stopping) && !ring_ready(s))
+        return true;
+    uint32_t zero = 0;
+    if (parallel && atomic_compare_exchange_strong(&s->spinners, &zero, 1)) {
+        int64_t end = mp__now_ns() + SPIN_NS;
+        bool found = false;
+        do {
+            for (int i = 0; i < 32 && !(found = ring_ready(s)); i++)
+                mp__cpu_relax();
+        } while (!found && !atomic_load(&s->stopping) && mp__now_ns() < end);
+        atomic_store(&s->spinners, 0);
+        if (found)
+            return false;
+    }
+    atomic_fetch_add(&s->sleepers, 1);
+    uint32_t seen = atomic_load(&s->task_seq);
+    if (!ring_ready(s) && !atomic_load(&s->stopping))
+        mp__futex_wait(&s->task_seq, seen, mp__now_ns() + SLEEP_SLICE_NS);
+    atomic_fetch_sub(&s->sleepers, 1);
+    return false;
+}
+
+/* ---- running ---- */
+
+static void run_apply(job *j)
+{
+    mp_buf b = {0};
+    size_t off = 0;
+    if (j->arg == j->inline_buf)
+        off = (j->len + 15) & ~(size_t)15;
+    if (off < JOB_INLINE) {
+        b.data = j->inline_buf + off;
+        b.cap = JOB_INLINE - off;
+    }
+    int rc = j->fn(j->arg, j->len, &b);
+    if (rc == 0 && b.err)
+        rc = b.err;
+    memset(&j->info, 0, sizeof j->info);
+    if (rc != 0) {
+        if (b.heap)
+            mp__heap_free(b.data);
+        j->res = NULL;
+        j->res_len = 0;
+        j->info.code = b.err && rc == b.err ? b.err : MP_ETASK;
+        j->info.task_rc = rc;
+    } else {
+        j->res = b.len ? b.data : NULL;
+        j->res_len = b.len;
+    }
+    atomic_store(&j->state, JOB_DONE);
+    if (atomic_load(&j->waiters))
+        mp__futex_wake(&j->state, INT32_MAX);
+}
+
+static void run_chunk(job *j)
+{
+    uint32_t i = j->start, n = j->count;
+    bool timed = j->timeout_ns != 0;
+    j->nfail = 0;
+    for (; i < n; i++) {
+        if (timed)
+            atomic_store_explicit(&j->item_start, mp__now_ns(), memory_order_relaxed);
+        atomic_store_explicit(&j->cur, i, memory_order_relaxed);
+        int rc = j->mfn(j->in + (size_t)i * j->in_size, j->out + (size_t)i * j->out_size);
+        if (rc != 0) {
+            j->fails[j->nfail].item = i;
+            j->fails[j->nfail].rc = rc;
+            if (++j->nfail == CHUNK_FAILS) {
+                i++;
+                break;
+            }
+        }
+    }
+    atomic_store(&j->cur, i);
+    atomic_store(&j->state, JOB_STOPPED);
+}
+
+static void run_job(pool_shm *s, job *j)
+{
+    uint32_t q = JOB_QUEUED;
+    if (j->timeout_ns)
+        atomic_store(&j->item_start, mp__now_ns());
+    if (!atomic_compare_exchange_strong(&j->state, &q, JOB_RUNNING)) {
+        mp__pool_push_done(s, j); /* cancelled while queued */
+        return;
+    }
+    if (j->timeout_ns && atomic_load(&s->collector_sleeping))
+        mp__notify(s->notify_fd); /* the collector must watch the clock */
+    if (j->kind == JOB_APPLY)
+        run_apply(j);
+    else
+        run_chunk(j);
+    mp__pool_push_done(s, j);
+}
+
+void mp__pool_worker_run(pool_shm *s, unsigned w, bool process)
+{
+    worker_index = (int)w;
+    worker_slot *ws = &s->workers[w];
+    bool parallel = mp__can_run_in_parallel();
+    if (s->initializer)
+        s->initializer(s->initarg);
+    unsigned done = 0;
+    for (;;) {
+        uint64_t pos;
+        job *j = claim(s, w, &pos);
+        if (j == NULL) {
+            if (idle_wait(s, parallel))
+                break;
+            continue;
+        }
+        atomic_store(&ws->current_seq, atomic_load(&j->seq));
+        atomic_store(&ws->current, j);
+        atomic_store(&s->ring[pos & (s->ring_size - 1)].word,
+                     RING_WORD(pos + s->ring_size, TAG_FREE));
+        /* More work waiting and nobody looking for it: wake a sleeper. */
+        if (atomic_load(&s->sleepers) && !atomic_load(&s->spinners) && ring_ready(s)) {
+            atomic_fetch_add(&s->task_seq, 1);
+            mp__futex_wake(&s->task_seq, 1);
+        }
+        run_job(s, j);
+        atomic_store(&ws->current, NULL);
+        atomic_fetch_add(&ws->tasks, 1);
+        if (s->maxtasks && ++done >= s->maxtasks)
+            break;
+    }
+    worker_index = -1;
+    if (process) {
+        fflush(NULL);
+        _exit(0);
+    }
+}
+
+/* ---- the fork server ---- */
+
+static int send_msg(int sock, int op, int slot, int pid, int status, int fd)
+{
+    srv_msg m = {op, slot, pid, status};
+    struct iovec iov = {&m, sizeof m};
+    return mp__io_write_all(sock, true, &iov, 1, fd);
+}
+
+static _Noreturn void worker_main(pool_shm *s, unsigned w, pid_t server)
+{
+    if (mp__die_with_parent(server, SIGKILL) < 0)
+        _exit(1);
+    mp__worker_signals();
+    mp__pool_worker_run(s, w, true);
+    _exit(0); /* not reached */
+}
+
+static _Noreturn void server_main(pool_shm *s, int sock, pid_t parent)
+{
+    if (mp__die_with_parent(parent, SIGKILL) < 0)
+        _exit(1);
+    signal(SIGINT, SIG_IGN);
+    unsigned n = s->nworkers;
+    int *pidfds = malloc(n * sizeof *pidfds);
+    pid_t *pids = malloc(n * sizeof *pids);
+    int ep = mp__poller_new();
+    if (pidfds == NULL || pids == NULL || ep < 0 || mp__poller_add(ep, sock, UINT64_MAX) < 0)
+        _exit(1);
+    for (unsigned i = 0; i < n; i++)
+        pidfds[i] = -1;
+    pid_t self = getpid();
+    for (;;) {
+        uint64_t tags[16];
+        int k = mp__poller_wait(ep, tags, 16, MP__NO_DEADLINE);
+        for (int e = 0; e < k; e++) {
+            if (tags[e] != UINT64_MAX) {
+                unsigned w = (unsigned)tags[e];
+                int code = 0;
+                if (w >= n || pidfds[w] < 0 || mp__pidfd_reap(pidfds[w], 0, &code) < 0)
+                    continue;
+                mp__poller_del(ep, pidfds[w]);
+                close(pidfds[w]);
+                pidfds[w] = -1;
+                send_msg(sock, SRV_EXITED, (int)w, pids[w], code, -1);
+                continue;
+            }
+            srv_msg m;
+            size_t got = 0;
+            while (got < sizeof m) {
+                int fds[MP__IO_MAX_FDS], nfds = 0;
+                ssize_t r = mp__io_read(sock, true, (char *)&m + got, sizeof m - got, false, fds, &nfds);
+                for (int f = 0; f < nfds; f++)
+                    close(fds[f]);
+                if (r <= 0) {
+                    /* The pool is gone: take the workers with us. */
+                    for (unsigned i = 0; i < n; i++)
+                        if (pidfds[i] >= 0) {
+                            int code;
+                            mp__pidfd_send_signal(pidfds[i], SIGKILL);
+                            mp__pidfd_reap(pidfds[i], MP__NO_DEADLINE, &code);
+                        }
+                    _exit(0);
+                }
+                got += (size_t)r;
+            }
+            if (m.op != SRV_SPAWN || m.slot < 0 || (unsigned)m.slot >= n || pidfds[m.slot] >= 0)
+                continue;
+            pid_t pid = mp__fork();
+            if (pid == 0) {
+                close(ep);
+                close(sock);
+                for (unsigned i = 0; i < n; i++)
+                    if (pidfds[i] >= 0)
+                        close(pidfds[i]);
+                worker_main(s, (unsigned)m.slot, self);
+            }
+            if (pid < 0) {
+                send_msg(sock, SRV_FAILED, m.slot, 0, (int)pid, -1);
+                continue;
+            }
+            int fd = mp__pidfd_open(pid);
+            if (fd < 0) {
+                mp__kill_and_reap(pid);
+                send_msg(sock, SRV_FAILED, m.slot, 0, fd, -1);
+                continue;
+            }
+            pidfds[m.slot] = fd;
+            pids[m.slot] = pid;
+            mp__poller_add(ep, fd, (uint64_t)m.slot);
+            send_msg(sock, SRV_SPAWNED, m.slot, pid, 0, fd);
+        }
+    }
+}
+
+pid_t mp__pool_server_start(pool_shm *s, int *sock, const int *drop, int ndrop)
+{
+    int sv[2];
+    int rc = mp__io_pair(sv, true);
+    if (rc < 0)
+        return rc;
+    pid_t parent = mp__getpid();
+    pid_t pid = mp__fork();
+    if (pid == 0) {
+        close(sv[0]);
+        for (int i = 0; i < ndrop; i++)
+            close(drop[i]);
+        server_main(s, sv[1], parent);
+    }
+    close(sv[1]);
+    if (pid < 0) {
+        close(sv[0]);
+        return pid;
+    }
+    *sock = sv[0];
+    return pid;
+}
