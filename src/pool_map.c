@@ -293,9 +293,14 @@ static int batch_start(mp_pool *p, mp_map_fn fn, const void *in, size_t n, size_
             break;
         }
         atomic_init(&j->refs, 1);
+        /* The collector may have started later chunks on finished jobs. */
         pthread_mutex_lock(&b->lock);
-        size_t k = b->next_chunk++;
+        size_t k = b->next_chunk < b->nchunks ? b->next_chunk++ : SIZE_MAX;
         pthread_mutex_unlock(&b->lock);
+        if (k == SIZE_MAX) {
+            mp__pool_job_unref(j);
+            break;
+        }
         if ((rc = setup_chunk(b, j, k)) < 0) {
             mp__pool_job_unref(j);
             break;
