@@ -170,8 +170,8 @@ void mp__pool_chunk_ended(job *j, const mp_task_info *failed)
     }
     forget_job(b, j);
     b->active--;
+    batch_event(b); /* under the lock: the batch may be freed once it is idle */
     pthread_mutex_unlock(&b->lock);
-    batch_event(b);
     mp__pool_job_retire(j);
 }
 
@@ -182,8 +182,8 @@ void mp__pool_chunk_cancel(job *j)
     b->incomplete = true;
     forget_job(b, j);
     b->active--;
+    batch_event(b); /* under the lock: the batch may be freed once it is idle */
     pthread_mutex_unlock(&b->lock);
-    batch_event(b);
     mp__pool_job_retire(j);
 }
 

@@ -444,7 +444,7 @@ Test(pool, cancel_queued_not_running, .timeout = MP_TMO(30))
     mp_expect_rc(mp_event_new(&ev), 0);
     mp_result *running, *queued;
     /* The one worker waits for ev, so the second task stays queued. */
-    mp_expect_rc(submit(p, OP_WAIT, 0, ev, NULL, &running), 0);
+    mp_expect_rc(submit_running(p, ev, &running), 0);
     mp_expect_rc(submit(p, OP_SQUARE, 3, NULL, NULL, &queued), 0);
     mp_expect_rc(mp_result_get(running, 0.1, NULL, NULL), MP_ETIMEDOUT);
     mp_expect_rc(mp_result_cancel(queued), 0);

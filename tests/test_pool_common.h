@@ -17,7 +17,7 @@ enum {
     OP_EXIT,     /* _exit(value) */
     OP_HANG,     /* never returns */
     OP_FAIL,     /* returns value */
-    OP_WAIT,     /* waits for ev, then returns value */
+    OP_WAIT,     /* sets started (if any), waits for ev, returns value */
     OP_PID,      /* result: the worker's pid */
     OP_PARK,     /* stores its pid in *slot, sets ev, never returns */
     OP_ECHO,     /* result: the argument's payload, as is */
@@ -29,15 +29,16 @@ typedef struct {
     int op;
     int value;
     mp_event *ev;
+    mp_event *started;
     _Atomic int *slot;
     unsigned char payload[];
 } task_arg;
 
 static int init_mark;
 
-static void test_initializer(void *arg) { init_mark = *(int *)arg; }
+static inline void test_initializer(void *arg) { init_mark = *(int *)arg; }
 
-static int run_op(const void *argp, size_t len, mp_buf *res)
+static inline int run_op(const void *argp, size_t len, mp_buf *res)
 {
     const task_arg *a = argp;
     int v;
@@ -58,6 +59,8 @@ static int run_op(const void *argp, size_t len, mp_buf *res)
     case OP_FAIL:
         return a->value;
     case OP_WAIT:
+        if (a->started)
+            mp_event_set(a->started);
         mp_event_wait(a->ev, MP_FOREVER);
         return a->value;
     case OP_PID:
@@ -86,10 +89,25 @@ static inline int submit(mp_pool *p, int op, int value, mp_event *ev, const mp_t
     return mp_pool_apply_async(p, run_op, &a, sizeof a, o, r);
 }
 
+/* Submit an OP_WAIT task and wait until a worker runs it. */
+static inline int submit_running(mp_pool *p, mp_event *ev, mp_result **r)
+{
+    mp_event *started;
+    int rc = mp_event_new(&started);
+    if (rc < 0)
+        return rc;
+    task_arg a = {.op = OP_WAIT, .ev = ev, .started = started};
+    rc = mp_pool_apply_async(p, run_op, &a, sizeof a, NULL, r);
+    if (rc == 0)
+        rc = mp_event_wait(started, 30);
+    mp_event_free(started);
+    return rc;
+}
+
 /* Map items: 2*x + 1, with special inputs that fault. */
 enum { ITEM_SEGV = -1, ITEM_HANG = -2, ITEM_FAIL = -3, ITEM_EXIT = -4 };
 
-static int map_item(const void *in, void *out)
+static inline int map_item(const void *in, void *out)
 {
     int x = *(const int *)in;
     switch (x) {
