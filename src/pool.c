@@ -29,6 +29,7 @@
 
 #define RING_SIZE 4096
 #define JOB_CACHE_MAX 1024
+#define KEEP_MAX ((size_t)64 << 20) /* bytes of job blocks kept in the cache */
 #define SPIN_NS 30000
 #define SLICE_NS 100000000LL
 
@@ -63,8 +64,11 @@ struct pool_core {
     job *pend_head, *pend_tail;
     job *inflight;              /* dispatched, not yet retired */
     size_t ninflight;
+    job *retired;               /* (collector) retired, lock not yet taken */
+    pthread_mutex_t cache_lock; /* the cache of free jobs */
     job *cache;
     size_t ncache;
+    size_t kept;                /* bytes of heap blocks cached jobs hold */
 
     _Atomic bool closed, terminated;
     bool stopping, finished, started, joined;
@@ -129,6 +133,7 @@ int mp__pool_wait_word(_Atomic uint32_t *word, _Atomic uint32_t *waiters,
                     return 0;
                 mp__cpu_relax();
             }
+            mp__yield();
         } while (mp__now_ns() < end);
     }
     for (;;) {
@@ -158,7 +163,27 @@ void mp__pool_core_ref(pool_core *c) { atomic_fetch_add(&c->refs, 1); }
 
 static void job_destroy(job *j)
 {
+    if (j->heap_block)
+        mp__heap_free(j->heap_block);
     mp__heap_free(j);
+}
+
+/* A heap block of at least size bytes for job j: its own if big enough
+ * (cached jobs keep their blocks, so that pages workers have touched stay
+ * mapped in them: a fresh block costs a page fault per page per process). */
+void *mp__pool_job_block(job *j, size_t size, int *err)
+{
+    if (j->heap_block && j->heap_block_size >= size)
+        return j->heap_block;
+    if (j->heap_block) {
+        mp__heap_free(j->heap_block);
+        j->heap_block = NULL;
+        j->heap_block_size = 0;
+    }
+    j->heap_block = mp__heap_alloc(size, err);
+    if (j->heap_block)
+        j->heap_block_size = mp__heap_block_size(j->heap_block);
+    return j->heap_block;
 }
 
 void mp__pool_core_unref(pool_core *c)
@@ -180,6 +205,7 @@ void mp__pool_core_unref(pool_core *c)
     if (c->poller >= 0)
         close(c->poller);
     pthread_mutex_destroy(&c->lock);
+    pthread_mutex_destroy(&c->cache_lock);
     pthread_cond_destroy(&c->cond);
     free(c->w);
     free(c);
@@ -190,19 +216,27 @@ void mp__pool_core_unref(pool_core *c)
 job *mp__pool_job_get(pool_core *c)
 {
     job *j = NULL;
-    pthread_mutex_lock(&c->lock);
+    pthread_mutex_lock(&c->cache_lock);
     if (c->cache) {
         j = c->cache;
         c->cache = j->next_local;
         c->ncache--;
+        c->kept -= j->heap_block_size;
     }
-    pthread_mutex_unlock(&c->lock);
+    pthread_mutex_unlock(&c->cache_lock);
+    void *blk = NULL;
+    size_t blk_size = 0;
     if (j == NULL) {
         j = mp__heap_alloc(sizeof *j, NULL);
         if (j == NULL)
             return NULL;
+    } else {
+        blk = j->heap_block;
+        blk_size = j->heap_block_size;
     }
     memset(j, 0, offsetof(job, inline_buf));
+    j->heap_block = blk;
+    j->heap_block_size = blk_size;
     j->core = c;
     j->owner = mp__getpid();
     return j;
@@ -214,18 +248,21 @@ static void job_release(job *j)
     if (j->res && (j->res < (void *)j->inline_buf ||
                    j->res >= (void *)(j->inline_buf + JOB_INLINE)))
         mp__heap_free_any(j->res);
-    if (j->heap_block)
-        mp__heap_free(j->heap_block);
     j->res = NULL;
-    j->heap_block = NULL;
-    pthread_mutex_lock(&c->lock);
+    pthread_mutex_lock(&c->cache_lock);
+    if (j->heap_block && c->kept + j->heap_block_size > KEEP_MAX) {
+        mp__heap_free(j->heap_block);
+        j->heap_block = NULL;
+        j->heap_block_size = 0;
+    }
     if (c->ncache < JOB_CACHE_MAX) {
         j->next_local = c->cache;
         c->cache = j;
         c->ncache++;
+        c->kept += j->heap_block_size;
         j = NULL;
     }
-    pthread_mutex_unlock(&c->lock);
+    pthread_mutex_unlock(&c->cache_lock);
     if (j)
         job_destroy(j);
 }
@@ -245,10 +282,7 @@ static bool ring_push(pool_core *c, job *j)
     atomic_store_explicit(&sl->job, j, memory_order_relaxed);
     atomic_store(&sl->word, RING_WORD(c->tail, TAG_READY));
     c->tail++;
-    if (atomic_load(&s->sleepers) && !atomic_load(&s->spinners)) {
-        atomic_fetch_add(&s->task_seq, 1);
-        mp__futex_wake(&s->task_seq, 1);
-    }
+    mp__pool_wake_worker(s);
     return true;
 }
 
@@ -294,20 +328,38 @@ static void refill(pool_core *c)
 
 void mp__pool_job_retire(job *j)
 {
+    /* Collector only: retirements are batched, one lock for many. */
     pool_core *c = j->core;
+    j->next_retired = c->retired;
+    c->retired = j;
+}
+
+static void flush_retired(pool_core *c)
+{
+    job *list = c->retired;
+    if (list == NULL)
+        return;
+    c->retired = NULL;
     pthread_mutex_lock(&c->lock);
-    if (j->prev_local)
-        j->prev_local->next_local = j->next_local;
-    else if (c->inflight == j)
-        c->inflight = j->next_local;
-    if (j->next_local)
-        j->next_local->prev_local = j->prev_local;
-    j->next_local = j->prev_local = NULL;
-    j->listed = false;
-    if (--c->ninflight == 0)
+    for (job *j = list; j; j = j->next_retired) {
+        if (j->prev_local)
+            j->prev_local->next_local = j->next_local;
+        else if (c->inflight == j)
+            c->inflight = j->next_local;
+        if (j->next_local)
+            j->next_local->prev_local = j->prev_local;
+        j->next_local = j->prev_local = NULL;
+        j->listed = false;
+        c->ninflight--;
+    }
+    if (c->ninflight == 0)
         pthread_cond_broadcast(&c->cond);
     pthread_mutex_unlock(&c->lock);
-    mp__pool_job_unref(j);
+    while (list) {
+        job *n = list->next_retired;
+        mp__pool_job_unref(list);
+        list = n;
+    }
 }
 
 /* ---- collecting ---- */
@@ -484,6 +536,7 @@ static void worker_ended(pool_core *c, unsigned w)
         if (c->terminated)
             fail.code = MP_ECANCELED;
         recover_worker(c, w, &fail);
+        atomic_store(&c->s->waking, 0); /* it may have been the one woken */
         if (r->pidfd >= 0) {
             if (!r->exited)
                 mp__poller_del(c->poller, r->pidfd);
@@ -703,6 +756,7 @@ static void *collector_main(void *arg)
     bool terminating = false;
     for (;;) {
         collect_done(c);
+        flush_retired(c);
         refill(c);
         pthread_mutex_lock(&c->lock);
         bool term = c->terminated, closed = c->closed;
@@ -725,6 +779,7 @@ static void *collector_main(void *arg)
         if (c->stopping && c->live == 0) {
             collect_done(c);
             cancel_all(c);
+            flush_retired(c);
             break;
         }
         int64_t deadline = c->kind == MP_POOL_PROCESS ? check_deadlines(c) : MP__NO_DEADLINE;
@@ -805,6 +860,7 @@ int mp_pool_new(mp_pool **out, const mp_pool_opts *opts)
         return -ENOMEM;
     }
     pthread_mutex_init(&c->lock, NULL);
+    pthread_mutex_init(&c->cache_lock, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -983,13 +1039,12 @@ int mp_pool_apply_async(mp_pool *p, mp_task_fn fn, const void *arg, size_t len,
             memcpy(j->inline_buf, arg, len);
         j->arg = j->inline_buf;
     } else {
-        void *blk = mp__heap_alloc(len, &rc);
+        void *blk = mp__pool_job_block(j, len, &rc);
         if (blk == NULL) {
             job_release(j);
             return rc ? rc : -ENOMEM;
         }
         memcpy(blk, arg, len);
-        j->heap_block = blk;
         j->arg = blk;
     }
     j->kind = JOB_APPLY;

@@ -70,7 +70,8 @@ typedef struct job {
     uint64_t collected_seq;     /* dispatch the collector has handled */
     struct job *next_local, *prev_local; /* in flight / pending / cache */
     struct job *next_pending;
-    void *heap_block;           /* heap block to free with the job */
+    struct job *next_retired;
+    void *heap_block;           /* argument or staging block, kept with the job */
     size_t heap_block_size;
     map_batch *batch;
     mp_task_opts opts;
@@ -106,6 +107,7 @@ typedef struct {
     _Alignas(64) _Atomic uint32_t task_seq; /* futex: idle workers sleep on it */
     _Atomic uint32_t sleepers;
     _Atomic uint32_t spinners;
+    _Atomic uint32_t waking;    /* a sleeper has been woken, not yet up */
     _Atomic uint32_t stopping;  /* workers exit once the ring is empty */
     _Alignas(64) job *_Atomic done_head;
     _Atomic uint32_t done_count;
@@ -126,6 +128,9 @@ typedef struct {
 /* The worker loop: claims and runs jobs until the pool stops or the worker
  * has run maxtasks.  Returns in a thread worker; a process worker _exits. */
 void mp__pool_worker_run(pool_shm *s, unsigned w, bool process);
+/* Wake one sleeping worker for new work, unless one is looking for work
+ * already or has just been woken. */
+void mp__pool_wake_worker(pool_shm *s);
 /* Push a finished job on the done stack and wake the collector if need be
  * (also used by the parent for jobs it ends itself). */
 void mp__pool_push_done(pool_shm *s, job *j);
@@ -140,6 +145,9 @@ typedef struct { int32_t op, slot, pid, status; } srv_msg;
 /* ---- pool.c: what map uses ---- */
 /* Take a free job (zeroed header) for this pool; NULL when out of memory. */
 job *mp__pool_job_get(pool_core *c);
+/* A heap block of at least size bytes owned by job j (reused if big
+ * enough); NULL and *err on failure. */
+void *mp__pool_job_block(job *j, size_t size, int *err);
 /* Queue a job (lock held): ring, or the pending list if the ring is full. */
 void mp__pool_dispatch(pool_core *c, job *j);
 /* Drop one reference to a job. */

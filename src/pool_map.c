@@ -86,13 +86,13 @@ static int setup_chunk(map_batch *b, job *j, size_t k)
     size_t cnt = b->n - first < b->chunk ? b->n - first : b->chunk;
     size_t in_bytes = b->in_shared ? 0 : align16(b->chunk * b->in_size);
     size_t out_bytes = b->out_shared ? 0 : b->chunk * b->out_size;
-    if (in_bytes + out_bytes > 0 && j->heap_block == NULL) {
+    char *stage = NULL;
+    if (in_bytes + out_bytes > 0) {
         int err = 0;
-        j->heap_block = mp__heap_alloc(in_bytes + out_bytes, &err);
-        if (j->heap_block == NULL)
+        stage = mp__pool_job_block(j, in_bytes + out_bytes, &err);
+        if (stage == NULL)
             return err ? err : -ENOMEM;
     }
-    char *stage = j->heap_block;
     j->kind = JOB_CHUNK;
     j->mfn = b->fn;
     j->in_size = b->in_size;

@@ -130,6 +130,8 @@ static bool idle_wait(pool_shm *s, bool parallel)
         do {
             for (int i = 0; i < 32 && !(found = ring_ready(s)); i++)
                 mp__cpu_relax();
+            if (!found)
+                mp__yield(); /* more threads than CPUs: let them run */
         } while (!found && !atomic_load(&s->stopping) && mp__now_ns() < end);
         atomic_store(&s->spinners, 0);
         if (found)
@@ -140,7 +142,18 @@ static bool idle_wait(pool_shm *s, bool parallel)
     if (!ring_ready(s) && !atomic_load(&s->stopping))
         mp__futex_wait(&s->task_seq, seen, mp__now_ns() + SLEEP_SLICE_NS);
     atomic_fetch_sub(&s->sleepers, 1);
+    atomic_store(&s->waking, 0);
     return false;
+}
+
+void mp__pool_wake_worker(pool_shm *s)
+{
+    uint32_t no = 0;
+    if (atomic_load(&s->sleepers) && !atomic_load(&s->spinners) &&
+        atomic_compare_exchange_strong(&s->waking, &no, 1)) {
+        atomic_fetch_add(&s->task_seq, 1);
+        mp__futex_wake(&s->task_seq, 1);
+    }
 }
 
 /* ---- running ---- */
@@ -237,10 +250,8 @@ void mp__pool_worker_run(pool_shm *s, unsigned w, bool process)
         atomic_store(&s->ring[pos & (s->ring_size - 1)].word,
                      RING_WORD(pos + s->ring_size, TAG_FREE));
         /* More work waiting and nobody looking for it: wake a sleeper. */
-        if (atomic_load(&s->sleepers) && !atomic_load(&s->spinners) && ring_ready(s)) {
-            atomic_fetch_add(&s->task_seq, 1);
-            mp__futex_wake(&s->task_seq, 1);
-        }
+        if (ring_ready(s))
+            mp__pool_wake_worker(s);
         run_job(s, j);
         atomic_store(&ws->current, NULL);
         atomic_fetch_add(&ws->tasks, 1);

@@ -52,6 +52,10 @@ static inline void mp__cpu_relax(void)
 #endif
 }
 
+/* Let another runnable thread have this CPU (spin loops that may be
+ * keeping the thread they wait for off it). */
+void mp__yield(void);
+
 /* ---- identities ---- */
 /* The calling thread's id, cached per thread (reset in a forked child). */
 extern _Thread_local pid_t mp__tid_cache __attribute__((tls_model("initial-exec")));

@@ -269,6 +269,8 @@ int mp__pidfd_open(pid_t pid)
     return fd;
 }
 
+void mp__yield(void) { sched_yield(); }
+
 int mp__pidfd_send_signal(int pidfd, int sig)
 {
     long rc = syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0);

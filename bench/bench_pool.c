@@ -1,0 +1,195 @@
+/* Pool benchmarks (Python partners in bench/python/bench_pool.py).
+ *   pool.map_1M_wN        map of a trivial function (x * 3 over int64) on
+ *                         1,000,000 items with N worker processes, ordinary
+ *                         arrays (copied through the shared heap), items/s
+ *   pool.map_shared_1M_wN the same over arrays from mp_shared_alloc (used in
+ *                         place); Python has no such thing: its partner is
+ *                         the same Pool.map
+ *   pool.apply_rtt        apply_async + get of an empty task, one at a time
+ *   pool.apply_async_10k  10,000 apply_async in flight, then every get
+ *   pool.start            pool of 2 started, one task run, closed, joined
+ *   threadpool.map_1M     map on a pool of 2 threads (Python: ThreadPool;
+ *                         posix: the array cut in two halves by hand) */
+#include <mproc.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+
+#define ITEMS 1000000
+
+static int triple(const void *in, void *out)
+{
+    *(int64_t *)out = *(const int64_t *)in * 3;
+    return 0;
+}
+
+static int empty_task(const void *arg, size_t len, mp_buf *res)
+{
+    (void)arg;
+    (void)len;
+    (void)res;
+    return 0;
+}
+
+static int echo_int(const void *arg, size_t len, mp_buf *res)
+{
+    return mp_buf_append(res, arg, len);
+}
+
+typedef struct {
+    mp_pool *pool;
+    int64_t *in, *out;
+} map_ctx;
+
+static void check_out(const int64_t *in, const int64_t *out, uint64_t n)
+{
+    for (uint64_t i = 0; i < n; i += 997)
+        MP_BENCH_CHECK(out[i] == in[i] * 3);
+    MP_BENCH_CHECK(out[n - 1] == in[n - 1] * 3);
+}
+
+static double map_body(void *ctx, uint64_t n)
+{
+    map_ctx *m = ctx;
+    memset(m->out, 0, n * sizeof *m->out);
+    double t0 = mp_bench_now();
+    MP_BENCH_CHECK(mp_pool_map(m->pool, triple, m->in, n, sizeof(int64_t), m->out,
+                               sizeof(int64_t), 0) == 0);
+    double t = mp_bench_now() - t0;
+    check_out(m->in, m->out, n);
+    return t;
+}
+
+static void bench_map(const char *name, unsigned workers, mp_pool_kind kind, bool shared)
+{
+    map_ctx m;
+    MP_BENCH_CHECK(mp_pool_new(&m.pool, &(mp_pool_opts){.workers = workers, .kind = kind}) == 0);
+    size_t bytes = ITEMS * sizeof(int64_t);
+    m.in = shared ? mp_shared_alloc(bytes) : malloc(bytes);
+    m.out = shared ? mp_shared_alloc(bytes) : malloc(bytes);
+    MP_BENCH_CHECK(m.in && m.out);
+    for (int64_t i = 0; i < ITEMS; i++)
+        m.in[i] = i;
+    mp_bench_run(name, "mproc", MP_BENCH_OPS_PER_S, 0, map_body, &m, ITEMS, 0);
+    mp_pool_free(m.pool);
+    if (shared) {
+        mp_shared_free(m.in);
+        mp_shared_free(m.out);
+    } else {
+        free(m.in);
+        free(m.out);
+    }
+}
+
+/* ---- the hand-written floor for the thread pool ---- */
+
+typedef struct {
+    const int64_t *in;
+    int64_t *out;
+    size_t n;
+} half;
+
+static void *run_half(void *arg)
+{
+    half *h = arg;
+    for (size_t i = 0; i < h->n; i++)
+        triple(&h->in[i], &h->out[i]);
+    return NULL;
+}
+
+static double map_posix(void *ctx, uint64_t n)
+{
+    map_ctx *m = ctx;
+    double t0 = mp_bench_now();
+    half h[2] = {{m->in, m->out, n / 2}, {m->in + n / 2, m->out + n / 2, n - n / 2}};
+    pthread_t t;
+    MP_BENCH_CHECK(pthread_create(&t, NULL, run_half, &h[1]) == 0);
+    run_half(&h[0]);
+    pthread_join(t, NULL);
+    double s = mp_bench_now() - t0;
+    check_out(m->in, m->out, n);
+    return s;
+}
+
+/* ---- apply ---- */
+
+static double rtt_body(void *ctx, uint64_t n)
+{
+    mp_pool *p = ctx;
+    double t0 = mp_bench_now();
+    for (uint64_t i = 0; i < n; i++) {
+        mp_result *r;
+        MP_BENCH_CHECK(mp_pool_apply_async(p, empty_task, NULL, 0, NULL, &r) == 0);
+        MP_BENCH_CHECK(mp_result_get(r, MP_FOREVER, NULL, NULL) == 0);
+        mp_result_free(r);
+    }
+    return mp_bench_now() - t0;
+}
+
+static double inflight_body(void *ctx, uint64_t n)
+{
+    mp_pool *p = ctx;
+    mp_result **rs = malloc(n * sizeof *rs);
+    MP_BENCH_CHECK(rs != NULL);
+    double t0 = mp_bench_now();
+    for (uint64_t i = 0; i < n; i++) {
+        int v = (int)i;
+        MP_BENCH_CHECK(mp_pool_apply_async(p, echo_int, &v, sizeof v, NULL, &rs[i]) == 0);
+    }
+    for (uint64_t i = 0; i < n; i++) {
+        const void *res;
+        MP_BENCH_CHECK(mp_result_get(rs[i], MP_FOREVER, &res, NULL) == 0);
+        MP_BENCH_CHECK(*(const int *)res == (int)i);
+        mp_result_free(rs[i]);
+    }
+    double t = mp_bench_now() - t0;
+    free(rs);
+    return t;
+}
+
+static double start_body(void *ctx, uint64_t n)
+{
+    (void)ctx;
+    double t0 = mp_bench_now();
+    for (uint64_t i = 0; i < n; i++) {
+        mp_pool *p;
+        MP_BENCH_CHECK(mp_pool_new(&p, &(mp_pool_opts){.workers = 2}) == 0);
+        MP_BENCH_CHECK(mp_pool_apply(p, empty_task, NULL, 0, NULL, NULL) == 0);
+        MP_BENCH_CHECK(mp_pool_close(p) == 0);
+        MP_BENCH_CHECK(mp_pool_join(p, MP_FOREVER) == 0);
+        mp_pool_free(p);
+    }
+    return mp_bench_now() - t0;
+}
+
+int main(void)
+{
+    static const unsigned ws[] = {1, 2, 4};
+    char name[64];
+    for (size_t i = 0; i < 3; i++) {
+        snprintf(name, sizeof name, "pool.map_1M_w%u", ws[i]);
+        bench_map(name, ws[i], MP_POOL_PROCESS, false);
+        snprintf(name, sizeof name, "pool.map_shared_1M_w%u", ws[i]);
+        bench_map(name, ws[i], MP_POOL_PROCESS, true);
+    }
+    bench_map("threadpool.map_1M", 2, MP_POOL_THREAD, false);
+    map_ctx m = {0};
+    m.in = malloc(ITEMS * sizeof(int64_t));
+    m.out = malloc(ITEMS * sizeof(int64_t));
+    for (int64_t i = 0; i < ITEMS; i++)
+        m.in[i] = i;
+    mp_bench_run("threadpool.map_1M", "posix", MP_BENCH_OPS_PER_S, 0, map_posix, &m, ITEMS, 0);
+    free(m.in);
+    free(m.out);
+
+    mp_pool *p;
+    MP_BENCH_CHECK(mp_pool_new(&p, &(mp_pool_opts){.workers = 2}) == 0);
+    mp_bench_run("pool.apply_rtt", "mproc", MP_BENCH_US_PER_OP, 0, rtt_body, p, mp_bench_n(20000), 0);
+    mp_bench_run("pool.apply_async_10k", "mproc", MP_BENCH_OPS_PER_S, 0, inflight_body, p, 10000, 0);
+    mp_pool_free(p);
+    mp_bench_run("pool.start", "mproc", MP_BENCH_US_PER_OP, 0, start_body, NULL, mp_bench_n(200), 0);
+    return 0;
+}
