@@ -13,6 +13,7 @@
  * the job's final state and wakes its waiters itself. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <pthread.h>
 #include <signal.h>
@@ -34,11 +35,13 @@
 #define SLICE_NS 100000000LL
 
 enum { TAG_NOTIFY = 0, TAG_SERVER = 1, TAG_PIDFD = 2 };
+#define TAG_CTL ((uint64_t)1 << 32) /* + worker: its control socket */
 enum { KILL_NONE, KILL_DEADLINE, KILL_TERMINATE };
 
 typedef struct {
     pid_t pid;
     int pidfd;
+    int ctl;          /* our end of its control socket (process workers) */
     bool requested;   /* asked of the server, not yet ended */
     bool running;     /* spawned (process) / started (thread) */
     bool exited;      /* its pidfd said so */
@@ -249,6 +252,9 @@ static void job_release(job *j)
                    j->res >= (void *)(j->inline_buf + JOB_INLINE)))
         mp__heap_free_any(j->res);
     j->res = NULL;
+    for (uint32_t i = 0; i < j->nfds; i++)
+        close(j->fds[i]);
+    j->nfds = 0;
     pthread_mutex_lock(&c->cache_lock);
     if (j->heap_block && c->kept + j->heap_block_size > KEEP_MAX) {
         mp__heap_free(j->heap_block);
@@ -489,6 +495,7 @@ static int spawn(pool_core *c, unsigned w)
     worker_rec *r = &c->w[w];
     memset(r, 0, sizeof *r);
     r->pidfd = -1;
+    r->ctl = -1;
     if (c->kind == MP_POOL_THREAD) {
         atomic_store(&c->s->workers[w].exited, 0);
         thread_arg *ta = malloc(sizeof *ta);
@@ -503,11 +510,21 @@ static int spawn(pool_core *c, unsigned w)
         }
         r->running = true;
     } else {
-        srv_msg m = {SRV_SPAWN, (int32_t)w, 0, 0};
-        struct iovec iov = {&m, sizeof m};
-        int rc = mp__io_write_all(c->srv_sock, true, &iov, 1, -1);
+        int sv[2];
+        int rc = mp__io_pair(sv, true);
         if (rc < 0)
             return rc;
+        srv_msg m = {SRV_SPAWN, (int32_t)w, 0, 0};
+        struct iovec iov = {&m, sizeof m};
+        rc = mp__io_write_all(c->srv_sock, true, &iov, 1, sv[1]);
+        close(sv[1]);
+        if (rc == 0)
+            rc = mp__poller_add(c->poller, sv[0], TAG_CTL + w);
+        if (rc < 0) {
+            close(sv[0]);
+            return rc;
+        }
+        r->ctl = sv[0];
     }
     r->requested = true;
     c->live++;
@@ -541,6 +558,10 @@ static void worker_ended(pool_core *c, unsigned w)
             if (!r->exited)
                 mp__poller_del(c->poller, r->pidfd);
             close(r->pidfd);
+        }
+        if (r->ctl >= 0) {
+            mp__poller_del(c->poller, r->ctl);
+            close(r->ctl);
         }
     } else {
         pthread_join(r->th, NULL);
@@ -612,6 +633,43 @@ static void read_server(pool_core *c)
         for (int i = 0; i < nfds; i++)
             if (m.op != SRV_SPAWNED || i > 0)
                 close(fds[i]);
+    }
+}
+
+/* A worker asks for the descriptors of the job it runs. */
+static void serve_fds(pool_core *c, unsigned w)
+{
+    if (w >= c->nworkers || c->w[w].ctl < 0)
+        return;
+    worker_rec *r = &c->w[w];
+    for (;;) {
+        fd_request rq;
+        int fds[MP__IO_MAX_FDS], nfds = 0;
+        ssize_t n = mp__io_read(r->ctl, true, &rq, sizeof rq, true, fds, &nfds);
+        for (int i = 0; i < nfds; i++)
+            close(fds[i]); /* workers send none */
+        if (n == -EAGAIN)
+            return;
+        if (n < (ssize_t)sizeof rq) {
+            /* It died (EOF) or broke the protocol: stop listening. */
+            mp__poller_del(c->poller, r->ctl);
+            close(r->ctl);
+            r->ctl = -1;
+            return;
+        }
+        /* Trust nothing in the request: the job must be one of ours,
+         * running on that worker, in this dispatch. */
+        job *j = (job *)(uintptr_t)rq.job;
+        fd_reply rp = {rq.seq, 0, -ESTALE};
+        worker_slot *ws = &c->s->workers[w];
+        if (mp__heap_contains(j) && atomic_load(&ws->current) == j && j->core == c &&
+            atomic_load(&j->seq) == rq.seq && j->nfds <= MP_TASK_MAX_FDS) {
+            rp.n = (int32_t)j->nfds;
+            rp.err = 0;
+        }
+        if (mp__io_send_fds(r->ctl, &rp, sizeof rp, j && rp.err == 0 ? j->fds : NULL,
+                            rp.err == 0 ? rp.n : 0) < 0)
+            return;
     }
 }
 
@@ -795,6 +853,8 @@ static void *collector_main(void *arg)
                 mp__notifier_drain(c->notify_fd);
             } else if (tags[i] == TAG_SERVER) {
                 read_server(c);
+            } else if (tags[i] >= TAG_CTL) {
+                serve_fds(c, (unsigned)(tags[i] - TAG_CTL));
             } else {
                 unsigned w = (unsigned)(tags[i] - TAG_PIDFD);
                 if (w < c->nworkers && c->w[w].pidfd >= 0 && !c->w[w].exited) {
@@ -1029,11 +1089,22 @@ int mp_pool_apply_async(mp_pool *p, mp_task_fn fn, const void *arg, size_t len,
     }
     if (timeout_ns && c->kind == MP_POOL_THREAD)
         return -ENOTSUP;
+    if (opts && (opts->nfds > MP_TASK_MAX_FDS || (opts->nfds && opts->fds == NULL)))
+        return -EINVAL;
     if (!mp__pool_accepting(c))
         return MP_ECLOSED;
     job *j = mp__pool_job_get(c);
     if (j == NULL)
         return -ENOMEM;
+    for (unsigned i = 0; opts && i < opts->nfds; i++) {
+        int fd = fcntl(opts->fds[i], F_DUPFD_CLOEXEC, 3);
+        if (fd < 0) {
+            rc = -errno;
+            job_release(j);
+            return rc;
+        }
+        j->fds[j->nfds++] = fd;
+    }
     if (len <= JOB_INLINE) {
         if (len)
             memcpy(j->inline_buf, arg, len);

@@ -75,6 +75,8 @@ typedef struct job {
     size_t heap_block_size;
     map_batch *batch;
     mp_task_opts opts;
+    int fds[MP_TASK_MAX_FDS];   /* (parent) duplicates of the task's fds */
+    uint32_t nfds;
     bool pending;               /* in the pending list, not the ring */
     bool listed;                /* in the in-flight list */
 
@@ -141,6 +143,10 @@ pid_t mp__pool_server_start(pool_shm *s, int *sock, const int *keep, int nkeep);
 /* Messages on the fork server's socket. */
 enum { SRV_SPAWN = 1, SRV_SPAWNED, SRV_EXITED, SRV_FAILED };
 typedef struct { int32_t op, slot, pid, status; } srv_msg;
+/* On a worker's control socket: a worker asks for the fds of the job it
+ * runs; the collector answers with them (or err). */
+typedef struct { uint64_t job, seq; } fd_request;
+typedef struct { uint64_t seq; int32_t n, err; } fd_reply;
 
 /* ---- pool.c: what map uses ---- */
 /* Take a free job (zeroed header) for this pool; NULL when out of memory. */

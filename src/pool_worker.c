@@ -24,8 +24,51 @@
 #define SLEEP_SLICE_NS 50000000LL
 
 static _Thread_local int worker_index = -1;
+static _Thread_local int task_fds[MP_TASK_MAX_FDS];
+static _Thread_local unsigned task_nfds;
+static int ctl_fd = -1; /* a worker process's socket to the collector */
 
 int mp_pool_worker_index(void) { return worker_index; }
+unsigned mp_task_nfds(void) { return task_nfds; }
+
+int mp_task_fd(unsigned i)
+{
+    return i < task_nfds ? task_fds[i] : -EBADF;
+}
+
+/* Ask the collector for the descriptors of job j (process workers). */
+static int fetch_fds(job *j)
+{
+    fd_request rq = {(uint64_t)(uintptr_t)j, atomic_load(&j->seq)};
+    struct iovec iov = {&rq, sizeof rq};
+    int rc = mp__io_write_all(ctl_fd, true, &iov, 1, -1);
+    if (rc < 0)
+        return rc;
+    fd_reply rp;
+    size_t got = 0;
+    int n = 0;
+    while (got < sizeof rp) {
+        int more = 0;
+        ssize_t r = mp__io_read(ctl_fd, true, (char *)&rp + got, sizeof rp - got, false,
+                                task_fds + n, &more);
+        if (r <= 0)
+            return r == 0 ? -EPIPE : (int)r;
+        n += more;
+        got += (size_t)r;
+    }
+    task_nfds = (unsigned)n;
+    if (rp.err < 0 || rp.seq != rq.seq || rp.n != n)
+        return rp.err < 0 ? rp.err : -EPROTO;
+    return 0;
+}
+
+static void drop_fds(bool process)
+{
+    if (process)
+        for (unsigned i = 0; i < task_nfds; i++)
+            close(task_fds[i]);
+    task_nfds = 0;
+}
 
 /* ---- result buffers ---- */
 
@@ -211,7 +254,7 @@ static void run_chunk(job *j)
     atomic_store(&j->state, JOB_STOPPED);
 }
 
-static void run_job(pool_shm *s, job *j)
+static void run_job(pool_shm *s, job *j, bool process)
 {
     uint32_t q = JOB_QUEUED;
     if (j->timeout_ns)
@@ -222,10 +265,30 @@ static void run_job(pool_shm *s, job *j)
     }
     if (j->timeout_ns && atomic_load(&s->collector_sleeping))
         mp__notify(s->notify_fd); /* the collector must watch the clock */
+    if (j->nfds) {
+        int rc = 0;
+        if (process) {
+            rc = fetch_fds(j);
+        } else {
+            memcpy(task_fds, j->fds, j->nfds * sizeof(int));
+            task_nfds = j->nfds;
+        }
+        if (rc < 0) {
+            drop_fds(process);
+            memset(&j->info, 0, sizeof j->info);
+            j->info.code = rc;
+            atomic_store(&j->state, JOB_DONE);
+            if (atomic_load(&j->waiters))
+                mp__futex_wake(&j->state, INT32_MAX);
+            mp__pool_push_done(s, j);
+            return;
+        }
+    }
     if (j->kind == JOB_APPLY)
         run_apply(j);
     else
         run_chunk(j);
+    drop_fds(process);
     mp__pool_push_done(s, j);
 }
 
@@ -252,7 +315,7 @@ void mp__pool_worker_run(pool_shm *s, unsigned w, bool process)
         /* More work waiting and nobody looking for it: wake a sleeper. */
         if (ring_ready(s))
             mp__pool_wake_worker(s);
-        run_job(s, j);
+        run_job(s, j, process);
         atomic_store(&ws->current, NULL);
         atomic_fetch_add(&ws->tasks, 1);
         if (s->maxtasks && ++done >= s->maxtasks)
@@ -274,10 +337,11 @@ static int send_msg(int sock, int op, int slot, int pid, int status, int fd)
     return mp__io_write_all(sock, true, &iov, 1, fd);
 }
 
-static _Noreturn void worker_main(pool_shm *s, unsigned w, pid_t server)
+static _Noreturn void worker_main(pool_shm *s, unsigned w, pid_t server, int ctl)
 {
     if (mp__die_with_parent(server, SIGKILL) < 0)
         _exit(1);
+    ctl_fd = ctl;
     mp__worker_signals();
     mp__pool_worker_run(s, w, true);
     _exit(0); /* not reached */
@@ -314,11 +378,16 @@ static _Noreturn void server_main(pool_shm *s, int sock, pid_t parent)
             }
             srv_msg m;
             size_t got = 0;
+            int ctl = -1;
             while (got < sizeof m) {
                 int fds[MP__IO_MAX_FDS], nfds = 0;
                 ssize_t r = mp__io_read(sock, true, (char *)&m + got, sizeof m - got, false, fds, &nfds);
-                for (int f = 0; f < nfds; f++)
-                    close(fds[f]);
+                for (int f = 0; f < nfds; f++) {
+                    if (ctl < 0)
+                        ctl = fds[f]; /* the worker's control socket */
+                    else
+                        close(fds[f]);
+                }
                 if (r <= 0) {
                     /* The pool is gone: take the workers with us. */
                     for (unsigned i = 0; i < n; i++)
@@ -331,8 +400,12 @@ static _Noreturn void server_main(pool_shm *s, int sock, pid_t parent)
                 }
                 got += (size_t)r;
             }
-            if (m.op != SRV_SPAWN || m.slot < 0 || (unsigned)m.slot >= n || pidfds[m.slot] >= 0)
+            if (m.op != SRV_SPAWN || m.slot < 0 || (unsigned)m.slot >= n || pidfds[m.slot] >= 0 ||
+                ctl < 0) {
+                if (ctl >= 0)
+                    close(ctl);
                 continue;
+            }
             pid_t pid = mp__fork();
             if (pid == 0) {
                 close(ep);
@@ -340,8 +413,9 @@ static _Noreturn void server_main(pool_shm *s, int sock, pid_t parent)
                 for (unsigned i = 0; i < n; i++)
                     if (pidfds[i] >= 0)
                         close(pidfds[i]);
-                worker_main(s, (unsigned)m.slot, self);
+                worker_main(s, (unsigned)m.slot, self, ctl);
             }
+            close(ctl);
             if (pid < 0) {
                 send_msg(sock, SRV_FAILED, m.slot, 0, (int)pid, -1);
                 continue;

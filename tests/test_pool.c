@@ -644,6 +644,33 @@ Test(pool, workers_die_with_the_parent, .timeout = MP_TMO(30))
     }
 }
 
+Test(pool, tasks_receive_descriptors, .timeout = MP_TMO(30))
+{
+    mp_pool *p = new_pool(2, 0);
+    for (int n = 0; n <= MP_TASK_MAX_FDS; n++)
+        check_fd_passing(p, n);
+    /* Many at once, more than workers: each gets its own. */
+    for (int k = 0; k < 20; k++)
+        check_fd_passing(p, 1 + k % 3);
+    int f[2];
+    cr_assert_eq(pipe(f), 0);
+    int many[MP_TASK_MAX_FDS + 1];
+    for (int i = 0; i <= MP_TASK_MAX_FDS; i++)
+        many[i] = f[1];
+    mp_result *r;
+    task_arg a = {.op = OP_FDS};
+    mp_expect_rc(mp_pool_apply_async(p, run_op, &a, sizeof a,
+                                     &(mp_task_opts){.fds = many, .nfds = MP_TASK_MAX_FDS + 1}, &r),
+                 -EINVAL);
+    mp_expect_rc(mp_pool_apply_async(p, run_op, &a, sizeof a, &(mp_task_opts){.nfds = 1}, &r), -EINVAL);
+    int bad = 999;
+    mp_expect_rc(mp_pool_apply_async(p, run_op, &a, sizeof a, &(mp_task_opts){.fds = &bad, .nfds = 1}, &r),
+                 -EBADF);
+    close(f[0]);
+    close(f[1]);
+    mp_pool_free(p);
+}
+
 Test(pool, bad_input, .timeout = MP_TMO(30))
 {
     mp_pool *p;

@@ -22,7 +22,8 @@ enum {
     OP_PARK,     /* stores its pid in *slot, sets ev, never returns */
     OP_ECHO,     /* result: the argument's payload, as is */
     OP_INIT,     /* result: what the initializer left */
-    OP_INDEX     /* result: mp_pool_worker_index() */
+    OP_INDEX,    /* result: mp_pool_worker_index() */
+    OP_FDS       /* writes its index to each passed fd; result: their number */
 };
 
 typedef struct {
@@ -78,6 +79,16 @@ static inline int run_op(const void *argp, size_t len, mp_buf *res)
     case OP_INDEX:
         v = mp_pool_worker_index();
         return mp_buf_append(res, &v, sizeof v);
+    case OP_FDS:
+        v = (int)mp_task_nfds();
+        for (int i = 0; i < v; i++) {
+            char c = (char)('a' + i);
+            if (write(mp_task_fd((unsigned)i), &c, 1) != 1)
+                return 1;
+        }
+        if (mp_task_fd((unsigned)v) != -EBADF)
+            return 2;
+        return mp_buf_append(res, &v, sizeof v);
     }
     return -1;
 }
@@ -124,6 +135,35 @@ static inline int map_item(const void *in, void *out)
     }
     *(int *)out = 2 * x + 1;
     return 0;
+}
+
+
+/* Pass the write ends of n pipes to an OP_FDS task; check what arrives. */
+static inline void check_fd_passing(mp_pool *p, int n)
+{
+    int rd[MP_TASK_MAX_FDS], wr[MP_TASK_MAX_FDS];
+    for (int i = 0; i < n; i++) {
+        int f[2];
+        cr_assert_eq(pipe(f), 0);
+        rd[i] = f[0];
+        wr[i] = f[1];
+    }
+    mp_result *r;
+    task_arg a = {.op = OP_FDS};
+    mp_expect_rc(mp_pool_apply_async(p, run_op, &a, sizeof a,
+                                     &(mp_task_opts){.fds = wr, .nfds = (unsigned)n}, &r), 0);
+    for (int i = 0; i < n; i++)
+        close(wr[i]); /* the pool has its own copies */
+    const void *v;
+    mp_expect_rc(mp_result_get(r, MP_TMO(10), &v, NULL), 0);
+    cr_assert_eq(*(const int *)v, n);
+    mp_result_free(r);
+    for (int i = 0; i < n; i++) {
+        char c = 0;
+        cr_assert_eq(read(rd[i], &c, 1), 1);
+        cr_assert_eq(c, 'a' + i);
+        close(rd[i]);
+    }
 }
 
 #endif

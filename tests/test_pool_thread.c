@@ -114,6 +114,14 @@ Test(pool_thread, terminate_cancels_queued_and_timeouts_refused, .timeout = MP_T
     mp_event_free(ev);
 }
 
+Test(pool_thread, tasks_receive_descriptors, .timeout = MP_TMO(30))
+{
+    mp_pool *p = new_thread_pool(2, 0);
+    for (int n = 0; n <= MP_TASK_MAX_FDS; n++)
+        check_fd_passing(p, n);
+    mp_pool_free(p);
+}
+
 Test(pool_thread, maxtasks_restarts_threads, .timeout = MP_TMO(30))
 {
     mp_pool *p = new_thread_pool(2, 3);

@@ -63,11 +63,15 @@ typedef struct {
     double task_timeout;              /* seconds per task or map item; <= 0: none */
 } mp_pool_opts;
 
+#define MP_TASK_MAX_FDS 8
+
 typedef struct {
     void (*callback)(const void *res, size_t len, void *ud); /* run in the parent */
     void (*error_callback)(int code, void *ud);
     void *ud;
     double timeout;   /* 0: the pool's limit; < 0: none; > 0: this task's */
+    const int *fds;   /* descriptors the task receives (duplicated at submission; */
+    unsigned nfds;    /*   the caller may close its own at once), <= MP_TASK_MAX_FDS */
 } mp_task_opts;
 
 /* Why a task failed.  code: the failure (0 for success); signo: the signal
@@ -180,8 +184,16 @@ MP_API int mp_pool_join(mp_pool *p, double timeout);
  * freed.  NULL: no-op. */
 MP_API void mp_pool_free(mp_pool *p);
 
-/* Inside a task: the index of the worker running it (0 .. workers-1). */
+/* Inside a task: the index of the worker running it (0 .. workers-1);
+ * -1 outside a task. */
 MP_API int mp_pool_worker_index(void);
+
+/* Inside a task: how many descriptors came with it (mp_task_opts.fds). */
+MP_API unsigned mp_task_nfds(void);
+
+/* Inside a task: its i-th passed descriptor, open in the worker until the
+ * task returns (dup it to keep it longer), or -EBADF. */
+MP_API int mp_task_fd(unsigned i);
 
 MP_END_DECLS
 

@@ -26,6 +26,9 @@ ssize_t mp__io_read(int fd, bool sock, void *buf, size_t n, bool nonblock, int *
  * pass_fd (-1: none) with the first byte on a socket.  A peer that has gone
  * gives -EPIPE. */
 int mp__io_write_all(int fd, bool sock, struct iovec *iov, int iovcnt, int pass_fd);
+/* Send a small message with nfds (<= MP__IO_MAX_FDS) descriptors passed
+ * along on a socket.  Returns 0 or -errno. */
+int mp__io_send_fds(int sock, const void *buf, size_t len, const int *fds, int nfds);
 /* Wait until one of fds is readable (or at EOF/error), up to the absolute
  * CLOCK_MONOTONIC deadline.  ready[i] is set for each ready one.  Returns
  * how many are ready, 0 at the deadline, or -errno. */

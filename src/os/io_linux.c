@@ -148,6 +148,37 @@ int mp__io_write_all(int fd, bool sock, struct iovec *iov, int iovcnt, int pass_
     return 0;
 }
 
+int mp__io_send_fds(int sock, const void *buf, size_t len, const int *fds, int nfds)
+{
+    if (nfds < 0 || nfds > MP__IO_MAX_FDS || len == 0)
+        return -EINVAL;
+    union {
+        char b[CMSG_SPACE(sizeof(int) * MP__IO_MAX_FDS)];
+        struct cmsghdr align;
+    } ctl;
+    struct iovec iov = {(void *)buf, len};
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+    if (nfds > 0) {
+        memset(&ctl, 0, sizeof ctl);
+        mh.msg_control = ctl.b;
+        mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
+        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
+        memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
+    }
+    ssize_t w;
+    while ((w = sendmsg(sock, &mh, MSG_NOSIGNAL)) < 0)
+        if (errno != EINTR)
+            return -errno;
+    if ((size_t)w < len) {
+        struct iovec rest = {(char *)buf + w, len - (size_t)w};
+        return mp__io_write_all(sock, true, &rest, 1, -1);
+    }
+    return 0;
+}
+
 int mp__io_wait_readable(const int *fds, size_t n, int64_t deadline, bool *ready)
 {
     struct pollfd small[16], *p = small;
