@@ -40,5 +40,16 @@ show s004_semaphore_threads "seed 004/1.1.4: twenty threads, five at a time (Bou
 show s004_bones_joinable   "seed 004/producer-consumer: task_done and join on a queue"
 show s004_timer            "seed 004/1.1.7: a Timer says hello after a second"
 show s004_manager          "seed 004/Manager: ten processes share a dict and a list"
+show s000_pool_apply_async "seed 000/6: apply_async on a pool of four, then every get"
+show s001_pool_workers     "seed 001: a pool of three runs ten tasks; close, then join"
+show s002_pool_map_imap    "seed 002/5: map returns a list, imap an iterator"
+show s002_pool_get_timeout "seed 002/5: apply_async results collected with get(timeout)"
+show s003_pool_vs_process  "seed 003/2: a thousand jobs on a pool vs a thousand processes"
+show s003_pool_apply_sync  "seed 003/2: apply waits for each task (synchronous)"
+show s003_pool_apply_async "seed 003/2: apply_async, close, join, then get"
+show s003_pool_callback    "seed 003/3: callbacks run in the parent process"
+show s003_pool_collect     "seed 003/4: wait for all, then gather the results"
+show s003_pool_chat_server "seed 003/2: a pool of four serves six socket clients (fd passing)"
+show s004_pool_callback    "seed 004/进程池: a hundred tasks, a callback for each"
 
 exit $failed

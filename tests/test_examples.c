@@ -306,3 +306,178 @@ Test(examples, s004_bones_joinable, .timeout = MP_TMO(30))
     size_t n = strlen(out), k = strlen(last);
     cr_assert(n >= k && strcmp(out + n - k, last) == 0, "join returned after all ten:\n%s", out);
 }
+
+/* ---- pools ---- */
+
+/* How many lines of out start with prefix. */
+static int count_prefix(const char *out, const char *prefix)
+{
+    int n = 0;
+    size_t k = strlen(prefix);
+    for (const char *l = out; *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : l + strlen(l))
+        if (strncmp(l, prefix, k) == 0)
+            n++;
+    return n;
+}
+
+static void run_ok(const char *name, char *out, size_t cap, double timeout)
+{
+    int st = run_example(name, out, cap, timeout);
+    expect_success(st, out);
+}
+
+Test(examples, s000_pool_map_speed, .timeout = MP_TMO(60))
+{
+    /* Ten one-second tasks: about 1 s on the pool, 10 s serially. */
+    char out[1024];
+    double t0 = mp_test_now();
+    run_ok("s000_pool_map_speed", out, sizeof out, MP_TMO(40));
+    double t = mp_test_now() - t0;
+    cr_assert_str_eq(out, "[1, 4, 9, 16, 25, 36, 49, 64, 81, 100]\n"
+                          "[1, 4, 9, 16, 25, 36, 49, 64, 81, 100]\n");
+    cr_assert(t > 10.5 && t < 10.0 + 3.0 * MP_TEST_TIMEOUT_MULTIPLIER, "took %.2f s", t);
+}
+
+Test(examples, s000_pool_apply_async, .timeout = MP_TMO(60))
+{
+    char out[1024];
+    double t0 = mp_test_now();
+    run_ok("s000_pool_apply_async", out, sizeof out, MP_TMO(30));
+    double t = mp_test_now() - t0;
+    /* Each square twice: once from its task, once from get. */
+    for (int i = 0; i < 10; i++) {
+        char l[16];
+        snprintf(l, sizeof l, "%d\n", i * i);
+        int n = 0;
+        for (const char *p = out; (p = strstr(p, l)) != NULL; p++)
+            if (p == out || p[-1] == '\n')
+                n++;
+        cr_assert_eq(n, 2, "%d printed %d times:\n%s", i * i, n, out);
+    }
+    /* Four at a time: three rounds of one second. */
+    cr_assert(t > 2.9 && t < 3.0 + 3.0 * MP_TEST_TIMEOUT_MULTIPLIER, "took %.2f s", t);
+}
+
+Test(examples, s001_pool_workers, .timeout = MP_TMO(60))
+{
+    char out[4096];
+    run_ok("s001_pool_workers", out, sizeof out, MP_TMO(40));
+    cr_assert_eq(count_prefix(out, "----start----\n"), 1, "%s", out);
+    cr_assert_eq(strstr(out, "-----end-----\n") + strlen("-----end-----\n"), out + strlen(out),
+                 "end comes last:\n%s", out);
+    int started = 0, done = 0;
+    for (int i = 0; i < 10; i++) {
+        char l[32];
+        snprintf(l, sizeof l, "%d開始執行,程序號為", i);
+        started += count_prefix(out, l);
+        snprintf(l, sizeof l, "%d 執行完畢,耗時", i);
+        done += count_prefix(out, l);
+    }
+    cr_assert_eq(started, 10, "%s", out);
+    cr_assert_eq(done, 10, "%s", out);
+}
+
+Test(examples, s002_pool_map_imap, .timeout = MP_TMO(30))
+{
+    char out[1024];
+    run_ok("s002_pool_map_imap", out, sizeof out, MP_TMO(20));
+    cr_assert_eq(count_prefix(out, "start process\n"), 4, "%s", out);
+    const char *list = strstr(out, "['KEL', 'SMILE']\n");
+    cr_assert_not_null(list, "%s", out);
+    const char *kel = strstr(list, "KEL\n"), *smile = kel ? strstr(kel, "SMILE\n") : NULL;
+    cr_assert(kel && smile, "imap results in order:\n%s", out);
+}
+
+Test(examples, s002_pool_get_timeout, .timeout = MP_TMO(60))
+{
+    char out[1024];
+    run_ok("s002_pool_get_timeout", out, sizeof out, MP_TMO(30));
+    cr_assert_eq(count_prefix(out, "start process\n"), 7, "%s", out);
+    /* The first five always make it; the last two have 0.1 s to spare. */
+    int kel = count_prefix(out, "KEL\n"), late = count_prefix(out, "get: ");
+    cr_assert(kel >= 5 && kel + late == 7, "%s", out);
+}
+
+Test(examples, s003_pool_vs_process, .timeout = MP_TMO(60))
+{
+    char out[256];
+    run_ok("s003_pool_vs_process", out, sizeof out, MP_TMO(50));
+    double t_pool, t_proc;
+    cr_assert_eq(sscanf(out, "%lf\n%lf\n", &t_pool, &t_proc), 2, "%s", out);
+    cr_assert_lt(t_pool, t_proc, "the pool is faster:\n%s", out);
+}
+
+Test(examples, s003_pool_apply_sync, .timeout = MP_TMO(60))
+{
+    char out[1024];
+    run_ok("s003_pool_apply_sync", out, sizeof out, MP_TMO(30));
+    cr_assert_eq(count_prefix(out, "[0, 1, 4, 9, 16, 25, 36, 49, 64, 81]\n"), 1, "%s", out);
+    int runs = 0;
+    for (const char *l = out; (l = strstr(l, " run\n")) != NULL; l++)
+        runs++;
+    cr_assert_eq(runs, 10, "%s", out);
+}
+
+Test(examples, s003_pool_apply_async, .timeout = MP_TMO(60))
+{
+    char out[1024];
+    run_ok("s003_pool_apply_async", out, sizeof out, MP_TMO(30));
+    const char *res = strstr(out, "0\n1\n4\n9\n16\n25\n36\n49\n64\n81\n");
+    cr_assert_not_null(res, "%s", out);
+    cr_assert_eq(res + strlen(res), out + strlen(out), "results come last:\n%s", out);
+}
+
+Test(examples, s003_pool_callback, .timeout = MP_TMO(30))
+{
+    char out[2048];
+    run_ok("s003_pool_callback", out, sizeof out, MP_TMO(20));
+    int parent;
+    cr_assert_eq(sscanf(out, "----> %d\n", &parent), 1, "%s", out);
+    char cb[64];
+    snprintf(cb, sizeof cb, "回调 : %d\n", parent);
+    cr_assert_eq(count_prefix(out, cb), 10, "callbacks run in the parent:\n%s", out);
+    cr_assert_eq(count_prefix(out, "子进程"), 10, "%s", out);
+    cr_assert_eq(count_prefix(out, "*********\n"), 1, "%s", out);
+}
+
+Test(examples, s003_pool_collect, .timeout = MP_TMO(60))
+{
+    expect_output("s003_pool_collect", "[0, 1, 4, 9, 16, 25, 36, 49, 64, 81]\n");
+}
+
+Test(examples, s003_pool_chat_server, .timeout = MP_TMO(60))
+{
+    char out[2048];
+    run_ok("s003_pool_chat_server", out, sizeof out, MP_TMO(30));
+    cr_assert_eq(count_prefix(out, "4 clients served, 2 waiting for a free worker\n"), 1, "%s", out);
+    cr_assert_eq(count_prefix(out, "进程pid: "), 6, "%s", out);
+    for (int i = 1; i <= 6; i++) {
+        char l[64];
+        snprintf(l, sizeof l, "client %d got: HELLO FROM CLIENT %d\n", i, i);
+        cr_assert_eq(count_prefix(out, l), 1, "%s", out);
+    }
+    /* At most four workers served the six. */
+    int pids[6], n = 0;
+    for (const char *l = out; (l = strstr(l, "进程pid: ")) != NULL; l++) {
+        int pid = atoi(l + strlen("进程pid: ")), seen = 0;
+        for (int k = 0; k < n; k++)
+            seen |= pids[k] == pid;
+        if (!seen)
+            pids[n++] = pid;
+    }
+    cr_assert_leq(n, 4, "%s", out);
+    cr_assert_eq(strstr(out, "all 6 clients served\n") + strlen("all 6 clients served\n"),
+                 out + strlen(out), "%s", out);
+}
+
+Test(examples, s004_pool_callback, .timeout = MP_TMO(60))
+{
+    char out[8192];
+    run_ok("s004_pool_callback", out, sizeof out, MP_TMO(30));
+    cr_assert_eq(count_prefix(out, "end\n"), 1, "%s", out);
+    for (int i = 0; i < 100; i++) {
+        char l[64];
+        snprintf(l, sizeof l, "--->exec done: %d\n", i + 100);
+        cr_assert_eq(count_prefix(out, l), 1, "%d:\n%s", i, out);
+    }
+}
