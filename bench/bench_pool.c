@@ -73,6 +73,7 @@ static void bench_map(const char *name, unsigned workers, mp_pool_kind kind, boo
     MP_BENCH_CHECK(m.in && m.out);
     for (int64_t i = 0; i < ITEMS; i++)
         m.in[i] = i;
+    map_body(&m, ITEMS); /* warm: staging pages mapped in every worker */
     mp_bench_run(name, "mproc", MP_BENCH_OPS_PER_S, 0, map_body, &m, ITEMS, 0);
     mp_pool_free(m.pool);
     if (shared) {

@@ -67,6 +67,7 @@ if __name__ == "__main__":
     for w in (1, 2, 4):
         with ctx.Pool(w) as pool:
             body = map_body(pool)
+            body(ITEMS)  # warm, as the C side does
             # Python has no in-place variant: the same map is its partner.
             harness.run("pool.map_1M_w%d" % w, "python", "ops/s", body, ITEMS, runs=3)
             harness.run("pool.map_shared_1M_w%d" % w, "python", "ops/s", body, ITEMS, runs=3)
