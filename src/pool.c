@@ -74,7 +74,7 @@ struct pool_core {
     size_t kept;                /* bytes of heap blocks cached jobs hold */
 
     _Atomic bool closed, terminated;
-    bool stopping, finished, started, joined;
+    bool stopping, finished, started, joined, server_dead;
     int start_err;
 
     pthread_t collector;
@@ -569,7 +569,7 @@ static void worker_ended(pool_core *c, unsigned w)
     r->requested = r->running = false;
     r->pidfd = -1;
     c->live--;
-    if (!c->stopping && !c->terminated && spawn(c, w) < 0) {
+    if (!c->stopping && !c->terminated && !c->server_dead && spawn(c, w) < 0) {
         /* Cannot replace it now: the others carry on. */
     }
 }
@@ -586,12 +586,15 @@ static void read_server(pool_core *c)
             /* The server died (killed from outside): its workers die with
              * it.  Treat each as dead with an unknown status. */
             mp__poller_del(c->poller, c->srv_sock);
+            c->server_dead = true; /* no server, no respawn */
             for (unsigned w = 0; w < c->nworkers; w++)
                 if (c->w[w].requested) {
                     c->w[w].status = -SIGKILL;
-                    c->terminated = true; /* no server, no respawn */
                     worker_ended(c, w);
                 }
+            pthread_mutex_lock(&c->lock);
+            c->closed = c->terminated = true;
+            pthread_mutex_unlock(&c->lock);
             return;
         }
         if ((size_t)r < sizeof m) {
@@ -782,6 +785,11 @@ static void stop_server(pool_core *c)
 {
     if (c->kind != MP_POOL_PROCESS || c->srv_pidfd < 0)
         return;
+    /* A message, not just EOF: a child forked from the parent meanwhile
+     * may hold a copy of our end of the socket. */
+    srv_msg m = {SRV_STOP, 0, 0, 0};
+    struct iovec iov = {&m, sizeof m};
+    mp__io_write_all(c->srv_sock, true, &iov, 1, -1);
     close(c->srv_sock);
     int code;
     if (mp__pidfd_reap(c->srv_pidfd, mp__now_ns() + 5000000000LL, &code) < 0) {

@@ -141,7 +141,7 @@ void mp__pool_push_done(pool_shm *s, job *j);
 pid_t mp__pool_server_start(pool_shm *s, int *sock, const int *keep, int nkeep);
 
 /* Messages on the fork server's socket. */
-enum { SRV_SPAWN = 1, SRV_SPAWNED, SRV_EXITED, SRV_FAILED };
+enum { SRV_SPAWN = 1, SRV_SPAWNED, SRV_EXITED, SRV_FAILED, SRV_STOP };
 typedef struct { int32_t op, slot, pid, status; } srv_msg;
 /* On a worker's control socket: a worker asks for the fds of the job it
  * runs; the collector answers with them (or err). */

@@ -347,6 +347,18 @@ static _Noreturn void worker_main(pool_shm *s, unsigned w, pid_t server, int ctl
     _exit(0); /* not reached */
 }
 
+/* Stop: take the workers still running with us. */
+static _Noreturn void server_exit(const int *pidfds, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++)
+        if (pidfds[i] >= 0) {
+            int code;
+            mp__pidfd_send_signal(pidfds[i], SIGKILL);
+            mp__pidfd_reap(pidfds[i], MP__NO_DEADLINE, &code);
+        }
+    _exit(0);
+}
+
 static _Noreturn void server_main(pool_shm *s, int sock, pid_t parent)
 {
     if (mp__die_with_parent(parent, SIGKILL) < 0)
@@ -388,18 +400,12 @@ static _Noreturn void server_main(pool_shm *s, int sock, pid_t parent)
                     else
                         close(fds[f]);
                 }
-                if (r <= 0) {
-                    /* The pool is gone: take the workers with us. */
-                    for (unsigned i = 0; i < n; i++)
-                        if (pidfds[i] >= 0) {
-                            int code;
-                            mp__pidfd_send_signal(pidfds[i], SIGKILL);
-                            mp__pidfd_reap(pidfds[i], MP__NO_DEADLINE, &code);
-                        }
-                    _exit(0);
-                }
+                if (r <= 0)
+                    server_exit(pidfds, n); /* the pool is gone */
                 got += (size_t)r;
             }
+            if (m.op == SRV_STOP)
+                server_exit(pidfds, n);
             if (m.op != SRV_SPAWN || m.slot < 0 || (unsigned)m.slot >= n || pidfds[m.slot] >= 0 ||
                 ctl < 0) {
                 if (ctl >= 0)

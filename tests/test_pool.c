@@ -671,6 +671,61 @@ Test(pool, tasks_receive_descriptors, .timeout = MP_TMO(30))
     mp_pool_free(p);
 }
 
+Test(pool, fork_server_killed_fails_tasks_and_closes_the_pool, .timeout = MP_TMO(30))
+{
+    mp_pool *p = new_pool(2, 0);
+    mp_result *r;
+    int server;
+    mp_expect_rc(submit(p, OP_PPID, 0, NULL, NULL, &r), 0);
+    mp_expect_rc(get_int(r, &server), 0);
+    mp_result_free(r);
+    cr_assert_neq(server, getpid(), "workers are not forked by the parent");
+    mp_event *ev;
+    mp_expect_rc(mp_event_new(&ev), 0);
+    mp_result *running;
+    mp_expect_rc(submit_running(p, ev, &running), 0);
+    cr_assert_eq(kill(server, SIGKILL), 0);
+    /* Its workers die with it; the running task fails, nothing hangs. */
+    mp_expect_rc(mp_result_get(running, MP_TMO(10), NULL, NULL), MP_EWORKER);
+    mp_result_free(running);
+    int rc;
+    double end = mp_test_now() + MP_TMO(10);
+    while ((rc = submit(p, OP_SQUARE, 1, NULL, NULL, &r)) == 0 && mp_test_now() < end) {
+        /* Until the collector has seen the server go, tasks may still be
+         * accepted: they end cancelled. */
+        int v;
+        rc = get_int(r, &v);
+        cr_assert(rc == MP_ECANCELED || rc == MP_EWORKER, "%s", mp_errname(rc));
+        mp_result_free(r);
+    }
+    mp_expect_rc(rc, MP_ECLOSED);
+    mp_expect_rc(mp_pool_join(p, MP_TMO(10)), 0);
+    mp_pool_free(p);
+    mp_event_free(ev);
+}
+
+Test(pool, free_is_prompt_with_a_forked_child_alive, .timeout = MP_TMO(30))
+{
+    mp_pool *p = new_pool(2, 0);
+    int hold[2];
+    cr_assert_eq(pipe(hold), 0);
+    pid_t child = fork(); /* inherits every descriptor of the pool */
+    if (child == 0) {
+        char c;
+        close(hold[1]);
+        read(hold[0], &c, 1);
+        _exit(0);
+    }
+    close(hold[0]);
+    double t0 = mp_test_now();
+    mp_pool_free(p);
+    /* The server is told to stop; it does not wait for a socket EOF the
+     * child's copy would hold back (that fallback takes 5 s). */
+    cr_assert_lt(mp_test_now() - t0, 3.0 * MP_TEST_TIMEOUT_MULTIPLIER);
+    close(hold[1]);
+    cr_assert_neq(mp_test_waitpid(child, MP_TMO(10)), -1);
+}
+
 Test(pool, bad_input, .timeout = MP_TMO(30))
 {
     mp_pool *p;

@@ -23,6 +23,7 @@ enum {
     OP_ECHO,     /* result: the argument's payload, as is */
     OP_INIT,     /* result: what the initializer left */
     OP_INDEX,    /* result: mp_pool_worker_index() */
+    OP_PPID,     /* result: the worker's parent (the fork server) */
     OP_FDS       /* writes its index to each passed fd; result: their number */
 };
 
@@ -78,6 +79,9 @@ static inline int run_op(const void *argp, size_t len, mp_buf *res)
         return mp_buf_append(res, &init_mark, sizeof init_mark);
     case OP_INDEX:
         v = mp_pool_worker_index();
+        return mp_buf_append(res, &v, sizeof v);
+    case OP_PPID:
+        v = (int)getppid();
         return mp_buf_append(res, &v, sizeof v);
     case OP_FDS:
         v = (int)mp_task_nfds();
