@@ -38,6 +38,9 @@ show s004_join_daemon      "seed 004/1.1.2: join with a timeout, a daemon thread
 show s004_rlock_threads    "seed 004/1.1.3: ten threads count under an RLock"
 show s004_semaphore_threads "seed 004/1.1.4: twenty threads, five at a time (BoundedSemaphore)"
 show s004_bones_joinable   "seed 004/producer-consumer: task_done and join on a queue"
+show s004_event_traffic_light "seed 004/1.1.5: a traffic light (Event) and three cars"
+show s004_event_door       "seed 004/1.1.5: a door opened by swiping a card (Event)"
+show s004_condition_notify "seed 004/1.1.6: notify n of ten threads waiting on a Condition"
 show s004_timer            "seed 004/1.1.7: a Timer says hello after a second"
 show s004_manager          "seed 004/Manager: ten processes share a dict and a list"
 show s000_pool_apply_async "seed 000/6: apply_async on a pool of four, then every get"
@@ -51,5 +54,6 @@ show s003_pool_callback    "seed 003/3: callbacks run in the parent process"
 show s003_pool_collect     "seed 003/4: wait for all, then gather the results"
 show s003_pool_chat_server "seed 003/2: a pool of four serves six socket clients (fd passing)"
 show s004_pool_callback    "seed 004/进程池: a hundred tasks, a callback for each"
+show s004_thread_pool      "seed 004/1.1.9: a thread pool, the same API on threads"
 
 exit $failed

@@ -481,3 +481,65 @@ Test(examples, s004_pool_callback, .timeout = MP_TMO(60))
         cr_assert_eq(count_prefix(out, l), 1, "%d:\n%s", i, out);
     }
 }
+
+/* ---- events, conditions, the thread pool ---- */
+
+Test(examples, s004_event_traffic_light, .timeout = MP_TMO(60))
+{
+    char out[16384];
+    run_ok("s004_event_traffic_light", out, sizeof out, MP_TMO(30));
+    /* Two cycles of 10 green, 3 yellow and 7 red ticks. */
+    cr_assert_eq(count_prefix(out, "\033[42;1m---green light on ---"), 20, "%s", out);
+    cr_assert_eq(count_prefix(out, "\033[43;1m---yellow light on ---"), 6, "%s", out);
+    cr_assert_eq(count_prefix(out, "\033[41;1m --red light on -- "), 14, "%s", out);
+    int cars = 0;
+    for (int i = 0; i < 3; i++) {
+        char run[64], wait[64];
+        snprintf(run, sizeof run, "car [%d] is running..\n", i);
+        snprintf(wait, sizeof wait, "car [%d] is waiting for the red light..\n", i);
+        cars += count_prefix(out, run) + count_prefix(out, wait);
+    }
+    cr_assert_gt(cars, 3, "the cars drove:\n%s", out);
+}
+
+Test(examples, s004_event_door, .timeout = MP_TMO(60))
+{
+    char out[16384];
+    run_ok("s004_event_door", out, sizeof out, MP_TMO(30));
+    cr_assert_eq(count_prefix(out, "\033[34;1m door is opened ,passing....\033[0m\n"), 5, "%s", out);
+    for (int i = 0; i < 5; i++) {
+        char l[64];
+        snprintf(l, sizeof l, "staff [%d] is comming...\n", i);
+        cr_assert_eq(count_prefix(out, l), 1, "%s", out);
+    }
+    cr_assert_geq(count_prefix(out, "\033[32;1m door opening...\033[0m\n"), 1, "%s", out);
+    const char *last = "\033[31;1m door closed....,swipe to open.\033[0m\n";
+    cr_assert_eq(strcmp(out + strlen(out) - strlen(last), last), 0, "the door ends closed:\n%s", out);
+}
+
+Test(examples, s004_condition_notify, .timeout = MP_TMO(30))
+{
+    char out[2048];
+    run_ok("s004_condition_notify", out, sizeof out, MP_TMO(20));
+    /* Batches of 3, 3 and 4 woken threads, each after its prompt. */
+    const char *b[3] = {strstr(out, ">>>>3\n"), NULL, strstr(out, ">>>>4\n")};
+    cr_assert(b[0] && b[2], "%s", out);
+    b[1] = strstr(b[0] + 1, ">>>>3\n");
+    cr_assert(b[1] && b[1] < b[2], "%s", out);
+    int per[3] = {0, 0, 0};
+    unsigned seen = 0;
+    for (const char *l = out; (l = strstr(l, "run the thread :")) != NULL; l++) {
+        int n = atoi(l + strlen("run the thread :"));
+        cr_assert(n >= 0 && n < 10 && !(seen & (1u << n)), "%s", out);
+        seen |= 1u << n;
+        per[l < b[1] ? 0 : l < b[2] ? 1 : 2]++;
+    }
+    cr_assert_eq(seen, 0x3ffu, "%s", out);
+    cr_assert(per[0] == 3 && per[1] == 3 && per[2] == 4, "%d %d %d:\n%s", per[0], per[1], per[2], out);
+}
+
+Test(examples, s004_thread_pool, .timeout = MP_TMO(30))
+{
+    expect_output("s004_thread_pool", "[1, 4, 9, 16, 25, 36, 49, 64, 81, 100, 121, 144]\n"
+                                      "every job ran in this process: True, on one of 3 threads: True\n");
+}
