@@ -543,3 +543,57 @@ Test(examples, s004_thread_pool, .timeout = MP_TMO(30))
     expect_output("s004_thread_pool", "[1, 4, 9, 16, 25, 36, 49, 64, 81, 100, 121, 144]\n"
                                       "every job ran in this process: True, on one of 3 threads: True\n");
 }
+
+/* ---- the remaining process and thread seeds ---- */
+
+Test(examples, s004_thread_subclass, .timeout = MP_TMO(30))
+{
+    char out[256];
+    run_ok("s004_thread_subclass", out, sizeof out, MP_TMO(20));
+    cr_assert(strcmp(out, "running on number:1\nrunning on number:2\n") == 0 ||
+                  strcmp(out, "running on number:2\nrunning on number:1\n") == 0,
+              "%s", out);
+}
+
+Test(examples, s004_thread_no_lock, .timeout = MP_TMO(30))
+{
+    char out[256];
+    run_ok("s004_thread_no_lock", out, sizeof out, MP_TMO(20));
+    cr_assert_eq(count_prefix(out, "main thread stop\n"), 1, "%s", out);
+    for (int i = 1; i <= 10; i++) {
+        char l[8];
+        snprintf(l, sizeof l, "%d\n", i);
+        cr_assert_eq(count_prefix(out, l), 1, "%d missing or twice:\n%s", i, out);
+    }
+}
+
+Test(examples, s004_producer_consumer, .timeout = MP_TMO(60))
+{
+    char out[8192];
+    run_ok("s004_producer_consumer", out, sizeof out, MP_TMO(40));
+    int eaten = 0, none = count_prefix(out, "-----no baozi anymore-----\n"), last = -1;
+    for (const char *l = out; (l = strstr(l, " has eat ")) != NULL; l++) {
+        int d = atoi(l + strlen(" has eat "));
+        cr_assert_eq(d, last + 1, "eaten in order:\n%s", out);
+        last = d;
+        eaten++;
+    }
+    cr_assert_eq(count_prefix(out, "producer 陈鑫 has produced "), 20, "%s", out);
+    cr_assert_eq(eaten + none, 20, "twenty looks:\n%s", out);
+}
+
+Test(examples, s002_process_subclass, .timeout = MP_TMO(30))
+{
+    expect_output("s002_process_subclass", "start process...\nprocess\nKEL\n"
+                                           "start process...\nprocess\nKEL\n"
+                                           "start process...\nprocess\nKEL\n\n\n\n");
+}
+
+Test(examples, s001_two_processes, .timeout = MP_TMO(30))
+{
+    char out[256];
+    run_ok("s001_two_processes", out, sizeof out, MP_TMO(20));
+    cr_assert_eq(count_prefix(out, "---1---\n"), 3, "%s", out);
+    cr_assert_eq(count_prefix(out, "---2---\n"), 3, "%s", out);
+    cr_assert_eq(strlen(out), 6 * strlen("---1---\n"), "%s", out);
+}
