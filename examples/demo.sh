@@ -19,7 +19,7 @@ show() {
 show s000_pool_map_speed   "seed 000/1: pool.map over 10 workers vs a serial map"
 show readme_example        "README: fork a process, share a value, join"
 show s000_parent_child     "seed 000/2: a child and its parent (pid, ppid)"
-show s000_process_memory   "seed 000/3: processes do not share memory"
+show s000_process_memory   "seed 000/3: processes do not share memory, threads do"
 show s000_value_array      "seed 000/5: share memory with Value and Array"
 show s002_start_join       "seed 002/2: start two processes, join them"
 show s002_process_subclass "seed 002/2: a result stored in the child stays in the child"

@@ -81,7 +81,9 @@ Test(examples, s000_parent_child, .timeout = MP_TMO(30))
 Test(examples, s000_process_memory, .timeout = MP_TMO(30))
 {
     expect_output("s000_process_memory", "+++++++++process+++++++++\n[0]\n[1]\n[2]\n[3]\n[4]\n"
-                          "parent's list after the children: []\n");
+                          "parent's list after the children: []\n"
+                          "+++++++++thread++++++++++\n[0]\n[0, 1]\n[0, 1, 2]\n[0, 1, 2, 3]\n"
+                          "[0, 1, 2, 3, 4]\n");
 }
 
 Test(examples, s002_start_join, .timeout = MP_TMO(30))

@@ -1,9 +1,9 @@
-/* Seed 000, program 3 (process half): processes do not share memory.
+/* Seed 000, program 3: processes do not share memory, threads do.
  *
- * Each child appends to its own copy of the parent's list, so every child
- * prints a one-element list.  (The thread half of the seed, where threads
- * share the list, is in s000_process_vs_thread once threads exist.) With
- * mproc, memory is shared only when asked for: see s000_value_array. */
+ * Each child process appends to its own copy of the parent's list, so every
+ * child prints a one-element list and the parent's list stays empty.  Then
+ * five threads append to the one list the process has, and it grows.  With
+ * mproc, processes share memory only when asked: see s000_value_array. */
 #include <mproc.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -27,6 +27,7 @@ static int foo(void *arg)
 {
     li.items[li.len++] = (int)(intptr_t)arg;
     print_list(&li);
+    fflush(stdout);
     return 0;
 }
 
@@ -49,5 +50,21 @@ int main(void)
     }
     printf("parent's list after the children: ");
     print_list(&li);
+
+    printf("+++++++++thread++++++++++\n");
+    fflush(stdout);
+    for (int item = 0; item < 5; item++) {
+        mp_thread *t;
+        int rc = mp_thread_new(&t, foo, (void *)(intptr_t)item, NULL);
+        if (rc == 0)
+            rc = mp_thread_start(t);
+        if (rc == 0)
+            rc = mp_thread_join(t, MP_FOREVER);
+        if (rc < 0) {
+            fprintf(stderr, "thread: %s\n", mp_strerror(rc));
+            return 1;
+        }
+        mp_thread_free(t);
+    }
     return 0;
 }
