@@ -848,9 +848,11 @@ static void *collector_main(void *arg)
             flush_retired(c);
             break;
         }
-        int64_t deadline = c->kind == MP_POOL_PROCESS ? check_deadlines(c) : MP__NO_DEADLINE;
-
+        /* Say we sleep before looking: a worker that starts a timed task
+         * after our look sees the flag and wakes us (and one that started
+         * before it is seen by check_deadlines). */
         atomic_store(&s->collector_sleeping, 1);
+        int64_t deadline = c->kind == MP_POOL_PROCESS ? check_deadlines(c) : MP__NO_DEADLINE;
         uint64_t tags[16];
         int n = 0;
         if (atomic_load(&s->done_head) == NULL)
