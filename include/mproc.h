@@ -20,5 +20,6 @@
 #include <mproc/thread.h>
 #include <mproc/dict.h>
 #include <mproc/pool.h>
+#include <mproc/coro.h>
 
 #endif

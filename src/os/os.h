@@ -32,6 +32,8 @@ int64_t mp__now_ns(void);
 /* Turn a timeout in seconds into an absolute deadline.  MP_FOREVER, any
  * negative value and +inf give MP__NO_DEADLINE; NaN is -EINVAL. */
 int mp__deadline(double timeout, int64_t *deadline);
+/* Sleep until the absolute deadline (not before it). */
+void mp__sleep_until(int64_t deadline);
 /* Milliseconds left until deadline, rounded up, for poll(): -1 = forever. */
 int mp__deadline_ms(int64_t deadline);
 
@@ -108,6 +110,21 @@ void mp__notify(int fd);
 void mp__notifier_drain(int fd);
 /* Ignore SIGINT and block nothing else: a pool worker's signal state. */
 void mp__worker_signals(void);
+
+/* One-shot readiness for coroutines: watch fd for the events (MP__POLL_IN,
+ * MP__POLL_OUT) until the next report of it (re-arming or adding it). */
+enum { MP__POLL_IN = 1, MP__POLL_OUT = 2, MP__POLL_ERR = 4 };
+int mp__poller_arm(int poller, int fd, unsigned events, uint64_t tag);
+/* Wait as mp__poller_wait, with nanosecond deadlines, also giving each
+ * ready fd's events (errors and hang-ups report as both directions). */
+int mp__poller_wait_events(int poller, uint64_t *tags, unsigned *events, int max,
+                           int64_t deadline);
+
+/* ---- coroutine stacks ---- */
+/* Map size bytes of stack (lowest page a guard): the base, or NULL and
+ * *err. */
+void *mp__stack_map(size_t size, int *err);
+void mp__stack_unmap(void *base, size_t size);
 
 /* ---- fork hub ---- */
 /* Modules that own process-local locks or lazily built state register hooks

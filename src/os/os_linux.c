@@ -271,6 +271,15 @@ int mp__pidfd_open(pid_t pid)
 
 void mp__yield(void) { sched_yield(); }
 
+void mp__sleep_until(int64_t deadline)
+{
+    if (deadline == MP__NO_DEADLINE)
+        return;
+    struct timespec ts = {deadline / 1000000000, deadline % 1000000000};
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
+        ;
+}
+
 int mp__pidfd_send_signal(int pidfd, int sig)
 {
     long rc = syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0);

@@ -7,6 +7,8 @@
 #include <stdint.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "os.h"
@@ -44,6 +46,63 @@ int mp__poller_wait(int poller, uint64_t *tags, int max, int64_t deadline)
             continue; /* epoll rounds to ms: wait out the remainder */
         for (int i = 0; i < n; i++)
             tags[i] = evs[i].data.u64;
+        return n;
+    }
+}
+
+int mp__poller_arm(int poller, int fd, unsigned events, uint64_t tag)
+{
+    struct epoll_event ev = {.events = EPOLLONESHOT, .data.u64 = tag};
+    if (events & MP__POLL_IN)
+        ev.events |= EPOLLIN | EPOLLRDHUP;
+    if (events & MP__POLL_OUT)
+        ev.events |= EPOLLOUT;
+    if (epoll_ctl(poller, EPOLL_CTL_MOD, fd, &ev) == 0)
+        return 0;
+    if (errno != ENOENT)
+        return -errno;
+    return epoll_ctl(poller, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
+}
+
+int mp__poller_wait_events(int poller, uint64_t *tags, unsigned *events, int max,
+                           int64_t deadline)
+{
+    struct epoll_event evs[64];
+    if (max > 64)
+        max = 64;
+    static int no_pwait2;
+    for (;;) {
+        int n;
+        if (!no_pwait2) {
+            struct timespec ts, *tp = NULL;
+            if (deadline != MP__NO_DEADLINE) {
+                int64_t left = deadline - mp__now_ns();
+                if (left < 0)
+                    left = 0;
+                ts.tv_sec = left / 1000000000;
+                ts.tv_nsec = left % 1000000000;
+                tp = &ts;
+            }
+            n = (int)syscall(SYS_epoll_pwait2, poller, evs, max, tp, NULL, (size_t)0);
+            if (n < 0 && errno == ENOSYS) {
+                no_pwait2 = 1;
+                continue;
+            }
+        } else {
+            n = epoll_wait(poller, evs, max, mp__deadline_ms(deadline));
+        }
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        for (int i = 0; i < n; i++) {
+            uint32_t e = evs[i].events;
+            tags[i] = evs[i].data.u64;
+            events[i] = ((e & (EPOLLIN | EPOLLRDHUP)) ? MP__POLL_IN : 0) |
+                        ((e & EPOLLOUT) ? MP__POLL_OUT : 0) |
+                        ((e & (EPOLLERR | EPOLLHUP)) ? MP__POLL_ERR | MP__POLL_IN | MP__POLL_OUT : 0);
+        }
         return n;
     }
 }

@@ -1,0 +1,87 @@
+/* Coroutine context switch for x86_64 (System V ABI).
+ *
+ * void mp__co_switch(void **save_sp, void *load_sp);
+ * void mp__co_switch_ret(void **save_sp, void *load_sp);
+ *
+ * Saves only what a call must preserve: rbx, rbp, r12-r15, the MXCSR and
+ * the x87 control word; stores the stack pointer in *save_sp, loads
+ * load_sp and restores the same set from there.  The two entry points
+ * differ in how they resume: mp__co_switch pops the return address and
+ * jumps to it (an indirect jump the branch predictor learns), while
+ * mp__co_switch_ret ends in `ret`, which the return-stack buffer predicts
+ * wrongly on every switch.  bench/bench_coro.c measures both.
+ *
+ * A new coroutine's stack is laid out as if it had called the switch from
+ * mp__co_trampoline with r12 = its argument and r13 = its entry function
+ * (see coro.c). */
+    .text
+
+    .globl mp__co_switch
+    .hidden mp__co_switch
+    .type mp__co_switch, @function
+    .p2align 4
+mp__co_switch:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    subq $8, %rsp
+    stmxcsr (%rsp)
+    fnstcw 4(%rsp)
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    ldmxcsr (%rsp)
+    fldcw 4(%rsp)
+    addq $8, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    popq %rcx
+    jmpq *%rcx
+    .size mp__co_switch, .-mp__co_switch
+
+    .globl mp__co_switch_ret
+    .hidden mp__co_switch_ret
+    .type mp__co_switch_ret, @function
+    .p2align 4
+mp__co_switch_ret:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    subq $8, %rsp
+    stmxcsr (%rsp)
+    fnstcw 4(%rsp)
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    ldmxcsr (%rsp)
+    fldcw 4(%rsp)
+    addq $8, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+    .size mp__co_switch_ret, .-mp__co_switch_ret
+
+/* First code a coroutine runs: entry(arg), which never returns. */
+    .globl mp__co_trampoline
+    .hidden mp__co_trampoline
+    .type mp__co_trampoline, @function
+    .p2align 4
+mp__co_trampoline:
+    movq %r12, %rdi
+    callq *%r13
+    ud2
+    .size mp__co_trampoline, .-mp__co_trampoline
+
+    .section .note.GNU-stack,"",@progbits

@@ -1,0 +1,452 @@
+/* Coroutines: scheduling order, join/sleep/yield, timeouts that cancel a
+ * wait, channels (buffered, rendezvous, close), descriptor waits and the
+ * socket helpers, 100,000 live coroutines, guard pages, deadlock
+ * detection, one scheduler per thread, bad input. */
+// labels: unit
+#include <arpa/inet.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <mproc.h>
+#include <mproc/coro.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+
+#include "mp_test.h"
+
+/* ---- order ---- */
+
+static char order_log[64];
+static int order_len;
+
+static void stepper(void *arg)
+{
+    char c = *(const char *)arg;
+    for (int i = 0; i < 3; i++) {
+        order_log[order_len++] = c;
+        mp_co_yield();
+    }
+}
+
+Test(coro, yield_interleaves_in_spawn_order, .timeout = MP_TMO(10))
+{
+    mp_co *co[3];
+    static const char names[3] = {'a', 'b', 'c'};
+    for (int i = 0; i < 3; i++)
+        mp_expect_rc(mp_co_spawn(&co[i], stepper, (void *)&names[i], 0), 0);
+    cr_assert_eq(order_len, 0, "nothing runs before the scheduler");
+    cr_assert_null(mp_co_self());
+    mp_expect_rc(mp_co_run(), 0);
+    order_log[order_len] = '\0';
+    cr_assert_str_eq(order_log, "abcabcabc");
+    for (int i = 0; i < 3; i++) {
+        cr_assert_not(mp_co_alive(co[i]));
+        mp_expect_rc(mp_co_join(co[i], 0), 0);
+        mp_co_free(co[i]);
+    }
+    mp_expect_rc(mp_co_run(), 0); /* nothing left */
+}
+
+/* ---- join, sleep ---- */
+
+static void sleeper(void *arg)
+{
+    mp_co_sleep(*(double *)arg);
+}
+
+static void joiner(void *arg)
+{
+    mp_co *target = arg;
+    int *rc = malloc(2 * sizeof *rc);
+    rc[0] = mp_co_join(target, 0.02);
+    rc[1] = mp_co_join(target, MP_FOREVER);
+    cr_assert_eq(rc[0], MP_ETIMEDOUT);
+    cr_assert_eq(rc[1], 0);
+    cr_assert_not(mp_co_alive(target));
+    free(rc);
+}
+
+Test(coro, join_and_sleep, .timeout = MP_TMO(10))
+{
+    double d = 0.1;
+    mp_co *s, *j;
+    mp_expect_rc(mp_co_spawn(&s, sleeper, &d, 0), 0);
+    mp_expect_rc(mp_co_spawn(&j, joiner, s, 0), 0);
+    double t0 = mp_test_now();
+    mp_expect_rc(mp_co_join(s, 0.01), MP_ETIMEDOUT); /* from outside: runs the scheduler */
+    cr_assert(mp_co_alive(s));
+    mp_expect_rc(mp_co_join(j, MP_FOREVER), 0);
+    cr_assert_geq(mp_test_now() - t0, 0.1);
+    mp_co_free(s);
+    mp_co_free(j);
+    /* Sleep outside a coroutine runs the others meanwhile. */
+    mp_expect_rc(mp_co_spawn(NULL, sleeper, &d, 0), 0);
+    t0 = mp_test_now();
+    mp_expect_rc(mp_co_sleep(0.02), 0);
+    cr_assert_geq(mp_test_now() - t0, 0.02);
+    mp_expect_rc(mp_co_run(), 0);
+    mp_expect_rc(mp_co_sleep(-1), -EINVAL);
+    mp_expect_rc(mp_co_sleep(NAN), -EINVAL);
+}
+
+static void self_join(void *arg)
+{
+    *(int *)arg = mp_co_join(mp_co_self(), 0);
+}
+
+Test(coro, self_join_is_a_deadlock, .timeout = MP_TMO(10))
+{
+    int rc = 0;
+    mp_expect_rc(mp_co_spawn(NULL, self_join, &rc, 0), 0);
+    mp_expect_rc(mp_co_run(), 0);
+    cr_assert_eq(rc, -EDEADLK);
+}
+
+/* ---- channels ---- */
+
+typedef struct {
+    mp_chan *ch;
+    int n;
+    int got[64];
+    int ngot;
+    int end_rc;
+} chan_test;
+
+static void producer(void *arg)
+{
+    chan_test *t = arg;
+    for (int i = 0; i < t->n; i++)
+        cr_assert_eq(mp_chan_send(t->ch, &i, MP_FOREVER), 0);
+    mp_chan_close(t->ch);
+}
+
+static void consumer(void *arg)
+{
+    chan_test *t = arg;
+    int v, rc;
+    while ((rc = mp_chan_recv(t->ch, &v, MP_FOREVER)) == 0)
+        t->got[t->ngot++] = v;
+    t->end_rc = rc;
+}
+
+static void run_chan(size_t cap)
+{
+    chan_test t = {.n = 40};
+    mp_expect_rc(mp_chan_new(&t.ch, sizeof(int), cap), 0);
+    mp_expect_rc(mp_co_spawn(NULL, consumer, &t, 0), 0);
+    mp_expect_rc(mp_co_spawn(NULL, producer, &t, 0), 0);
+    mp_expect_rc(mp_co_run(), 0);
+    cr_assert_eq(t.ngot, 40, "cap %zu", cap);
+    for (int i = 0; i < 40; i++)
+        cr_assert_eq(t.got[i], i);
+    cr_assert_eq(t.end_rc, MP_ECLOSED);
+    int v = 1;
+    mp_expect_rc(mp_chan_send(t.ch, &v, 0), MP_ECLOSED);
+    mp_chan_free(t.ch);
+}
+
+Test(coro, channels_buffered_and_rendezvous, .timeout = MP_TMO(10))
+{
+    run_chan(0);
+    run_chan(1);
+    run_chan(7);
+    run_chan(100);
+}
+
+Test(coro, channel_close_drains_then_reports_closed, .timeout = MP_TMO(10))
+{
+    mp_chan *ch;
+    mp_expect_rc(mp_chan_new(&ch, sizeof(int), 4), 0);
+    for (int i = 0; i < 3; i++)
+        mp_expect_rc(mp_chan_send(ch, &i, 0), 0);
+    cr_assert_eq(mp_chan_len(ch), 3);
+    mp_expect_rc(mp_chan_close(ch), 0);
+    int v;
+    for (int i = 0; i < 3; i++) {
+        mp_expect_rc(mp_chan_recv(ch, &v, 0), 0);
+        cr_assert_eq(v, i);
+    }
+    mp_expect_rc(mp_chan_recv(ch, &v, 0), MP_ECLOSED);
+    mp_chan_free(ch);
+}
+
+static void timed_recv(void *arg)
+{
+    chan_test *t = arg;
+    int v;
+    double t0 = mp_test_now();
+    t->end_rc = mp_chan_recv(t->ch, &v, 0.05);
+    cr_assert_geq(mp_test_now() - t0, 0.05);
+}
+
+static void counter(void *arg)
+{
+    int *n = arg;
+    for (int i = 0; i < 10; i++) {
+        (*n)++;
+        mp_co_sleep(0.001);
+    }
+}
+
+Test(coro, timeouts_cancel_waits_and_others_go_on, .timeout = MP_TMO(10))
+{
+    chan_test t = {0};
+    int n = 0;
+    mp_expect_rc(mp_chan_new(&t.ch, sizeof(int), 0), 0);
+    mp_expect_rc(mp_co_spawn(NULL, timed_recv, &t, 0), 0);
+    mp_expect_rc(mp_co_spawn(NULL, counter, &n, 0), 0);
+    mp_expect_rc(mp_co_run(), 0);
+    cr_assert_eq(t.end_rc, MP_ETIMEDOUT);
+    cr_assert_eq(n, 10);
+    /* The timed-out receiver is off the channel: a send finds nobody. */
+    int v = 5;
+    mp_expect_rc(mp_chan_send(t.ch, &v, 0), MP_ETIMEDOUT);
+    mp_expect_rc(mp_chan_send(t.ch, &v, 0.01), MP_ETIMEDOUT);
+    /* Blocking with nothing that could ever answer: a deadlock, reported. */
+    mp_expect_rc(mp_chan_recv(t.ch, &v, MP_FOREVER), -EDEADLK);
+    mp_chan_free(t.ch);
+}
+
+static void stuck(void *arg)
+{
+    int v;
+    mp_chan_recv(arg, &v, MP_FOREVER);
+}
+
+Test(coro, run_reports_a_deadlock, .timeout = MP_TMO(10))
+{
+    mp_chan *ch;
+    mp_expect_rc(mp_chan_new(&ch, sizeof(int), 0), 0);
+    mp_expect_rc(mp_co_spawn(NULL, stuck, ch, 0), 0);
+    mp_expect_rc(mp_co_run(), -EDEADLK);
+    mp_expect_rc(mp_chan_close(ch), 0); /* frees the stuck one */
+    mp_expect_rc(mp_co_run(), 0);
+    mp_chan_free(ch);
+}
+
+/* ---- descriptors ---- */
+
+typedef struct {
+    int fd;
+    int rc;
+    char buf[32];
+} io_test;
+
+static void reader(void *arg)
+{
+    io_test *t = arg;
+    t->rc = mp_co_wait_fd(t->fd, MP_READABLE, 0.02);
+    cr_assert_eq(t->rc, MP_ETIMEDOUT);
+    t->rc = (int)mp_co_read(t->fd, t->buf, sizeof t->buf, MP_TMO(5));
+}
+
+static void writer(void *arg)
+{
+    io_test *t = arg;
+    mp_co_sleep(0.05);
+    t->rc = (int)mp_co_write(t->fd, "hello", 5, MP_TMO(5));
+}
+
+Test(coro, wait_fd_read_write, .timeout = MP_TMO(10))
+{
+    int sv[2];
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    mp_expect_rc(mp_co_nonblock(sv[0]), 0);
+    mp_expect_rc(mp_co_nonblock(sv[1]), 0);
+    io_test r = {.fd = sv[0]}, w = {.fd = sv[1]};
+    mp_expect_rc(mp_co_spawn(NULL, reader, &r, 0), 0);
+    mp_expect_rc(mp_co_spawn(NULL, writer, &w, 0), 0);
+    mp_expect_rc(mp_co_run(), 0);
+    cr_assert_eq(w.rc, 5);
+    cr_assert_eq(r.rc, 5);
+    cr_assert_eq(memcmp(r.buf, "hello", 5), 0);
+    /* Writable at once; bad input. */
+    mp_expect_rc(mp_co_wait_fd(sv[1], MP_WRITABLE, 1), MP_WRITABLE);
+    mp_expect_rc(mp_co_wait_fd(-1, MP_READABLE, 1), -EINVAL);
+    mp_expect_rc(mp_co_wait_fd(sv[1], 0, 1), -EINVAL);
+    mp_expect_rc(mp_co_wait_fd(sv[1], 8, 1), -EINVAL);
+    close(sv[0]);
+    close(sv[1]);
+}
+
+typedef struct {
+    int lfd;
+    struct sockaddr_storage addr;
+    socklen_t alen;
+    int served;
+    int replies;
+} echo_test;
+
+static void echo_conn(void *arg)
+{
+    int fd = (int)(intptr_t)arg;
+    char buf[256];
+    ssize_t n;
+    while ((n = mp_co_read(fd, buf, sizeof buf, MP_TMO(5))) > 0)
+        if (mp_co_write(fd, buf, (size_t)n, MP_TMO(5)) != n)
+            break;
+    close(fd);
+}
+
+static void echo_server(void *arg)
+{
+    echo_test *t = arg;
+    for (int i = 0; i < 50; i++) {
+        int fd = mp_co_accept(t->lfd, NULL, NULL, MP_TMO(5));
+        cr_assert_geq(fd, 0, "%s", mp_strerror(fd));
+        t->served++;
+        mp_co_spawn(NULL, echo_conn, (void *)(intptr_t)fd, 0);
+    }
+}
+
+static void echo_client(void *arg)
+{
+    echo_test *t = arg;
+    int fd = socket(t->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    cr_assert_geq(fd, 0);
+    mp_expect_rc(mp_co_connect(fd, (struct sockaddr *)&t->addr, t->alen, MP_TMO(5)), 0);
+    static int next_id;
+    char msg[32], back[32];
+    int n = snprintf(msg, sizeof msg, "ping %d", next_id++);
+    cr_assert_eq(mp_co_write(fd, msg, (size_t)n, MP_TMO(5)), n);
+    size_t got = 0;
+    while (got < (size_t)n) {
+        ssize_t r = mp_co_read(fd, back + got, (size_t)n - got, MP_TMO(5));
+        cr_assert_gt(r, 0);
+        got += (size_t)r;
+    }
+    cr_assert_eq(memcmp(msg, back, (size_t)n), 0);
+    t->replies++;
+    close(fd);
+}
+
+Test(coro, echo_server_and_clients, .timeout = MP_TMO(20))
+{
+    echo_test t = {.alen = sizeof t.addr};
+    t.lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cr_assert_eq(bind(t.lfd, (struct sockaddr *)&a, sizeof a), 0);
+    cr_assert_eq(listen(t.lfd, 64), 0);
+    cr_assert_eq(getsockname(t.lfd, (struct sockaddr *)&t.addr, &t.alen), 0);
+    mp_expect_rc(mp_co_nonblock(t.lfd), 0);
+    mp_expect_rc(mp_co_spawn(NULL, echo_server, &t, 0), 0);
+    for (int i = 0; i < 50; i++)
+        mp_expect_rc(mp_co_spawn(NULL, echo_client, &t, 0), 0);
+    mp_expect_rc(mp_co_run(), 0);
+    cr_assert_eq(t.served, 50);
+    cr_assert_eq(t.replies, 50);
+    /* accept with a timeout and nobody coming */
+    mp_expect_rc(mp_co_accept(t.lfd, NULL, NULL, 0.02), MP_ETIMEDOUT);
+    close(t.lfd);
+}
+
+/* ---- many ---- */
+
+static void park_on(void *arg)
+{
+    int v;
+    mp_chan_recv(arg, &v, MP_FOREVER);
+    mp_co_yield();
+}
+
+Test(coro, hundred_thousand_live_coroutines, .timeout = MP_TMO(60))
+{
+    enum { N = 100000 };
+    mp_chan *ch;
+    mp_expect_rc(mp_chan_new(&ch, sizeof(int), 0), 0);
+    for (int i = 0; i < N; i++) {
+        int rc = mp_co_spawn(NULL, park_on, ch, 0);
+        cr_assert_eq(rc, 0, "coroutine %d: %s", i, mp_strerror(rc));
+    }
+    /* All start and park on the channel; then closing it ends them all. */
+    mp_expect_rc(mp_co_run(), -EDEADLK);
+    mp_expect_rc(mp_chan_close(ch), 0);
+    mp_expect_rc(mp_co_run(), 0);
+    mp_chan_free(ch);
+}
+
+static volatile int depth_limit = 1 << 30; /* never reached: the guard is */
+
+static void deep(void *arg)
+{
+    volatile char pad[1024];
+    pad[0] = (char)(intptr_t)arg;
+    if ((intptr_t)arg < depth_limit)
+        deep((void *)((intptr_t)arg + 1));
+    depth_limit += pad[0]; /* uses the frame after the call: no tail call */
+}
+
+Test(coro, stack_overflow_hits_the_guard_page, .timeout = MP_TMO(20))
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        mp_co_spawn(NULL, deep, NULL, 16 * 1024);
+        mp_co_run();
+        _exit(0);
+    }
+    int st = mp_test_waitpid(pid, MP_TMO(10));
+    cr_assert(st != -1 && WIFSIGNALED(st) && WTERMSIG(st) == SIGSEGV, "status %#x", st);
+}
+
+/* ---- threads ---- */
+
+static void add_up(void *arg)
+{
+    long *sum = arg;
+    for (int i = 0; i < 1000; i++) {
+        (*sum)++;
+        mp_co_yield();
+    }
+}
+
+static void *thread_sched(void *arg)
+{
+    long *sum = arg;
+    for (int i = 0; i < 20; i++)
+        if (mp_co_spawn(NULL, add_up, sum, 0) < 0)
+            return NULL;
+    mp_co_run();
+    return NULL;
+}
+
+Test(coro, one_scheduler_per_thread, .timeout = MP_TMO(20))
+{
+    long sums[4] = {0};
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(pthread_create(&th[i], NULL, thread_sched, &sums[i]), 0);
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        cr_assert_eq(sums[i], 20000);
+    }
+}
+
+/* ---- bad input ---- */
+
+Test(coro, bad_input, .timeout = MP_TMO(10))
+{
+    mp_co *co;
+    mp_chan *ch;
+    mp_expect_rc(mp_co_spawn(&co, NULL, NULL, 0), -EINVAL);
+    cr_assert_null(co);
+    mp_expect_rc(mp_co_join(NULL, 0), -EINVAL);
+    mp_expect_rc(mp_chan_new(NULL, 4, 1), -EINVAL);
+    mp_expect_rc(mp_chan_new(&ch, 0, 1), -EINVAL);
+    mp_expect_rc(mp_chan_new(&ch, SIZE_MAX, 2), -EINVAL);
+    mp_expect_rc(mp_chan_send(NULL, &co, 0), -EINVAL);
+    mp_expect_rc(mp_chan_recv(NULL, &co, 0), -EINVAL);
+    mp_expect_rc(mp_chan_close(NULL), -EINVAL);
+    mp_expect_rc(mp_chan_new(&ch, sizeof(int), 1), 0);
+    mp_expect_rc(mp_chan_send(ch, NULL, 0), -EINVAL);
+    mp_expect_rc(mp_chan_send(ch, &co, NAN), -EINVAL);
+    mp_chan_free(ch);
+    cr_assert_eq(mp_chan_len(NULL), 0);
+    cr_assert_not(mp_co_alive(NULL));
+    mp_co_free(NULL);
+    mp_chan_free(NULL);
+    mp_co_yield(); /* nothing to run: returns */
+    mp_expect_rc(mp_co_read(-1, NULL, 1, 0), -EINVAL);
+    mp_expect_rc(mp_co_connect(-1, NULL, 0, 0), -EINVAL);
+}
