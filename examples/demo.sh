@@ -60,5 +60,8 @@ show s003_pool_collect     "seed 003/4: wait for all, then gather the results"
 show s003_pool_chat_server "seed 003/2: a pool of four serves six socket clients (fd passing)"
 show s004_pool_callback    "seed 004/进程池: a hundred tasks, a callback for each"
 show s004_thread_pool      "seed 004/1.1.9: a thread pool, the same API on threads"
+show s004_coroutine_producer_consumer "seed 004/6 协程: a producer and a consumer coroutine"
+show co_crawler            "coroutines: fetch six pages at once, each with a timeout"
+show co_echo_server        "coroutines: one thread serves 10,000 clients at once"
 
 exit $failed

@@ -599,3 +599,42 @@ Test(examples, s001_two_processes, .timeout = MP_TMO(30))
     cr_assert_eq(count_prefix(out, "---2---\n"), 3, "%s", out);
     cr_assert_eq(strlen(out), 6 * strlen("---1---\n"), "%s", out);
 }
+
+/* ---- coroutines ---- */
+
+Test(examples, s004_coroutine_producer_consumer, .timeout = MP_TMO(30))
+{
+    char want[1024] = "";
+    for (int n = 1; n <= 5; n++) {
+        char l[160];
+        snprintf(l, sizeof l, "[PRODUCER] Producing %d...\n[CONSUMER] Consuming %d...\n"
+                              "[PRODUCER] Consumer return: 200 OK\n", n, n);
+        strcat(want, l);
+    }
+    expect_output("s004_coroutine_producer_consumer", want);
+}
+
+Test(examples, co_crawler, .timeout = MP_TMO(30))
+{
+    char out[1024];
+    run_ok("co_crawler", out, sizeof out, MP_TMO(20));
+    for (int i = 0; i < 4; i++) {
+        char l[32];
+        snprintf(l, sizeof l, "site %d: 19 bytes in ", i);
+        cr_assert_eq(count_prefix(out, l), 1, "%s", out);
+    }
+    cr_assert_eq(count_prefix(out, "site 4: Connection timed out after "), 1, "%s", out);
+    cr_assert_eq(count_prefix(out, "site 5: Connection timed out after "), 1, "%s", out);
+    double t;
+    const char *fin = strstr(out, "crawl finished in ");
+    cr_assert(fin && sscanf(fin, "crawl finished in %lf", &t) == 1, "%s", out);
+    cr_assert(t >= 0.5 && t < 0.5 + 1.0 * MP_TEST_TIMEOUT_MULTIPLIER, "fan-out, not the sum:\n%s", out);
+}
+
+Test(examples, co_echo_server, .timeout = MP_TMO(120))
+{
+    char out[1024];
+    run_ok("co_echo_server", out, sizeof out, MP_TMO(100));
+    cr_assert_eq(count_prefix(out, "clients: 10000 echoes, 0 failures\n"), 1, "%s", out);
+    cr_assert_eq(count_prefix(out, "server: 10000 connections, at most 10000 open at once"), 1, "%s", out);
+}

@@ -60,6 +60,10 @@ int main(int argc, char **argv)
         left -= n;
     }
     /* Python's program leaves the others waiting forever (its threads are
-     * not daemons, so it never ends); ours are daemons: exit frees them. */
+     * not daemons, so it never ends); ours are daemons: exit ends them. */
+    for (int i = 0; i < 10; i++) {
+        mp_thread_join(t[i], left == 0 ? MP_FOREVER : 0);
+        mp_thread_free(t[i]);
+    }
     return 0;
 }

@@ -140,10 +140,13 @@ bool mp__is_main_thread(void)
 
 long mp__page_size(void)
 {
-    static long size;
-    if (size == 0)
-        size = sysconf(_SC_PAGESIZE);
-    return size;
+    static _Atomic long size;
+    long v = atomic_load_explicit(&size, memory_order_relaxed);
+    if (v == 0) {
+        v = sysconf(_SC_PAGESIZE);
+        atomic_store_explicit(&size, v, memory_order_relaxed);
+    }
+    return v;
 }
 
 uint64_t mp__mem_total(void)
