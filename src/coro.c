@@ -120,10 +120,9 @@ struct sched {
     bool main_turn;            /* main was taken from the ready queue */
     char *stack_cache[STACK_CACHE_MAX];
     size_t ncache;
-    pid_t pid;
 };
 
-static _Thread_local sched *tls_sched;
+static _Thread_local sched *tls_sched __attribute__((tls_model("initial-exec")));
 static pthread_key_t sched_key;
 static pthread_once_t sched_once = PTHREAD_ONCE_INIT;
 
@@ -171,19 +170,32 @@ static void sched_destroy(void *arg)
 
 static void make_key(void) { pthread_key_create(&sched_key, sched_destroy); }
 
-static sched *get_sched(void)
+/* Coroutines do not cross fork: a child starts with no scheduler (its
+ * copy of the parent's is left alone). */
+static void sched_forget_in_child(void) { tls_sched = NULL; }
+
+__attribute__((constructor)) static void coro_register_fork_hooks(void)
+{
+    static const mp__fork_hooks hooks = {.rank = MP__RANK_USER, .child = sched_forget_in_child};
+    mp__fork_hooks_add(&hooks);
+}
+
+static sched *sched_create(void);
+
+static inline sched *get_sched(void)
 {
     sched *s = tls_sched;
-    if (s && s->pid == mp__getpid())
-        return s;
-    /* None yet, or a forked child's copy of its parent's: coroutines do
-     * not cross fork; start afresh (the copy is left alone). */
+    return s ? s : sched_create();
+}
+
+static sched *sched_create(void)
+{
+    sched *s;
     pthread_once(&sched_once, make_key);
     s = calloc(1, sizeof *s);
     if (s == NULL)
         return NULL;
     s->ep = -1;
-    s->pid = mp__getpid();
     s->main.s = s;
     s->main.state = CO_RUNNING;
     s->main.heap_idx = SIZE_MAX;
