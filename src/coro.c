@@ -46,7 +46,8 @@
 #include <sanitizer/tsan_interface.h>
 #endif
 
-#if defined(__x86_64__) || defined(__aarch64__)
+/* MP_CO_UCONTEXT forces the portable fallback (to test it). */
+#if (defined(__x86_64__) || defined(__aarch64__)) && !defined(MP_CO_UCONTEXT)
 void mp__co_switch(void **save_sp, void *load_sp);
 void mp__co_trampoline(void);
 #define CO_ASM 1
@@ -591,8 +592,8 @@ static void co_entry_uc(unsigned hi, unsigned lo)
 /* Lay out a new stack so that switching to it enters co_entry(co). */
 static int co_prepare(mp_co *co)
 {
+#if defined(CO_ASM) && defined(__x86_64__)
     char *top = co->stack + co->stack_size;
-#if defined(__x86_64__)
     uint64_t *sp = (uint64_t *)(top - 80);
     uint32_t mxcsr;
     uint16_t fpucw;
@@ -605,7 +606,8 @@ static int co_prepare(mp_co *co)
     sp[4] = (uint64_t)(uintptr_t)co;              /* r12 */
     sp[7] = (uint64_t)(uintptr_t)mp__co_trampoline;
     co->sp = sp;
-#elif defined(__aarch64__)
+#elif defined(CO_ASM) && defined(__aarch64__)
+    char *top = co->stack + co->stack_size;
     uint64_t *sp = (uint64_t *)(top - 176);
     uint64_t fpcr;
     __asm__ volatile("mrs %0, fpcr" : "=r"(fpcr));
