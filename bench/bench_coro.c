@@ -52,7 +52,6 @@ static double switch_mproc(void *ctx, uint64_t n)
 
 void mp__co_switch(void **save_sp, void *load_sp);
 void mp__co_switch_ret(void **save_sp, void *load_sp);
-void mp__co_trampoline(void);
 
 static void *main_sp, *peer_sp;
 static uint64_t bounces;
@@ -65,34 +64,8 @@ static void peer_entry(void *arg)
         bare_switch(&peer_sp, main_sp);
 }
 
-#if defined(__x86_64__)
-static void prepare_peer(char *top)
-{
-    uint64_t *sp = (uint64_t *)(top - 80);
-    uint32_t mxcsr;
-    uint16_t fpucw;
-    __asm__ volatile("stmxcsr %0" : "=m"(mxcsr));
-    __asm__ volatile("fnstcw %0" : "=m"(fpucw));
-    memset(sp, 0, 80);
-    memcpy(&sp[0], &mxcsr, sizeof mxcsr);
-    memcpy((char *)&sp[0] + 4, &fpucw, sizeof fpucw);
-    sp[3] = (uint64_t)(uintptr_t)peer_entry;
-    sp[7] = (uint64_t)(uintptr_t)mp__co_trampoline;
-    peer_sp = sp;
-}
-#define HAVE_BARE 1
-#elif defined(__aarch64__)
-static void prepare_peer(char *top)
-{
-    uint64_t *sp = (uint64_t *)(top - 176);
-    uint64_t fpcr;
-    __asm__ volatile("mrs %0, fpcr" : "=r"(fpcr));
-    memset(sp, 0, 176);
-    sp[1] = (uint64_t)(uintptr_t)peer_entry;
-    sp[11] = (uint64_t)(uintptr_t)mp__co_trampoline;
-    sp[20] = fpcr;
-    peer_sp = sp;
-}
+#if defined(__x86_64__) || defined(__aarch64__)
+void *mp__co_frame(char *top, void (*entry)(void *), void *arg);
 #define HAVE_BARE 1
 #endif
 
@@ -103,7 +76,7 @@ static double switch_bare(void *ctx, uint64_t n)
     static char *stack;
     if (stack == NULL)
         stack = malloc(1 << 16);
-    prepare_peer(stack + (1 << 16));
+    peer_sp = mp__co_frame(stack + (1 << 16), peer_entry, NULL);
     bounces = n / 2;
     double t0 = mp_bench_now();
     for (uint64_t i = 0; i < bounces; i++)

@@ -565,8 +565,9 @@ static _Noreturn void co_exit(sched *s, mp_co *co)
     abort(); /* a finished coroutine is never resumed */
 }
 
-static void co_entry(mp_co *co)
+static void co_entry(void *arg)
 {
+    mp_co *co = arg;
     sched *s = co->s;
 #ifdef CO_ASAN
     const void *bottom;
@@ -589,11 +590,17 @@ static void co_entry_uc(unsigned hi, unsigned lo)
 }
 #endif
 
-/* Lay out a new stack so that switching to it enters co_entry(co). */
-static int co_prepare(mp_co *co)
+#ifdef CO_ASM
+/* Lay out a frame below top (16-byte aligned) such that switching to the
+ * returned stack pointer calls entry(arg) through mp__co_trampoline, as if
+ * mp__co_switch had been called from there.  (Also used by the bare-switch
+ * benchmark.) */
+void *mp__co_frame(char *top, void (*entry)(void *), void *arg);
+void *mp__co_frame(char *top, void (*entry)(void *), void *arg)
 {
-#if defined(CO_ASM) && defined(__x86_64__)
-    char *top = co->stack + co->stack_size;
+#if defined(__x86_64__)
+    /* mxcsr+fpucw, r15, r14, r13 = entry, r12 = arg, rbx, rbp, return
+     * address: after the switch pops them, rsp = top - 16 (aligned). */
     uint64_t *sp = (uint64_t *)(top - 80);
     uint32_t mxcsr;
     uint16_t fpucw;
@@ -602,21 +609,29 @@ static int co_prepare(mp_co *co)
     memset(sp, 0, 80);
     memcpy(&sp[0], &mxcsr, sizeof mxcsr);
     memcpy((char *)&sp[0] + 4, &fpucw, sizeof fpucw);
-    sp[3] = (uint64_t)(uintptr_t)co_entry;        /* r13 */
-    sp[4] = (uint64_t)(uintptr_t)co;              /* r12 */
+    sp[3] = (uint64_t)(uintptr_t)entry;
+    sp[4] = (uint64_t)(uintptr_t)arg;
     sp[7] = (uint64_t)(uintptr_t)mp__co_trampoline;
-    co->sp = sp;
-#elif defined(CO_ASM) && defined(__aarch64__)
-    char *top = co->stack + co->stack_size;
+#else
+    /* x19 = arg, x20 = entry, ..., x30 = trampoline, ..., fpcr. */
     uint64_t *sp = (uint64_t *)(top - 176);
     uint64_t fpcr;
     __asm__ volatile("mrs %0, fpcr" : "=r"(fpcr));
     memset(sp, 0, 176);
-    sp[0] = (uint64_t)(uintptr_t)co;              /* x19 */
-    sp[1] = (uint64_t)(uintptr_t)co_entry;        /* x20 */
-    sp[11] = (uint64_t)(uintptr_t)mp__co_trampoline; /* x30 */
+    sp[0] = (uint64_t)(uintptr_t)arg;
+    sp[1] = (uint64_t)(uintptr_t)entry;
+    sp[11] = (uint64_t)(uintptr_t)mp__co_trampoline;
     sp[20] = fpcr;
-    co->sp = sp;
+#endif
+    return sp;
+}
+#endif
+
+/* Lay out a new stack so that switching to it enters co_entry(co). */
+static int co_prepare(mp_co *co)
+{
+#ifdef CO_ASM
+    co->sp = mp__co_frame(co->stack + co->stack_size, co_entry, co);
 #else
     if (getcontext(&co->uc) < 0)
         return -errno;
@@ -848,6 +863,28 @@ int mp_co_nonblock(int fd)
     return 0;
 }
 
+static double left_of(int64_t deadline)
+{
+    if (deadline == MP__NO_DEADLINE)
+        return MP_FOREVER;
+    double left = (double)(deadline - mp__now_ns()) / 1e9;
+    return left > 0 ? left : 0;
+}
+
+/* A non-blocking call on fd failed with errno: 0 once it is worth trying
+ * again (interrupted, or fd became ready), or the error to return. */
+static int await_retry(int fd, int events, int64_t deadline)
+{
+    if (errno == EINTR)
+        return 0;
+    if (errno != EAGAIN && errno != EWOULDBLOCK)
+        return -errno;
+    if (deadline != MP__NO_DEADLINE && mp__now_ns() >= deadline)
+        return MP_ETIMEDOUT;
+    int rc = mp_co_wait_fd(fd, events, left_of(deadline));
+    return rc < 0 ? rc : 0;
+}
+
 int mp_co_accept(int lfd, struct sockaddr *addr, socklen_t *addrlen, double timeout)
 {
     int64_t deadline;
@@ -857,25 +894,10 @@ int mp_co_accept(int lfd, struct sockaddr *addr, socklen_t *addrlen, double time
         int fd = accept4(lfd, addr, addrlen, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd >= 0)
             return fd;
-        if (errno == EINTR)
-            continue;
-        if (errno != EAGAIN && errno != EWOULDBLOCK)
-            return -errno;
-        double left = deadline == MP__NO_DEADLINE ? MP_FOREVER : (double)(deadline - mp__now_ns()) / 1e9;
-        if (deadline != MP__NO_DEADLINE && left <= 0)
-            return MP_ETIMEDOUT;
-        int rc = mp_co_wait_fd(lfd, MP_READABLE, left);
+        int rc = await_retry(lfd, MP_READABLE, deadline);
         if (rc < 0)
             return rc;
     }
-}
-
-static double left_of(int64_t deadline)
-{
-    if (deadline == MP__NO_DEADLINE)
-        return MP_FOREVER;
-    double left = (double)(deadline - mp__now_ns()) / 1e9;
-    return left > 0 ? left : 0;
 }
 
 int mp_co_connect(int fd, const struct sockaddr *addr, socklen_t addrlen, double timeout)
@@ -912,13 +934,7 @@ ssize_t mp_co_read(int fd, void *buf, size_t n, double timeout)
         ssize_t r = read(fd, buf, n);
         if (r >= 0)
             return r;
-        if (errno == EINTR)
-            continue;
-        if (errno != EAGAIN && errno != EWOULDBLOCK)
-            return -errno;
-        if (deadline != MP__NO_DEADLINE && mp__now_ns() >= deadline)
-            return MP_ETIMEDOUT;
-        int rc = mp_co_wait_fd(fd, MP_READABLE, left_of(deadline));
+        int rc = await_retry(fd, MP_READABLE, deadline);
         if (rc < 0)
             return rc;
     }
@@ -938,13 +954,7 @@ ssize_t mp_co_write(int fd, const void *buf, size_t n, double timeout)
             done += (size_t)w;
             continue;
         }
-        if (errno == EINTR)
-            continue;
-        if (errno != EAGAIN && errno != EWOULDBLOCK)
-            return -errno;
-        if (deadline != MP__NO_DEADLINE && mp__now_ns() >= deadline)
-            return MP_ETIMEDOUT;
-        int rc = mp_co_wait_fd(fd, MP_WRITABLE, left_of(deadline));
+        int rc = await_retry(fd, MP_WRITABLE, deadline);
         if (rc < 0)
             return rc;
     }

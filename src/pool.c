@@ -29,7 +29,7 @@
 #include "pool_int.h"
 
 #define RING_SIZE 4096
-#define JOB_CACHE_MAX 1024
+#define JOB_CACHE_MAX 16384
 #define KEEP_MAX ((size_t)64 << 20) /* bytes of job blocks kept in the cache */
 #define SPIN_NS 30000
 #define SLICE_NS 100000000LL
@@ -120,23 +120,25 @@ static bool spin_ok(void)
 }
 
 int mp__pool_wait_word(_Atomic uint32_t *word, _Atomic uint32_t *waiters,
-                       bool (*cond)(void *), void *arg, int64_t deadline)
+                       bool (*cond)(void *), void *arg, int64_t deadline, bool spin)
 {
     if (cond(arg))
         return 0;
     if (deadline != MP__NO_DEADLINE && mp__now_ns() >= deadline)
         return -ETIMEDOUT;
-    if (spin_ok()) {
+    if (spin && spin_ok()) {
         int64_t end = mp__now_ns() + SPIN_NS;
         if (end > deadline)
             end = deadline;
+        unsigned rounds = 0;
         do {
             for (int i = 0; i < 32; i++) {
                 if (cond(arg))
                     return 0;
                 mp__cpu_relax();
             }
-            mp__yield();
+            if (++rounds % 8 == 0)
+                mp__yield(); /* more threads than CPUs: let them run */
         } while (mp__now_ns() < end);
     }
     for (;;) {
@@ -400,20 +402,29 @@ static void collect(pool_core *c, job *j)
 static void collect_done(pool_core *c)
 {
     pool_shm *s = c->s;
-    job *list = atomic_exchange(&s->done_head, NULL);
-    atomic_store(&s->done_count, 0);
-    job *rev = NULL;
-    while (list) {
-        job *n = list->next_done;
-        list->next_done = rev;
-        rev = list;
-        list = n;
+    for (unsigned w = 0; w < c->nworkers; w++) {
+        job *list = atomic_exchange(&s->workers[w].done_head, NULL);
+        job *rev = NULL;
+        while (list) {
+            job *n = list->next_done;
+            list->next_done = rev;
+            rev = list;
+            list = n;
+        }
+        while (rev) {
+            job *n = rev->next_done;
+            collect(c, rev);
+            rev = n;
+        }
     }
-    while (rev) {
-        job *n = rev->next_done;
-        collect(c, rev);
-        rev = n;
-    }
+}
+
+static bool any_done(pool_core *c)
+{
+    for (unsigned w = 0; w < c->nworkers; w++)
+        if (atomic_load(&c->s->workers[w].done_head) != NULL)
+            return true;
+    return false;
 }
 
 static void fail_running(pool_core *c, job *j, const mp_task_info *fail)
@@ -855,7 +866,7 @@ static void *collector_main(void *arg)
         int64_t deadline = c->kind == MP_POOL_PROCESS ? check_deadlines(c) : MP__NO_DEADLINE;
         uint64_t tags[16];
         int n = 0;
-        if (atomic_load(&s->done_head) == NULL)
+        if (!any_done(c))
             n = mp__poller_wait(c->poller, tags, 16, deadline);
         atomic_store(&s->collector_sleeping, 0);
         for (int i = 0; i < n; i++) {
@@ -994,7 +1005,8 @@ fail:
     return rc;
 }
 
-int mp_pool_close(mp_pool *p)
+/* close (terminate false) or terminate. */
+static int stop_accepting(mp_pool *p, bool terminate)
 {
     pool_core *c;
     int rc = mp__pool_check(p, &c);
@@ -1004,27 +1016,17 @@ int mp_pool_close(mp_pool *p)
         return -EDEADLK;
     pthread_mutex_lock(&c->lock);
     c->closed = true;
+    if (terminate)
+        c->terminated = true;
     atomic_store(&c->s->want_notify, 1);
     pthread_mutex_unlock(&c->lock);
     kick(c);
     return 0;
 }
 
-int mp_pool_terminate(mp_pool *p)
-{
-    pool_core *c;
-    int rc = mp__pool_check(p, &c);
-    if (rc < 0)
-        return rc;
-    if (in_callback_of == c)
-        return -EDEADLK;
-    pthread_mutex_lock(&c->lock);
-    c->closed = c->terminated = true;
-    atomic_store(&c->s->want_notify, 1);
-    pthread_mutex_unlock(&c->lock);
-    kick(c);
-    return 0;
-}
+int mp_pool_close(mp_pool *p) { return stop_accepting(p, false); }
+
+int mp_pool_terminate(mp_pool *p) { return stop_accepting(p, true); }
 
 int mp_pool_join(mp_pool *p, double timeout)
 {
@@ -1178,7 +1180,14 @@ int mp_result_wait(mp_result *r, double timeout)
     int rc = result_check(r, &j);
     if (rc < 0 || (rc = mp__deadline(timeout, &deadline)) < 0)
         return rc;
-    return mp__pool_wait_word(&j->state, &j->waiters, job_final, j, deadline);
+    /* Spin for a task that runs, or that an idle worker is about to take;
+     * not for one queued behind busy workers: it will not end within a
+     * spin, and spinning would take a CPU from them. */
+    pool_shm *s = j->core->s;
+    uint32_t st = atomic_load(&j->state);
+    bool spin = st == JOB_RUNNING ||
+                (st == JOB_QUEUED && (atomic_load(&s->spinners) || atomic_load(&s->sleepers)));
+    return mp__pool_wait_word(&j->state, &j->waiters, job_final, j, deadline, spin);
 }
 
 int mp_result_get(mp_result *r, double timeout, const void **res, size_t *len)

@@ -100,6 +100,8 @@ typedef struct {
 typedef struct {
     _Alignas(64) job *_Atomic current;
     _Atomic uint64_t current_seq;
+    job *_Atomic done_head;     /* its finished jobs (a stack per worker:
+                                   workers never contend on it) */
     _Atomic uint32_t exited;    /* thread workers: it has returned */
     _Atomic uint32_t tasks;     /* tasks it has run */
 } worker_slot;
@@ -111,9 +113,7 @@ typedef struct {
     _Atomic uint32_t spinners;
     _Atomic uint32_t waking;    /* a sleeper has been woken, not yet up */
     _Atomic uint32_t stopping;  /* workers exit once the ring is empty */
-    _Alignas(64) job *_Atomic done_head;
-    _Atomic uint32_t done_count;
-    _Atomic uint32_t collector_sleeping;
+    _Alignas(64) _Atomic uint32_t collector_sleeping;
     _Atomic uint32_t want_notify; /* tell the collector of every end */
     int notify_fd;
     uint32_t nworkers;
@@ -133,9 +133,9 @@ void mp__pool_worker_run(pool_shm *s, unsigned w, bool process);
 /* Wake one sleeping worker for new work, unless one is looking for work
  * already or has just been woken. */
 void mp__pool_wake_worker(pool_shm *s);
-/* Push a finished job on the done stack and wake the collector if need be
- * (also used by the parent for jobs it ends itself). */
-void mp__pool_push_done(pool_shm *s, job *j);
+/* Push a finished job on worker w's done stack and wake the collector if
+ * need be. */
+void mp__pool_push_done(pool_shm *s, unsigned w, job *j);
 /* Fork server: fork it (from the collector thread); returns its pid and the
  * parent's end of its socket in *sock, or -errno. */
 pid_t mp__pool_server_start(pool_shm *s, int *sock, const int *keep, int nkeep);
@@ -173,7 +173,7 @@ void mp__pool_core_ref(pool_core *c);
 void mp__pool_core_unref(pool_core *c);
 /* Wait on a futex word until cond(arg) or deadline, spinning first. */
 int mp__pool_wait_word(_Atomic uint32_t *word, _Atomic uint32_t *waiters,
-                       bool (*cond)(void *), void *arg, int64_t deadline);
+                       bool (*cond)(void *), void *arg, int64_t deadline, bool spin);
 void mp__pool_wake_word(_Atomic uint32_t *word, _Atomic uint32_t *waiters);
 
 /* ---- pool_map.c: what the collector calls ---- */

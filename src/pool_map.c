@@ -325,7 +325,7 @@ static int batch_start(mp_pool *p, mp_map_fn fn, const void *in, size_t n, size_
     }
     if (rc < 0) {
         batch_cancel(b);
-        mp__pool_wait_word(&b->events, &b->waiters, batch_idle, b, MP__NO_DEADLINE);
+        mp__pool_wait_word(&b->events, &b->waiters, batch_idle, b, MP__NO_DEADLINE, true);
         if (!blocking)
             free(b->out);
         batch_free(b);
@@ -358,7 +358,7 @@ int mp_pool_map_ex(mp_pool *p, mp_map_fn fn, const void *in, size_t n, size_t in
     int rc = batch_start(p, fn, in, n, in_size, out, out_size, chunksize, true, &b);
     if (rc < 0)
         return rc;
-    mp__pool_wait_word(&b->events, &b->waiters, batch_idle, b, MP__NO_DEADLINE);
+    mp__pool_wait_word(&b->events, &b->waiters, batch_idle, b, MP__NO_DEADLINE, true);
     if (b->nerrs) {
         qsort(b->errs, b->nerrs, sizeof *b->errs, cmp_err);
         rc = b->errs[0].info.code;
@@ -431,7 +431,7 @@ static int enter_chunk(mp_iter *it, int64_t deadline)
     iter_wait w = {b, it->next_k, atomic_load(&b->finished), it->ordered};
     if (!it->ordered)
         w.ord = it->next_k; /* next_k counts chunks consumed when unordered */
-    int rc = mp__pool_wait_word(&b->events, &b->waiters, iter_ready, &w, deadline);
+    int rc = mp__pool_wait_word(&b->events, &b->waiters, iter_ready, &w, deadline, true);
     if (rc < 0)
         return rc;
     pthread_mutex_lock(&b->lock);
@@ -512,7 +512,7 @@ void mp_iter_free(mp_iter *it)
         return;
     map_batch *b = it->b;
     batch_cancel(b);
-    mp__pool_wait_word(&b->events, &b->waiters, batch_idle, b, MP__NO_DEADLINE);
+    mp__pool_wait_word(&b->events, &b->waiters, batch_idle, b, MP__NO_DEADLINE, true);
     free(b->out);
     batch_free(b);
     free(it->cerrs);

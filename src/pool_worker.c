@@ -111,19 +111,23 @@ int mp_buf_append(mp_buf *b, const void *data, size_t len)
 
 /* ---- the done stack ---- */
 
-void mp__pool_push_done(pool_shm *s, job *j)
+static _Thread_local unsigned pushed_quietly; /* since we last woke the collector */
+
+void mp__pool_push_done(pool_shm *s, unsigned w, job *j)
 {
-    job *head = atomic_load(&s->done_head);
+    worker_slot *ws = &s->workers[w];
+    job *head = atomic_load(&ws->done_head);
     do
         j->next_done = head;
-    while (!atomic_compare_exchange_weak(&s->done_head, &head, j));
-    uint32_t n = atomic_fetch_add(&s->done_count, 1);
+    while (!atomic_compare_exchange_weak(&ws->done_head, &head, j));
     /* A sleeping collector is woken for what needs it now (callbacks, map
      * chunks, pending tasks, a join) and, for plain tasks, once a batch of
      * them has piled up, so their memory is recycled. */
     if (atomic_load(&s->collector_sleeping) &&
-        (j->notify || atomic_load(&s->want_notify) || n >= 63))
+        (j->notify || atomic_load(&s->want_notify) || ++pushed_quietly >= 256)) {
+        pushed_quietly = 0;
         mp__notify(s->notify_fd);
+    }
 }
 
 /* ---- claiming ---- */
@@ -170,10 +174,11 @@ static bool idle_wait(pool_shm *s, bool parallel)
     if (parallel && atomic_compare_exchange_strong(&s->spinners, &zero, 1)) {
         int64_t end = mp__now_ns() + SPIN_NS;
         bool found = false;
+        unsigned rounds = 0;
         do {
             for (int i = 0; i < 32 && !(found = ring_ready(s)); i++)
                 mp__cpu_relax();
-            if (!found)
+            if (!found && ++rounds % 8 == 0)
                 mp__yield(); /* more threads than CPUs: let them run */
         } while (!found && !atomic_load(&s->stopping) && mp__now_ns() < end);
         atomic_store(&s->spinners, 0);
@@ -254,13 +259,13 @@ static void run_chunk(job *j)
     atomic_store(&j->state, JOB_STOPPED);
 }
 
-static void run_job(pool_shm *s, job *j, bool process)
+static void run_job(pool_shm *s, unsigned w, job *j, bool process)
 {
     uint32_t q = JOB_QUEUED;
     if (j->timeout_ns)
         atomic_store(&j->item_start, mp__now_ns());
     if (!atomic_compare_exchange_strong(&j->state, &q, JOB_RUNNING)) {
-        mp__pool_push_done(s, j); /* cancelled while queued */
+        mp__pool_push_done(s, w, j); /* cancelled while queued */
         return;
     }
     if (j->timeout_ns && atomic_load(&s->collector_sleeping))
@@ -280,7 +285,7 @@ static void run_job(pool_shm *s, job *j, bool process)
             atomic_store(&j->state, JOB_DONE);
             if (atomic_load(&j->waiters))
                 mp__futex_wake(&j->state, INT32_MAX);
-            mp__pool_push_done(s, j);
+            mp__pool_push_done(s, w, j);
             return;
         }
     }
@@ -289,7 +294,7 @@ static void run_job(pool_shm *s, job *j, bool process)
     else
         run_chunk(j);
     drop_fds(process);
-    mp__pool_push_done(s, j);
+    mp__pool_push_done(s, w, j);
 }
 
 void mp__pool_worker_run(pool_shm *s, unsigned w, bool process)
@@ -315,7 +320,7 @@ void mp__pool_worker_run(pool_shm *s, unsigned w, bool process)
         /* More work waiting and nobody looking for it: wake a sleeper. */
         if (ring_ready(s))
             mp__pool_wake_worker(s);
-        run_job(s, j, process);
+        run_job(s, w, j, process);
         atomic_store(&ws->current, NULL);
         atomic_fetch_add(&ws->tasks, 1);
         if (s->maxtasks && ++done >= s->maxtasks)

@@ -75,5 +75,6 @@ if __name__ == "__main__":
         harness.run("threadpool.map_1M", "python", "ops/s", map_body(tp), ITEMS, runs=3)
     with ctx.Pool(2) as pool:
         harness.run("pool.apply_rtt", "python", "us/op", rtt_body(pool), harness.scaled(5000))
+        inflight_body(pool)(10000)  # warm, as the C side does
         harness.run("pool.apply_async_10k", "python", "ops/s", inflight_body(pool), 10000, runs=5)
     harness.run("pool.start", "python", "us/op", start_body, harness.scaled(50), runs=5)

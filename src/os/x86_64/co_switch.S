@@ -16,11 +16,10 @@
  * (see coro.c). */
     .text
 
-    .globl mp__co_switch
-    .hidden mp__co_switch
-    .type mp__co_switch, @function
-    .p2align 4
-mp__co_switch:
+/* Push the callee-saved set, store rsp in *save_sp (rdi), load rsp from
+ * load_sp (rsi) and pop the set saved there (its return address stays on
+ * top). */
+.macro SWITCH_STACKS
     pushq %rbp
     pushq %rbx
     pushq %r12
@@ -41,6 +40,14 @@ mp__co_switch:
     popq %r12
     popq %rbx
     popq %rbp
+.endm
+
+    .globl mp__co_switch
+    .hidden mp__co_switch
+    .type mp__co_switch, @function
+    .p2align 4
+mp__co_switch:
+    SWITCH_STACKS
     popq %rcx
     jmpq *%rcx
     .size mp__co_switch, .-mp__co_switch
@@ -50,26 +57,7 @@ mp__co_switch:
     .type mp__co_switch_ret, @function
     .p2align 4
 mp__co_switch_ret:
-    pushq %rbp
-    pushq %rbx
-    pushq %r12
-    pushq %r13
-    pushq %r14
-    pushq %r15
-    subq $8, %rsp
-    stmxcsr (%rsp)
-    fnstcw 4(%rsp)
-    movq %rsp, (%rdi)
-    movq %rsi, %rsp
-    ldmxcsr (%rsp)
-    fldcw 4(%rsp)
-    addq $8, %rsp
-    popq %r15
-    popq %r14
-    popq %r13
-    popq %r12
-    popq %rbx
-    popq %rbp
+    SWITCH_STACKS
     ret
     .size mp__co_switch_ret, .-mp__co_switch_ret
 
