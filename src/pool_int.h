@@ -10,8 +10,8 @@
  *     any instruction leaves every task it held findable;
  *   - a slot per worker naming the job it runs (`current`, checked against
  *     the job's dispatch sequence, since jobs are recycled);
- *   - the done stack: finished jobs, pushed by workers with one CAS and
- *     taken all at once by the collector.
+ *   - a done stack per worker: finished jobs, pushed by their worker with
+ *     one CAS and taken all at once by the collector.
  *
  * Fields marked (parent) are only meaningful in the pool's own process. */
 #ifndef MPROC_POOL_INT_H
@@ -158,7 +158,8 @@ void *mp__pool_job_block(job *j, size_t size, int *err);
 void mp__pool_dispatch(pool_core *c, job *j);
 /* Drop one reference to a job. */
 void mp__pool_job_unref(job *j);
-/* Take a job out of the in-flight list and drop the pool's reference. */
+/* The collector is done with a job: it leaves the in-flight list and loses
+ * the pool's reference at the collector's next batch (collector only). */
 void mp__pool_job_retire(job *j);
 /* True on the collector thread while it runs a callback of this pool. */
 bool mp__pool_in_callback(pool_core *c);
