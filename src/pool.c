@@ -24,6 +24,7 @@
 #include "heap_int.h"
 #include "mproc/error.h"
 #include "mproc/process.h"
+#include "os/fnref.h"
 #include "os/io.h"
 #include "os/os.h"
 #include "pool_int.h"
@@ -36,7 +37,7 @@
 
 enum { TAG_NOTIFY = 0, TAG_SERVER = 1, TAG_PIDFD = 2 };
 #define TAG_CTL ((uint64_t)1 << 32) /* + worker: its control socket */
-enum { KILL_NONE, KILL_DEADLINE, KILL_TERMINATE };
+enum { KILL_NONE, KILL_DEADLINE, KILL_TERMINATE, KILL_RESTART };
 
 typedef struct {
     pid_t pid;
@@ -50,6 +51,7 @@ typedef struct {
     int kill_reason;
     uint64_t kill_seq;
     uint32_t kill_item;
+    uint64_t gen;       /* restart generation it was spawned in */
     pthread_t th;
 } worker_rec;
 
@@ -82,6 +84,7 @@ struct pool_core {
     pid_t srv_pid;
     worker_rec *w;
     unsigned live;              /* workers requested or running */
+    _Atomic uint64_t restart_gen, restarted_gen; /* mp__pool_restart */
 };
 
 struct mp_pool {
@@ -201,6 +204,8 @@ void mp__pool_core_unref(pool_core *c)
         job_destroy(j);
     }
     if (c->s) {
+        if (c->s->initarg_len)
+            mp__heap_free(c->s->initarg);
         mp__heap_free(c->s->ring);
         mp__heap_free(c->s->workers);
         mp__heap_free(c->s);
@@ -507,7 +512,14 @@ static int spawn(pool_core *c, unsigned w)
     memset(r, 0, sizeof *r);
     r->pidfd = -1;
     r->ctl = -1;
-    if (c->kind == MP_POOL_THREAD) {
+    r->gen = atomic_load(&c->restart_gen);
+    if (c->kind == MP_POOL_MPI) {
+        atomic_store(&c->s->workers[w].exited, 0);
+        int rc = mp__mpi_pool_start(c->s, &r->th);
+        if (rc < 0)
+            return rc;
+        r->running = true;
+    } else if (c->kind == MP_POOL_THREAD) {
         atomic_store(&c->s->workers[w].exited, 0);
         thread_arg *ta = malloc(sizeof *ta);
         if (ta == NULL)
@@ -561,10 +573,13 @@ static void worker_ended(pool_core *c, unsigned w)
         mp_task_info fail = {.code = MP_EWORKER,
                              .signo = st < 0 ? -st : 0,
                              .exit_status = st >= 0 ? st : 0};
-        if (c->terminated)
+        if (c->terminated || r->kill_reason == KILL_RESTART)
             fail.code = MP_ECANCELED;
         recover_worker(c, w, &fail);
-        atomic_store(&c->s->waking, 0); /* it may have been the one woken */
+        /* It may have been the one woken, or the one spinning: either
+         * flag left set would keep the others from being woken. */
+        atomic_store(&c->s->waking, 0);
+        atomic_store(&c->s->spinners, 0);
         if (r->pidfd >= 0) {
             if (!r->exited)
                 mp__poller_del(c->poller, r->pidfd);
@@ -580,7 +595,8 @@ static void worker_ended(pool_core *c, unsigned w)
     r->requested = r->running = false;
     r->pidfd = -1;
     c->live--;
-    if (!c->stopping && !c->terminated && !c->server_dead && spawn(c, w) < 0) {
+    if (c->kind != MP_POOL_MPI && !c->stopping && !c->terminated && !c->server_dead &&
+        spawn(c, w) < 0) {
         /* Cannot replace it now: the others carry on. */
     }
 }
@@ -633,8 +649,12 @@ static void read_server(pool_core *c)
             wr->pidfd = fds[0];
             wr->running = true;
             mp__poller_add(c->poller, wr->pidfd, TAG_PIDFD + (uint64_t)m.slot);
-            if (c->terminated)
+            if (c->terminated) {
                 mp__pidfd_send_signal(wr->pidfd, SIGKILL);
+            } else if (wr->gen < atomic_load(&c->restart_gen)) {
+                wr->kill_reason = KILL_RESTART;
+                mp__pidfd_send_signal(wr->pidfd, SIGKILL);
+            }
         } else if (m.op == SRV_EXITED) {
             wr->have_status = true;
             wr->status = m.status;
@@ -745,6 +765,7 @@ static void cancel_all(pool_core *c)
 
 static void terminate_workers(pool_core *c)
 {
+    atomic_store(&c->s->terminating, 1);
     atomic_store(&c->s->stopping, 1);
     /* Tasks not started are cancelled first, so thread workers (which
      * cannot be killed) only finish what they are running. */
@@ -784,12 +805,70 @@ static int start_workers(pool_core *c)
         if (rc < 0)
             return rc;
     }
-    for (unsigned w = 0; w < c->nworkers; w++) {
+    unsigned n = c->kind == MP_POOL_MPI ? 1 : c->nworkers; /* MPI: one sender */
+    for (unsigned w = 0; w < n; w++) {
         int rc = spawn(c, w);
         if (rc < 0)
             return rc;
     }
     return 0;
+}
+
+/* mp__pool_restart asked for new workers: kill those of older
+ * generations (those still being forked are killed once they report) and
+ * say when none is left. */
+static void restart_progress(pool_core *c)
+{
+    uint64_t gen = atomic_load(&c->restart_gen);
+    if (atomic_load(&c->restarted_gen) == gen)
+        return;
+    bool old = false;
+    for (unsigned w = 0; w < c->nworkers; w++) {
+        worker_rec *r = &c->w[w];
+        if (!r->requested || r->gen >= gen)
+            continue;
+        old = true;
+        if (r->running && r->pidfd >= 0 && r->kill_reason == KILL_NONE) {
+            r->kill_reason = KILL_RESTART;
+            mp__pidfd_send_signal(r->pidfd, SIGKILL);
+        }
+    }
+    if (!old || c->stopping) {
+        pthread_mutex_lock(&c->lock);
+        atomic_store(&c->restarted_gen, gen);
+        pthread_cond_broadcast(&c->cond);
+        pthread_mutex_unlock(&c->lock);
+    }
+}
+
+int mp__pool_restart(mp_pool *p, void (*init)(void *), void *initarg, unsigned maxtasks,
+                     int64_t timeout_ns)
+{
+    pool_core *c;
+    int rc = mp__pool_check(p, &c);
+    if (rc < 0)
+        return rc;
+    if (c->kind != MP_POOL_PROCESS)
+        return -EINVAL;
+    pthread_mutex_lock(&c->lock);
+    pool_shm *s = c->s;
+    s->initializer = init;
+    s->initarg = initarg;
+    s->maxtasks = maxtasks;
+    s->pool_timeout_ns = timeout_ns;
+    uint64_t gen = atomic_fetch_add(&c->restart_gen, 1) + 1;
+    kick(c);
+    while (atomic_load(&c->restarted_gen) < gen && !c->finished)
+        pthread_cond_wait(&c->cond, &c->lock);
+    rc = atomic_load(&c->restarted_gen) >= gen ? 0 : MP_ECLOSED;
+    pthread_mutex_unlock(&c->lock);
+    return rc;
+}
+
+int mp__pool_fn_check(pool_core *c, void (*fn)(void))
+{
+    mp__fnref ref;
+    return c->kind == MP_POOL_MPI ? mp__fnref_make(fn, &ref) : 0;
 }
 
 static void stop_server(pool_core *c)
@@ -849,7 +928,8 @@ static void *collector_main(void *arg)
             atomic_fetch_add(&s->task_seq, 1);
             mp__futex_wake(&s->task_seq, INT32_MAX);
         }
-        if (c->kind == MP_POOL_THREAD)
+        restart_progress(c);
+        if (c->kind != MP_POOL_PROCESS)
             for (unsigned w = 0; w < c->nworkers; w++)
                 if (c->w[w].running && atomic_load(&s->workers[w].exited))
                     worker_ended(c, w);
@@ -915,10 +995,29 @@ int mp_pool_new(mp_pool **out, const mp_pool_opts *opts)
     mp_pool_opts o = {0};
     if (opts)
         o = *opts;
-    if (isnan(o.task_timeout) || (o.kind != MP_POOL_PROCESS && o.kind != MP_POOL_THREAD))
+    if (isnan(o.task_timeout) ||
+        (o.kind != MP_POOL_PROCESS && o.kind != MP_POOL_THREAD && o.kind != MP_POOL_MPI) ||
+        (o.flags & ~MP_POOL_FALLBACK))
         return -EINVAL;
     if (o.kind == MP_POOL_THREAD && o.task_timeout > 0)
         return -ENOTSUP;
+    if (o.kind == MP_POOL_MPI) {
+        /* Ranks share no memory: the initializer travels by name, its
+         * argument as bytes. */
+        if (o.initarg != NULL && o.initarg_len == 0)
+            return -EINVAL;
+        mp__fnref ref;
+        if (o.initializer && mp__fnref_make((void (*)(void))o.initializer, &ref) < 0)
+            return MP_EFUNC;
+        int ranks = mp__mpi_attach(); /* never returns on a worker rank */
+        if (ranks == MP_ENOMPI && (o.flags & MP_POOL_FALLBACK)) {
+            o.kind = MP_POOL_PROCESS;
+        } else if (ranks < 0) {
+            return ranks;
+        } else if (o.workers == 0 || o.workers > (unsigned)ranks) {
+            o.workers = (unsigned)ranks;
+        }
+    }
     if (o.workers == 0)
         o.workers = (unsigned)mp_cpu_count();
     if (o.workers > MAX_WORKERS)
@@ -963,6 +1062,13 @@ int mp_pool_new(mp_pool **out, const mp_pool_opts *opts)
     s->pool_timeout_ns = seconds_to_ns(o.task_timeout);
     s->initializer = o.initializer;
     s->initarg = o.initarg;
+    if (o.kind == MP_POOL_MPI && o.initarg_len) {
+        s->initarg = mp__heap_alloc(o.initarg_len, &rc);
+        if (s->initarg == NULL)
+            goto fail;
+        memcpy(s->initarg, o.initarg, o.initarg_len);
+        s->initarg_len = o.initarg_len;
+    }
     s->workers = mp__heap_calloc(o.workers * sizeof *s->workers, &rc);
     s->ring = mp__heap_calloc(RING_SIZE * sizeof *s->ring, &rc);
     if (s->workers == NULL || s->ring == NULL)
@@ -979,9 +1085,15 @@ int mp_pool_new(mp_pool **out, const mp_pool_opts *opts)
     rc = mp__poller_add(c->poller, c->notify_fd, TAG_NOTIFY);
     if (rc < 0)
         goto fail;
-    rc = -pthread_create(&c->collector, NULL, collector_main, c);
-    if (rc < 0)
+    p->c = c;
+    if (o.kind == MP_POOL_MPI && (rc = mp__mpi_pool_claim(p)) < 0)
         goto fail;
+    rc = -pthread_create(&c->collector, NULL, collector_main, c);
+    if (rc < 0) {
+        if (o.kind == MP_POOL_MPI)
+            mp__mpi_pool_release();
+        goto fail;
+    }
     pthread_mutex_lock(&c->lock);
     while (!c->started)
         pthread_cond_wait(&c->cond, &c->lock);
@@ -991,6 +1103,8 @@ int mp_pool_new(mp_pool **out, const mp_pool_opts *opts)
     if (rc < 0) {
         pthread_join(c->collector, NULL);
         c->joined = true;
+        if (c->kind == MP_POOL_MPI)
+            mp__mpi_pool_release();
         mp__pool_core_unref(c);
         free(p);
         return rc;
@@ -1103,6 +1217,10 @@ int mp_pool_apply_async(mp_pool *p, mp_task_fn fn, const void *arg, size_t len,
         return -ENOTSUP;
     if (opts && (opts->nfds > MP_TASK_MAX_FDS || (opts->nfds && opts->fds == NULL)))
         return -EINVAL;
+    if (opts && opts->nfds && c->kind == MP_POOL_MPI)
+        return -ENOTSUP; /* descriptors do not cross to other machines */
+    if ((rc = mp__pool_fn_check(c, (void (*)(void))fn)) < 0)
+        return rc;
     if (!mp__pool_accepting(c))
         return MP_ECLOSED;
     job *j = mp__pool_job_get(c);

@@ -71,6 +71,8 @@ typedef struct job {
     struct job *next_local, *prev_local; /* in flight / pending / cache */
     struct job *next_pending;
     struct job *next_retired;
+    mp_map_error *xerrs;        /* (parent) failed items reported whole, by */
+    uint32_t nxerrs;            /*   an MPI rank: indexes in the whole map */
     void *heap_block;           /* argument or staging block, kept with the job */
     size_t heap_block_size;
     map_batch *batch;
@@ -113,6 +115,7 @@ typedef struct {
     _Atomic uint32_t spinners;
     _Atomic uint32_t waking;    /* a sleeper has been woken, not yet up */
     _Atomic uint32_t stopping;  /* workers exit once the ring is empty */
+    _Atomic uint32_t terminating; /* terminate: MPI ranks stop their tasks */
     _Alignas(64) _Atomic uint32_t collector_sleeping;
     _Atomic uint32_t want_notify; /* tell the collector of every end */
     int notify_fd;
@@ -122,6 +125,7 @@ typedef struct {
     int64_t pool_timeout_ns;
     void (*initializer)(void *);
     void *initarg;
+    size_t initarg_len;         /* MPI pools: initarg is our copy of it */
     worker_slot *workers;
     ring_slot *ring;
 } pool_shm;
@@ -136,6 +140,17 @@ void mp__pool_wake_worker(pool_shm *s);
 /* Push a finished job on worker w's done stack and wake the collector if
  * need be. */
 void mp__pool_push_done(pool_shm *s, unsigned w, job *j);
+/* Claim the next job of the ring for worker w and record it as w's;
+ * NULL when the ring is empty (used by the MPI pool's sender). */
+job *mp__pool_take(pool_shm *s, unsigned w);
+/* Move a taken job from queued to running; false (and the job pushed as
+ * done) if it was cancelled meanwhile. */
+bool mp__pool_job_begin(pool_shm *s, unsigned w, job *j);
+/* True when the ring holds a job ready to be claimed. */
+bool mp__pool_ring_ready(pool_shm *s);
+/* Added to the worker index mp_pool_worker_index reports (an MPI worker
+ * rank's local pool reports its rank's index). */
+extern int mp__pool_index_base;
 /* Fork server: fork it (from the collector thread); returns its pid and the
  * parent's end of its socket in *sock, or -errno. */
 pid_t mp__pool_server_start(pool_shm *s, int *sock, const int *keep, int nkeep);
@@ -167,6 +182,8 @@ int mp__pool_check(mp_pool *p, pool_core **core);
 void mp__pool_lock(pool_core *c);
 void mp__pool_unlock(pool_core *c);
 bool mp__pool_accepting(pool_core *c);
+/* MPI pools: 0 if fn can be named for another rank, else MP_EFUNC. */
+int mp__pool_fn_check(pool_core *c, void (*fn)(void));
 bool mp__pool_terminated(pool_core *c);
 unsigned mp__pool_nworkers(pool_core *c);
 int64_t mp__pool_timeout_ns(pool_core *c);
@@ -177,11 +194,32 @@ int mp__pool_wait_word(_Atomic uint32_t *word, _Atomic uint32_t *waiters,
                        bool (*cond)(void *), void *arg, int64_t deadline, bool spin);
 void mp__pool_wake_word(_Atomic uint32_t *word, _Atomic uint32_t *waiters);
 
+/* Restart every worker of a process pool with new settings and wait until
+ * the old ones are gone; a task they were running fails with MP_ECANCELED
+ * (used by MPI worker ranks between pools and on terminate). */
+int mp__pool_restart(mp_pool *p, void (*init)(void *), void *initarg, unsigned maxtasks,
+                     int64_t timeout_ns);
+
+/* ---- pool_mpi.c ---- */
+/* Join the MPI job for a new MPI pool (never returns on worker ranks):
+ * the number of worker ranks, or MP_ENOMPI, -EPERM, -ENOTSUP. */
+int mp__mpi_attach(void);
+/* Reserve the one MPI pool slot for pool p: 0 or -EBUSY. */
+int mp__mpi_pool_claim(mp_pool *p);
+/* Give the slot back (the pool failed to start). */
+void mp__mpi_pool_release(void);
+/* Start the MPI pool's sender thread for s (the pool's worker 0 record
+ * waits for its `exited` flag). */
+int mp__mpi_pool_start(pool_shm *s, pthread_t *th);
+
 /* ---- pool_map.c: what the collector calls ---- */
 /* A chunk job has stopped (state JOB_STOPPED, or its worker died: failed
  * is the failure of item `cur`, 0 otherwise).  Lock not held. */
 void mp__pool_chunk_ended(job *j, const mp_task_info *failed);
 /* The pool was terminated: fail what is left of a chunk's batch. */
 void mp__pool_chunk_cancel(job *j);
+/* mp_iter_next that also gives a failed item's whole outcome. */
+int mp__iter_next_info(mp_iter *it, void *out, size_t *index, double timeout,
+                       mp_task_info *info);
 
 #endif

@@ -133,6 +133,11 @@ void mp__pool_chunk_ended(job *j, const mp_task_info *failed)
         add_err(b, j->first + j->fails[i].item, &info);
     }
     j->nfail = 0;
+    for (uint32_t i = 0; i < j->nxerrs; i++)
+        add_err(b, j->xerrs[i].index, &j->xerrs[i].info);
+    free(j->xerrs);
+    j->xerrs = NULL;
+    j->nxerrs = 0;
     uint32_t resume = atomic_load(&j->cur);
     if (failed) {
         add_err(b, j->first + resume, failed);
@@ -244,6 +249,8 @@ static int batch_start(mp_pool *p, mp_map_fn fn, const void *in, size_t n, size_
         return -EOVERFLOW;
     if (blocking && mp__pool_in_callback(c))
         return -EDEADLK;
+    if ((rc = mp__pool_fn_check(c, (void (*)(void))fn)) < 0)
+        return rc;
     if (!mp__pool_accepting(c))
         return MP_ECLOSED;
     unsigned nw = mp__pool_nworkers(c);
@@ -480,6 +487,12 @@ static int enter_chunk(mp_iter *it, int64_t deadline)
 
 int mp_iter_next(mp_iter *it, void *out, size_t *index, double timeout)
 {
+    return mp__iter_next_info(it, out, index, timeout, NULL);
+}
+
+int mp__iter_next_info(mp_iter *it, void *out, size_t *index, double timeout,
+                       mp_task_info *info)
+{
     if (it == NULL)
         return -EINVAL;
     if (it->owner != mp__getpid())
@@ -499,8 +512,11 @@ int mp_iter_next(mp_iter *it, void *out, size_t *index, double timeout)
     it->yielded++;
     if (index)
         *index = idx;
-    if (it->cerr_pos < it->ncerrs && it->cerrs[it->cerr_pos].index == idx)
+    if (it->cerr_pos < it->ncerrs && it->cerrs[it->cerr_pos].index == idx) {
+        if (info)
+            *info = it->cerrs[it->cerr_pos].info;
         return it->cerrs[it->cerr_pos++].info.code;
+    }
     if (out && b->out_size)
         memcpy(out, b->out + idx * b->out_size, b->out_size);
     return 0;

@@ -28,7 +28,9 @@ static _Thread_local int task_fds[MP_TASK_MAX_FDS];
 static _Thread_local unsigned task_nfds;
 static int ctl_fd = -1; /* a worker process's socket to the collector */
 
-int mp_pool_worker_index(void) { return worker_index; }
+int mp__pool_index_base;
+
+int mp_pool_worker_index(void) { return worker_index < 0 ? -1 : worker_index + mp__pool_index_base; }
 unsigned mp_task_nfds(void) { return task_nfds; }
 
 int mp_task_fd(unsigned i)
@@ -165,6 +167,32 @@ static job *claim(pool_shm *s, unsigned w, uint64_t *pos)
     }
 }
 
+bool mp__pool_ring_ready(pool_shm *s) { return ring_ready(s); }
+
+job *mp__pool_take(pool_shm *s, unsigned w)
+{
+    uint64_t pos;
+    job *j = claim(s, w, &pos);
+    if (j == NULL)
+        return NULL;
+    worker_slot *ws = &s->workers[w];
+    atomic_store(&ws->current_seq, atomic_load(&j->seq));
+    atomic_store(&ws->current, j);
+    atomic_store(&s->ring[pos & (s->ring_size - 1)].word, RING_WORD(pos + s->ring_size, TAG_FREE));
+    return j;
+}
+
+bool mp__pool_job_begin(pool_shm *s, unsigned w, job *j)
+{
+    uint32_t q = JOB_QUEUED;
+    if (!atomic_compare_exchange_strong(&j->state, &q, JOB_RUNNING)) {
+        mp__pool_push_done(s, w, j);
+        return false;
+    }
+    atomic_fetch_add(&s->workers[w].tasks, 1);
+    return true;
+}
+
 /* Wait for work.  Returns true when the worker should exit. */
 static bool idle_wait(pool_shm *s, bool parallel)
 {
@@ -186,6 +214,9 @@ static bool idle_wait(pool_shm *s, bool parallel)
             return false;
     }
     atomic_fetch_add(&s->sleepers, 1);
+    /* A wake meant for a sleeper that never took it (one killed while
+     * asleep still counts in sleepers) must not stop ours. */
+    atomic_store(&s->waking, 0);
     uint32_t seen = atomic_load(&s->task_seq);
     if (!ring_ready(s) && !atomic_load(&s->stopping))
         mp__futex_wait(&s->task_seq, seen, mp__now_ns() + SLEEP_SLICE_NS);

@@ -26,7 +26,9 @@
     X(ETOOBIG,    -5009, "message too big for the buffer or the limit")     \
     X(EAUTH,      -5010, "authentication failed")                            \
     X(ETASK,      -5011, "task function returned an error")                  \
-    X(EDONE,      -5012, "no more results")
+    X(EDONE,      -5012, "no more results")                                  \
+    X(EFUNC,      -5013, "function cannot be named in another address space") \
+    X(ENOMPI,     -5014, "not started by mpirun with worker ranks, or no MPI")
 
 enum {
 #define MP__ERR_ENUM(name, value, msg) MP_##name = (value),

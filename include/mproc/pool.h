@@ -51,16 +51,22 @@ typedef int (*mp_map_fn)(const void *in, void *out);
 
 typedef enum {
     MP_POOL_PROCESS, /* worker processes: crash isolation, kill on timeout */
-    MP_POOL_THREAD   /* worker threads: no crash isolation, no timeouts */
+    MP_POOL_THREAD,  /* worker threads: no crash isolation, no timeouts */
+    MP_POOL_MPI      /* the other ranks of an MPI job (see "MPI pools" below) */
 } mp_pool_kind;
 
+/* mp_pool_opts.flags */
+#define MP_POOL_FALLBACK 1u  /* MPI pool: outside mpirun, a process pool instead */
+
 typedef struct {
-    unsigned workers;                 /* 0: mp_cpu_count() */
+    unsigned workers;                 /* 0: mp_cpu_count() (MPI: every worker rank) */
     mp_pool_kind kind;
     void (*initializer)(void *);      /* run once in each worker at its start */
     void *initarg;
     unsigned maxtasksperchild;        /* 0: unlimited; a map chunk is one task */
     double task_timeout;              /* seconds per task or map item; <= 0: none */
+    unsigned flags;                   /* MP_POOL_* flags */
+    size_t initarg_len;               /* MPI: bytes at initarg sent to the ranks */
 } mp_pool_opts;
 
 #define MP_TASK_MAX_FDS 8
@@ -86,8 +92,10 @@ typedef struct { size_t index; mp_task_info info; } mp_map_error;
 /* Start a pool (opts may be NULL: a process pool of mp_cpu_count()
  * workers).  Returns when the workers are being started; tasks may be
  * submitted at once.  Errors: -EINVAL (out NULL, task_timeout NaN, a
- * timeout for a thread pool), -ENOMEM, -EAGAIN, -ENOSYS (kernel without
- * pidfds). */
+ * timeout for a thread pool, an MPI pool's initarg without initarg_len),
+ * -ENOMEM, -EAGAIN, -ENOSYS (kernel without pidfds), and for MPI pools
+ * MP_ENOMPI, MP_EFUNC (the initializer), -EBUSY (one is open already).
+ * On an MPI worker rank an MPI pool never returns: see below. */
 MP_API int mp_pool_new(mp_pool **out, const mp_pool_opts *opts);
 
 /* Run fn(arg, len) on a worker and wait for it; *res (malloc'd, the caller
@@ -194,6 +202,45 @@ MP_API unsigned mp_task_nfds(void);
 /* Inside a task: its i-th passed descriptor, open in the worker until the
  * task returns (dup it to keep it longer), or -EBADF. */
 MP_API int mp_task_fd(unsigned i);
+
+/* ---- MPI pools ----
+ *
+ * Under `mpirun -n N ./app`, rank 0 runs the program and ranks 1..N-1
+ * serve its MPI pools: the same calls as a process pool, with each task
+ * run on a worker rank inside a local worker process (a crash fails the
+ * task with MP_EWORKER, a time limit kills it with MP_EDEADLINE).  Task
+ * functions travel as (loaded object, offset) references, never as
+ * pointers: a function outside the code of the loaded objects fails at
+ * submission with MP_EFUNC; one whose object is not loaded on the worker
+ * rank fails that task with MP_EFUNC.  Arguments, results and map items
+ * travel as bytes: they must not hold pointers.  Descriptors cannot be
+ * passed (-ENOTSUP).  One MPI pool may be open at a time.
+ *
+ * Worker ranks: the first of mp_mpi_init or mp_pool_new(MP_POOL_MPI) to
+ * run on them serves tasks until rank 0 calls mp_mpi_finalize (or exits),
+ * then finalizes MPI and ends the process with exit(0); it never returns.
+ * Call mp_mpi_init first thing in main so that nothing before it runs on
+ * every rank.  Worker ranks fork their worker processes from a server
+ * started before MPI_Init, since several MPI transports do not support
+ * fork() after it (if the program called MPI_Init itself, that guarantee
+ * is lost).
+ *
+ * The loss of a whole rank (killed, its node down) ends the MPI job, as
+ * MPI does: no pool can recover from it. */
+
+/* Join the MPI job if started by mpirun: initializes MPI (threads
+ * serialized) unless the program did.  Returns 0 on rank 0; never returns
+ * on the other ranks.  MP_ENOMPI: not started by mpirun with at least two
+ * ranks, or the library was built without MPI. */
+MP_API int mp_mpi_init(void);
+
+/* This process's rank in the MPI job, or -1 when not under mpirun. */
+MP_API int mp_mpi_rank(void);
+
+/* On rank 0: release the worker ranks and finalize MPI (if mproc
+ * initialized it).  Done at exit if not called; an MPI pool still open is
+ * terminated first.  Returns 0, -EPERM (not rank 0's process). */
+MP_API int mp_mpi_finalize(void);
 
 MP_END_DECLS
 

@@ -1,0 +1,856 @@
+/* MPI pools: the pool engine of pool.c with the other ranks of an MPI job
+ * as its workers.
+ *
+ * Rank 0: the pool's one worker thread is a sender.  For each worker rank
+ * it keeps up to DEPTH tasks out (so the next task is already there when
+ * one ends), taking them from the ring as a worker would; it polls for
+ * their results and ends the jobs as a worker does, so that results,
+ * callbacks, map, imap, close, join and terminate are the engine's own.
+ *
+ * Worker ranks: before MPI_Init they start a local process pool of one
+ * worker, so that the fork server that forks (and re-forks) their worker
+ * processes is not a child of an MPI process.  Then they serve: each task
+ * is run in that local pool, whose crash and time-limit handling gives the
+ * task's outcome; a pool's settings (initializer, maxtasksperchild, time
+ * limit) arrive with it, and the local workers are restarted with them.
+ *
+ * Functions travel as mp__fnref (object + offset), arguments and results
+ * as bytes.  All MPI calls are made by one thread at a time: rank 0's
+ * sender while a pool is open, the main thread otherwise; MPI is
+ * initialized with MPI_THREAD_SERIALIZED. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "heap_int.h"
+#include "mproc/error.h"
+#include "os/fnref.h"
+#include "os/os.h"
+#include "pool_int.h"
+
+/* Launchers say who we are in the environment (Open MPI, then MPICH and
+ * the PMI-based ones). */
+static int env_int(const char *a, const char *b)
+{
+    const char *v = getenv(a);
+    if (v == NULL)
+        v = getenv(b);
+    if (v == NULL || *v == '\0')
+        return -1;
+    char *end;
+    long n = strtol(v, &end, 10);
+    return *end == '\0' && n >= 0 && n <= INT_MAX ? (int)n : -1;
+}
+
+int mp_mpi_rank(void) { return env_int("OMPI_COMM_WORLD_RANK", "PMI_RANK"); }
+
+#ifndef MP_HAVE_MPI
+
+int mp__mpi_attach(void) { return MP_ENOMPI; }
+int mp__mpi_pool_claim(mp_pool *p) { (void)p; return MP_ENOMPI; }
+void mp__mpi_pool_release(void) {}
+int mp__mpi_pool_start(pool_shm *s, pthread_t *th) { (void)s; (void)th; return MP_ENOMPI; }
+int mp_mpi_init(void) { return MP_ENOMPI; }
+int mp_mpi_finalize(void) { return 0; }
+
+#else
+
+#include <mpi.h>
+
+enum { TAG_OPEN = 1, TAG_TASK, TAG_RESULT, TAG_CLOSE, TAG_TERMINATE, TAG_CLOSED, TAG_SHUTDOWN };
+
+#define DEPTH 2                 /* tasks sent ahead to each rank */
+#define SPIN_ROUNDS 256         /* polls (with yields) before napping */
+#define NAP_MIN_NS 20000
+#define NAP_MAX_NS 1000000      /* an idle rank notices a task within 1 ms */
+#define SLICE_S 0.01            /* a worker rank looks for terminate this often */
+
+/* Pool settings, rank 0 -> each worker rank; the initializer's argument
+ * follows. */
+typedef struct {
+    mp__fnref init;
+    uint32_t has_init, maxtasks;
+    int64_t timeout_ns;
+    uint64_t initarg_len;
+} open_msg;
+
+/* A task, rank 0 -> worker rank; its bytes (argument, or the chunk's
+ * items) follow, 16-byte aligned. */
+typedef struct {
+    mp__fnref fn;
+    uint64_t id;                /* rank 0's slot for it */
+    uint32_t kind;              /* JOB_APPLY or JOB_CHUNK */
+    uint32_t count;             /* chunk: items */
+    int64_t timeout_ns;         /* apply: its limit; 0: none */
+    uint64_t in_size, out_size, len;
+    uint64_t pad;
+} task_msg;
+
+/* A task's end, worker rank -> rank 0.  Apply: the result bytes follow.
+ * Chunk: info.code != 0 if no item ran; else count outputs, then, 8-byte
+ * aligned, nerrs mp_map_error (indexes within the chunk). */
+typedef struct {
+    uint64_t id;
+    mp_task_info info;
+    uint64_t len, nerrs;
+} result_msg;
+
+_Static_assert(sizeof(task_msg) % 16 == 0, "items stay aligned");
+
+static size_t align8(size_t v) { return (v + 7) & ~(size_t)7; }
+
+static struct {
+    pthread_mutex_t lock;
+    pid_t pid;                  /* the process that joined the job */
+    bool ready, ours, finalized;
+    int rank, size;
+    MPI_Comm comm;              /* our own: our tags meet nobody else's */
+    mp_pool *open;              /* rank 0: the open MPI pool */
+    bool busy;                  /* rank 0: a pool holds the slot */
+} M = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static void nap(unsigned *idle, int64_t *ns)
+{
+    if (++*idle < SPIN_ROUNDS) {
+        mp__yield();
+        return;
+    }
+    mp__sleep_until(mp__now_ns() + *ns);
+    if (*ns < NAP_MAX_NS)
+        *ns *= 2;
+}
+
+/* Wait for a message, polling (a blocking receive would spin a CPU). */
+static void wait_message(int src, int tag, MPI_Status *st)
+{
+    unsigned idle = 0;
+    int64_t ns = NAP_MIN_NS;
+    for (;;) {
+        int flag = 0;
+        MPI_Iprobe(src, tag, M.comm, &flag, st);
+        if (flag)
+            return;
+        nap(&idle, &ns);
+    }
+}
+
+/* Receive the message wait_message found into a malloc'd or heap buffer. */
+static void *receive(const MPI_Status *st, bool heap, int *len)
+{
+    int n = 0;
+    MPI_Get_count(st, MPI_BYTE, &n);
+    void *buf = heap ? mp__heap_alloc(n ? (size_t)n : 1, NULL) : malloc(n ? (size_t)n : 1);
+    if (buf == NULL) {
+        /* Out of memory: take the message anyway, so that the protocol
+         * goes on; the caller answers with -ENOMEM. */
+        char *tmp = malloc((size_t)n + 1);
+        MPI_Recv(tmp, n, MPI_BYTE, st->MPI_SOURCE, st->MPI_TAG, M.comm, MPI_STATUS_IGNORE);
+        free(tmp);
+        *len = -1;
+        return NULL;
+    }
+    MPI_Recv(buf, n, MPI_BYTE, st->MPI_SOURCE, st->MPI_TAG, M.comm, MPI_STATUS_IGNORE);
+    *len = n;
+    return buf;
+}
+
+/* ==== worker ranks ==== */
+
+typedef struct {
+    mp_pool *local;
+    int local_err;              /* the local pool could not start */
+    int open_err;               /* this pool's initializer has no name here */
+    void *initarg;              /* heap copy for the local workers */
+    bool terminating;           /* cancel until the TERMINATE message */
+} server;
+
+static bool terminate_pending(void)
+{
+    int flag = 0;
+    MPI_Status st;
+    MPI_Iprobe(0, TAG_TERMINATE, M.comm, &flag, &st);
+    return flag;
+}
+
+/* While a local task runs: on terminate, kill it (it fails with
+ * MP_ECANCELED) and cancel what follows until the TERMINATE message. */
+static void watch_terminate(server *sv)
+{
+    if (!sv->terminating && terminate_pending()) {
+        sv->terminating = true;
+        mp__pool_restart(sv->local, NULL, NULL, 0, 0);
+    }
+}
+
+static void handle_open(server *sv, const void *buf, int len)
+{
+    sv->terminating = false;
+    sv->open_err = 0;
+    if (buf == NULL || (size_t)len < sizeof(open_msg)) {
+        sv->open_err = buf == NULL ? -ENOMEM : -EPROTO;
+        return;
+    }
+    const open_msg *m = buf;
+    if (m->initarg_len > (size_t)len - sizeof *m) {
+        sv->open_err = -EPROTO;
+        return;
+    }
+    mp__anyfn init = NULL;
+    if (m->has_init && mp__fnref_resolve(&m->init, &init) < 0) {
+        sv->open_err = MP_EFUNC;
+        return;
+    }
+    void *arg = NULL;
+    if (m->initarg_len) {
+        arg = mp__heap_alloc(m->initarg_len, NULL);
+        if (arg == NULL) {
+            sv->open_err = -ENOMEM;
+            return;
+        }
+        memcpy(arg, (const char *)buf + sizeof *m, m->initarg_len);
+    }
+    if (sv->local)
+        mp__pool_restart(sv->local, (void (*)(void *))init, arg, m->maxtasks, m->timeout_ns);
+    if (sv->initarg)
+        mp__heap_free(sv->initarg);
+    sv->initarg = arg;
+}
+
+static void reply(const void *buf, size_t len)
+{
+    MPI_Send(buf, (int)len, MPI_BYTE, 0, TAG_RESULT, M.comm);
+}
+
+static void reply_failure(uint64_t id, int code)
+{
+    result_msg r = {.id = id, .info = {.code = code}};
+    reply(&r, sizeof r);
+}
+
+static void run_apply(server *sv, const task_msg *t, mp_task_fn fn)
+{
+    mp_task_opts o = {.timeout = t->timeout_ns > 0 ? (double)t->timeout_ns / 1e9 : -1};
+    mp_result *r = NULL;
+    int rc = mp_pool_apply_async(sv->local, fn, t + 1, t->len, &o, &r);
+    if (rc < 0) {
+        reply_failure(t->id, rc);
+        return;
+    }
+    while (mp_result_wait(r, SLICE_S) == MP_ETIMEDOUT)
+        watch_terminate(sv);
+    const void *res = NULL;
+    size_t len = 0;
+    result_msg h = {.id = t->id};
+    mp_result_get(r, 0, &res, &len);
+    mp_result_info(r, &h.info);
+    if (h.info.code != 0)
+        len = 0;
+    h.len = len;
+    char *msg = malloc(sizeof h + len);
+    if (msg == NULL || sizeof h + len > INT_MAX) {
+        free(msg);
+        mp_result_free(r);
+        reply_failure(t->id, msg ? MP_ETOOBIG : -ENOMEM);
+        return;
+    }
+    memcpy(msg, &h, sizeof h);
+    if (len)
+        memcpy(msg + sizeof h, res, len);
+    mp_result_free(r);
+    reply(msg, sizeof h + len);
+    free(msg);
+}
+
+static void run_chunk(server *sv, const task_msg *t, mp_map_fn fn)
+{
+    size_t n = t->count, outb = n * t->out_size, errs_at = sizeof(result_msg) + align8(outb);
+    size_t cap = 16, nerrs = 0;
+    char *msg = malloc(errs_at + cap * sizeof(mp_map_error));
+    mp_iter *it = NULL;
+    int rc = msg ? mp_pool_imap(sv->local, fn, t + 1, n, t->in_size, t->out_size, 0, true, &it)
+                 : -ENOMEM;
+    for (size_t k = 0; rc == 0 && k < n;) {
+        size_t idx = 0;
+        mp_task_info info = {0};
+        int item = mp__iter_next_info(it, msg + sizeof(result_msg) + k * t->out_size, &idx,
+                                      SLICE_S, &info);
+        if (item == MP_ETIMEDOUT) {
+            watch_terminate(sv);
+            continue;
+        }
+        if (item == MP_ECANCELED || item == MP_EDONE || (item < 0 && info.code == 0)) {
+            rc = item == MP_EDONE ? MP_ECANCELED : item; /* the local pool stopped */
+            break;
+        }
+        if (item != 0) {
+            if (nerrs == cap) {
+                char *m2 = realloc(msg, errs_at + 2 * cap * sizeof(mp_map_error));
+                if (m2 == NULL) {
+                    rc = -ENOMEM;
+                    break;
+                }
+                msg = m2;
+                cap *= 2;
+            }
+            mp_map_error *e = (mp_map_error *)(void *)(msg + errs_at);
+            e[nerrs].index = idx;
+            e[nerrs].info = info;
+            nerrs++;
+        }
+        k++;
+    }
+    mp_iter_free(it);
+    size_t total = errs_at + nerrs * sizeof(mp_map_error);
+    if (rc == 0 && sv->terminating)
+        rc = MP_ECANCELED; /* no item counts: the pool is going */
+    if (rc == 0 && total > INT_MAX)
+        rc = MP_ETOOBIG;
+    if (rc < 0) {
+        free(msg);
+        reply_failure(t->id, rc);
+        return;
+    }
+    result_msg h = {.id = t->id, .len = outb, .nerrs = nerrs};
+    memcpy(msg, &h, sizeof h);
+    reply(msg, total);
+    free(msg);
+}
+
+static void handle_task(server *sv, void *buf, int len)
+{
+    if (buf == NULL || (size_t)len < sizeof(task_msg)) {
+        /* Nothing to answer to without the header. */
+        if (buf)
+            mp__heap_free(buf);
+        return;
+    }
+    task_msg *t = buf;
+    mp__anyfn fn = NULL;
+    int code = 0;
+    if (t->len > (size_t)len - sizeof *t ||
+        (t->kind == JOB_CHUNK && (t->in_size == 0 || t->len != t->count * t->in_size)))
+        code = -EPROTO;
+    else if (sv->terminating)
+        code = MP_ECANCELED;
+    else if (sv->local == NULL)
+        code = sv->local_err;
+    else if (sv->open_err)
+        code = sv->open_err;
+    else if (mp__fnref_resolve(&t->fn, &fn) < 0)
+        code = MP_EFUNC;
+    if (code)
+        reply_failure(t->id, code);
+    else if (t->kind == JOB_APPLY)
+        run_apply(sv, t, (mp_task_fn)fn);
+    else
+        run_chunk(sv, t, (mp_map_fn)fn);
+    mp__heap_free(buf);
+}
+
+static void serve(server *sv)
+{
+    for (;;) {
+        MPI_Status st;
+        wait_message(0, MPI_ANY_TAG, &st);
+        int len;
+        void *buf = receive(&st, st.MPI_TAG == TAG_TASK, &len);
+        switch (st.MPI_TAG) {
+        case TAG_OPEN:
+            handle_open(sv, buf, len);
+            break;
+        case TAG_TASK:
+            handle_task(sv, buf, len);
+            buf = NULL;
+            break;
+        case TAG_CLOSE:
+        case TAG_TERMINATE:
+            sv->terminating = false;
+            MPI_Send(NULL, 0, MPI_BYTE, 0, TAG_CLOSED, M.comm);
+            break;
+        case TAG_SHUTDOWN:
+            free(buf);
+            return;
+        default:
+            break;
+        }
+        free(buf);
+    }
+}
+
+static _Noreturn void worker_rank_main(bool mpi_was_up)
+{
+    server sv = {0};
+    /* The local pool first: its fork server must not descend from an
+     * initialized MPI process. */
+    mp__pool_index_base = M.rank - 1;
+    mp_pool_opts lo = {.workers = 1, .kind = MP_POOL_PROCESS};
+    sv.local_err = mp_pool_new(&sv.local, &lo);
+    if (!mpi_was_up) {
+        int provided;
+        MPI_Init_thread(NULL, NULL, MPI_THREAD_SERIALIZED, &provided);
+    }
+    MPI_Comm_dup(MPI_COMM_WORLD, &M.comm);
+    serve(&sv);
+    mp_pool_free(sv.local);
+    if (sv.initarg)
+        mp__heap_free(sv.initarg);
+    MPI_Comm_free(&M.comm);
+    if (!mpi_was_up)
+        MPI_Finalize();
+    exit(0);
+}
+
+/* ==== rank 0 ==== */
+
+typedef struct {
+    job *j;
+    void *sbuf;
+    MPI_Request req;
+    bool busy;
+} out_slot;
+
+typedef struct {
+    pool_shm *s;
+    unsigned nranks;
+    out_slot *slots;            /* nranks * DEPTH */
+    unsigned *nout;             /* per rank: tasks out */
+    size_t total;
+} sender;
+
+/* End a job as its worker would, with a failure. */
+static void fail_job(sender *sd, unsigned w, job *j, int code)
+{
+    memset(&j->info, 0, sizeof j->info);
+    j->info.code = code;
+    if (j->kind == JOB_APPLY) {
+        j->res = NULL;
+        j->res_len = 0;
+        atomic_store(&j->state, JOB_DONE);
+        mp__pool_wake_word(&j->state, &j->waiters);
+    } else {
+        uint32_t n = j->count - j->start;
+        j->xerrs = malloc(n * sizeof *j->xerrs);
+        if (j->xerrs) {
+            for (uint32_t i = 0; i < n; i++) {
+                j->xerrs[i].index = j->first + j->start + i;
+                j->xerrs[i].info = j->info;
+            }
+            j->nxerrs = n;
+            atomic_store(&j->cur, j->count);
+        }
+        atomic_store(&j->state, JOB_STOPPED);
+    }
+    mp__pool_push_done(sd->s, w, j);
+}
+
+static int send_job(sender *sd, unsigned w, out_slot *o, job *j)
+{
+    task_msg t = {.id = (uint64_t)(o - sd->slots), .kind = j->kind};
+    const void *payload;
+    int rc = mp__fnref_make(j->kind == JOB_APPLY ? (mp__anyfn)j->fn : (mp__anyfn)j->mfn, &t.fn);
+    if (rc < 0)
+        return rc;
+    if (j->kind == JOB_APPLY) {
+        payload = j->arg;
+        t.len = j->len;
+        t.timeout_ns = j->timeout_ns;
+    } else {
+        t.count = j->count - j->start;
+        t.in_size = j->in_size;
+        t.out_size = j->out_size;
+        t.len = (uint64_t)t.count * j->in_size;
+        payload = j->in + (size_t)j->start * j->in_size;
+        if ((uint64_t)t.count * j->out_size > INT_MAX)
+            return MP_ETOOBIG;
+    }
+    if (t.len > (uint64_t)INT_MAX - sizeof t)
+        return MP_ETOOBIG;
+    char *buf = malloc(sizeof t + t.len);
+    if (buf == NULL)
+        return -ENOMEM;
+    memcpy(buf, &t, sizeof t);
+    if (t.len)
+        memcpy(buf + sizeof t, payload, t.len);
+    if (MPI_Isend(buf, (int)(sizeof t + t.len), MPI_BYTE, (int)w + 1, TAG_TASK, M.comm,
+                  &o->req) != MPI_SUCCESS) {
+        free(buf);
+        return -EIO;
+    }
+    o->sbuf = buf;
+    o->j = j;
+    o->busy = true;
+    sd->nout[w]++;
+    sd->total++;
+    return 0;
+}
+
+/* Hand out tasks to every rank with room. */
+static bool dispatch(sender *sd)
+{
+    bool progress = false;
+    for (unsigned w = 0; w < sd->nranks; w++) {
+        while (sd->nout[w] < DEPTH) {
+            job *j = mp__pool_take(sd->s, w);
+            if (j == NULL)
+                return progress;
+            progress = true;
+            if (!mp__pool_job_begin(sd->s, w, j))
+                continue; /* cancelled while queued */
+            out_slot *o = &sd->slots[w * DEPTH];
+            while (o->busy)
+                o++;
+            int rc = send_job(sd, w, o, j);
+            if (rc < 0)
+                fail_job(sd, w, j, rc);
+        }
+    }
+    return progress;
+}
+
+static void end_apply(job *j, const result_msg *h, const char *res)
+{
+    j->info = h->info;
+    j->res = NULL;
+    j->res_len = 0;
+    if (h->info.code == 0 && h->len) {
+        size_t off = j->arg == j->inline_buf ? (j->len + 15) & ~(size_t)15 : 0;
+        void *dst = NULL;
+        if (off < JOB_INLINE && h->len <= JOB_INLINE - off)
+            dst = j->inline_buf + off;
+        else
+            dst = mp__heap_alloc(h->len, NULL);
+        if (dst == NULL) {
+            j->info.code = -ENOMEM;
+        } else {
+            memcpy(dst, res, h->len);
+            j->res = dst;
+            j->res_len = h->len;
+        }
+    }
+    atomic_store(&j->state, JOB_DONE);
+    mp__pool_wake_word(&j->state, &j->waiters);
+}
+
+static void end_chunk(job *j, const result_msg *h, const char *body, size_t body_len)
+{
+    uint32_t n = j->count - j->start;
+    size_t outb = (size_t)n * j->out_size;
+    const mp_map_error *e = (const mp_map_error *)(const void *)(body + align8(outb));
+    if (h->info.code == MP_ECANCELED) {
+        atomic_store(&j->cur, j->start); /* nothing counts: terminated */
+    } else if (h->info.code != 0 || h->len != outb ||
+               body_len < align8(outb) + h->nerrs * sizeof *e) {
+        /* The whole chunk failed on the rank (or the reply is malformed). */
+        mp_task_info info = h->info;
+        if (info.code == 0)
+            info.code = -EPROTO;
+        j->xerrs = malloc(n * sizeof *j->xerrs);
+        if (j->xerrs) {
+            for (uint32_t i = 0; i < n; i++) {
+                j->xerrs[i].index = j->first + j->start + i;
+                j->xerrs[i].info = info;
+            }
+            j->nxerrs = n;
+        }
+        atomic_store(&j->cur, j->count);
+    } else {
+        /* Outputs of the items that succeeded (failed ones stay as they
+         * were, as with local workers that never wrote them). */
+        size_t from = 0;
+        for (size_t i = 0; i <= h->nerrs; i++) {
+            size_t to = i < h->nerrs && e[i].index < n ? e[i].index : n;
+            if (to > from && j->out_size)
+                memcpy(j->out + ((size_t)j->start + from) * j->out_size,
+                       body + from * j->out_size, (to - from) * j->out_size);
+            from = to + 1;
+        }
+        if (h->nerrs) {
+            j->xerrs = malloc(h->nerrs * sizeof *j->xerrs);
+            if (j->xerrs) {
+                for (size_t i = 0; i < h->nerrs; i++) {
+                    j->xerrs[i].index = j->first + j->start + e[i].index;
+                    j->xerrs[i].info = e[i].info;
+                }
+                j->nxerrs = (uint32_t)h->nerrs;
+            }
+        }
+        atomic_store(&j->cur, j->count);
+    }
+    atomic_store(&j->state, JOB_STOPPED);
+}
+
+/* Take every result that has come in. */
+static bool collect(sender *sd)
+{
+    bool progress = false;
+    for (;;) {
+        int flag = 0;
+        MPI_Status st;
+        MPI_Iprobe(MPI_ANY_SOURCE, TAG_RESULT, M.comm, &flag, &st);
+        if (!flag)
+            return progress;
+        progress = true;
+        int len;
+        char *buf = receive(&st, false, &len);
+        unsigned w = (unsigned)st.MPI_SOURCE - 1;
+        if (buf == NULL || (size_t)len < sizeof(result_msg) || w >= sd->nranks) {
+            free(buf); /* cannot be matched to a task: the job hangs on */
+            continue;
+        }
+        result_msg h;
+        memcpy(&h, buf, sizeof h);
+        size_t k = (size_t)h.id;
+        if (k / DEPTH != w || !sd->slots[k].busy) {
+            free(buf);
+            continue;
+        }
+        out_slot *o = &sd->slots[k];
+        /* The rank answered, so it has our task: its send is complete. */
+        MPI_Wait(&o->req, MPI_STATUS_IGNORE);
+        free(o->sbuf);
+        job *j = o->j;
+        size_t body = (size_t)len - sizeof h;
+        if (j->kind == JOB_APPLY) {
+            if (h.len > body) {
+                h.info.code = -EPROTO;
+                h.len = 0;
+            }
+            end_apply(j, &h, buf + sizeof h);
+        } else {
+            end_chunk(j, &h, buf + sizeof h, body);
+        }
+        free(buf);
+        o->busy = false;
+        o->j = NULL;
+        o->sbuf = NULL;
+        sd->nout[w]--;
+        sd->total--;
+        mp__pool_push_done(sd->s, w, j);
+    }
+}
+
+/* Free the buffers of sends that are complete. */
+static void reap_sends(sender *sd)
+{
+    for (size_t k = 0; k < (size_t)sd->nranks * DEPTH; k++) {
+        out_slot *o = &sd->slots[k];
+        if (o->busy && o->sbuf) {
+            int done = 0;
+            MPI_Test(&o->req, &done, MPI_STATUS_IGNORE);
+            if (done) {
+                free(o->sbuf);
+                o->sbuf = NULL;
+            }
+        }
+    }
+}
+
+/* Nothing out and nothing queued: sleep as an idle worker does. */
+static void idle_sleep(pool_shm *s)
+{
+    atomic_fetch_add(&s->sleepers, 1);
+    atomic_store(&s->waking, 0);
+    uint32_t seen = atomic_load(&s->task_seq);
+    if (!mp__pool_ring_ready(s) && !atomic_load(&s->stopping))
+        mp__futex_wait(&s->task_seq, seen, mp__now_ns() + 50000000);
+    atomic_fetch_sub(&s->sleepers, 1);
+    atomic_store(&s->waking, 0);
+}
+
+static void send_all(sender *sd, int tag, const void *buf, size_t len)
+{
+    for (unsigned w = 0; w < sd->nranks; w++)
+        MPI_Send(buf, (int)len, MPI_BYTE, (int)w + 1, tag, M.comm);
+}
+
+static void open_ranks(sender *sd)
+{
+    pool_shm *s = sd->s;
+    size_t len = sizeof(open_msg) + s->initarg_len;
+    char *buf = calloc(1, len);
+    open_msg m = {.maxtasks = s->maxtasks, .timeout_ns = s->pool_timeout_ns,
+                  .initarg_len = s->initarg_len};
+    if (s->initializer && mp__fnref_make((mp__anyfn)s->initializer, &m.init) == 0)
+        m.has_init = 1;
+    if (buf == NULL) {
+        len = sizeof m; /* the ranks see a bad open and fail its tasks */
+        m.initarg_len = UINT64_MAX;
+        send_all(sd, TAG_OPEN, &m, len);
+        return;
+    }
+    memcpy(buf, &m, sizeof m);
+    if (s->initarg_len)
+        memcpy(buf + sizeof m, s->initarg, s->initarg_len);
+    send_all(sd, TAG_OPEN, buf, len);
+    free(buf);
+}
+
+static void *sender_main(void *arg)
+{
+    sender *sd = arg;
+    pool_shm *s = sd->s;
+    open_ranks(sd);
+    bool terminating = false;
+    unsigned idle = 0;
+    int64_t ns = NAP_MIN_NS;
+    for (;;) {
+        bool progress = collect(sd);
+        reap_sends(sd);
+        if (!terminating && atomic_load(&s->terminating)) {
+            terminating = true;
+            send_all(sd, TAG_TERMINATE, NULL, 0);
+        }
+        if (!terminating)
+            progress |= dispatch(sd);
+        if (sd->total == 0 &&
+            (terminating || (atomic_load(&s->stopping) && !mp__pool_ring_ready(s))))
+            break;
+        if (progress) {
+            idle = 0;
+            ns = NAP_MIN_NS;
+        } else if (sd->total == 0) {
+            idle_sleep(s);
+        } else {
+            nap(&idle, &ns);
+        }
+    }
+    if (!terminating)
+        send_all(sd, TAG_CLOSE, NULL, 0);
+    for (unsigned i = 0; i < sd->nranks; i++) {
+        MPI_Status st;
+        wait_message(MPI_ANY_SOURCE, TAG_CLOSED, &st);
+        MPI_Recv(NULL, 0, MPI_BYTE, st.MPI_SOURCE, TAG_CLOSED, M.comm, MPI_STATUS_IGNORE);
+    }
+    free(sd->slots);
+    free(sd->nout);
+    free(sd);
+    mp__mpi_pool_release();
+    atomic_store(&s->workers[0].exited, 1);
+    mp__notify(s->notify_fd);
+    return NULL;
+}
+
+int mp__mpi_pool_start(pool_shm *s, pthread_t *th)
+{
+    sender *sd = calloc(1, sizeof *sd);
+    if (sd == NULL)
+        return -ENOMEM;
+    sd->s = s;
+    sd->nranks = s->nworkers;
+    sd->slots = calloc((size_t)sd->nranks * DEPTH, sizeof *sd->slots);
+    sd->nout = calloc(sd->nranks, sizeof *sd->nout);
+    int rc = sd->slots && sd->nout ? -pthread_create(th, NULL, sender_main, sd) : -ENOMEM;
+    if (rc < 0) {
+        free(sd->slots);
+        free(sd->nout);
+        free(sd);
+    }
+    return rc;
+}
+
+int mp__mpi_pool_claim(mp_pool *p)
+{
+    pthread_mutex_lock(&M.lock);
+    int rc = M.busy ? -EBUSY : 0;
+    if (rc == 0) {
+        M.busy = true;
+        M.open = p;
+    }
+    pthread_mutex_unlock(&M.lock);
+    return rc;
+}
+
+void mp__mpi_pool_release(void)
+{
+    pthread_mutex_lock(&M.lock);
+    M.busy = false;
+    M.open = NULL;
+    pthread_mutex_unlock(&M.lock);
+}
+
+/* ==== joining and leaving the job ==== */
+
+static void at_exit(void) { mp_mpi_finalize(); }
+
+int mp__mpi_attach(void)
+{
+    pthread_mutex_lock(&M.lock);
+    int rc;
+    if (M.ready) {
+        rc = M.pid != mp__getpid() ? -EPERM : M.finalized ? MP_ENOMPI : M.size - 1;
+        pthread_mutex_unlock(&M.lock);
+        return rc;
+    }
+    M.rank = mp_mpi_rank();
+    M.size = env_int("OMPI_COMM_WORLD_SIZE", "PMI_SIZE");
+    int up = 0, down = 0;
+    MPI_Initialized(&up);
+    MPI_Finalized(&down);
+    if (M.rank < 0 || M.size < 2 || down) {
+        pthread_mutex_unlock(&M.lock);
+        return MP_ENOMPI;
+    }
+    M.pid = mp__getpid();
+    M.ready = true;
+    if (M.rank != 0) {
+        pthread_mutex_unlock(&M.lock);
+        worker_rank_main(up);
+    }
+    int provided = 0;
+    if (!up) {
+        MPI_Init_thread(NULL, NULL, MPI_THREAD_SERIALIZED, &provided);
+        M.ours = true;
+    } else {
+        MPI_Query_thread(&provided);
+    }
+    MPI_Comm_dup(MPI_COMM_WORLD, &M.comm);
+    if (provided < MPI_THREAD_SERIALIZED) {
+        /* The sender thread could not call MPI. */
+        M.finalized = true;
+        pthread_mutex_unlock(&M.lock);
+        return -ENOTSUP;
+    }
+    atexit(at_exit);
+    rc = M.size - 1;
+    pthread_mutex_unlock(&M.lock);
+    return rc;
+}
+
+int mp_mpi_init(void)
+{
+    int rc = mp__mpi_attach();
+    return rc < 0 ? rc : 0;
+}
+
+int mp_mpi_finalize(void)
+{
+    pthread_mutex_lock(&M.lock);
+    if (!M.ready || M.finalized || M.rank != 0) {
+        pthread_mutex_unlock(&M.lock);
+        return 0;
+    }
+    if (M.pid != mp__getpid()) {
+        pthread_mutex_unlock(&M.lock);
+        return -EPERM;
+    }
+    mp_pool *open = M.open;
+    pthread_mutex_unlock(&M.lock);
+    if (open) {
+        mp_pool_terminate(open);
+        mp_pool_join(open, -1);
+    }
+    pthread_mutex_lock(&M.lock);
+    M.finalized = true;
+    for (int r = 1; r < M.size; r++)
+        MPI_Send(NULL, 0, MPI_BYTE, r, TAG_SHUTDOWN, M.comm);
+    MPI_Comm_free(&M.comm);
+    if (M.ours)
+        MPI_Finalize();
+    pthread_mutex_unlock(&M.lock);
+    return 0;
+}
+
+#endif

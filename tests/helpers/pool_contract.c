@@ -1,0 +1,475 @@
+/* One program, every pool kind: the pool contract checked end to end.
+ *
+ *   pool_contract process|thread
+ *   mpirun -n N pool_contract mpi
+ *
+ * The checks are the same for every kind except where a kind refuses
+ * something by design (timeouts and crashes on threads, unnameable
+ * functions on MPI).  Prints "ok <check>" per check and "all ok" at the
+ * end; exits 1 at the first failure. */
+#define _GNU_SOURCE
+#include <mproc.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static mp_pool_kind kind;
+
+#define CHECK(cond)                                                              \
+    do {                                                                         \
+        if (!(cond)) {                                                           \
+            fprintf(stderr, "pool_contract: %s:%d: %s\n", __FILE__, __LINE__, #cond); \
+            exit(1);                                                             \
+        }                                                                        \
+    } while (0)
+#define CHECK_RC(expr, want)                                                     \
+    do {                                                                         \
+        int rc_ = (expr);                                                        \
+        if (rc_ != (want)) {                                                     \
+            fprintf(stderr, "pool_contract: %s:%d: %s = %s, want %s\n", __FILE__,     \
+                    __LINE__, #expr, mp_errname(rc_), mp_errname(want));         \
+            exit(1);                                                             \
+        }                                                                        \
+    } while (0)
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static mp_pool *pool(unsigned workers, double timeout)
+{
+    mp_pool_opts o = {.workers = workers, .kind = kind, .task_timeout = timeout};
+    mp_pool *p = NULL;
+    CHECK_RC(mp_pool_new(&p, &o), 0);
+    return p;
+}
+
+static void done(mp_pool *p)
+{
+    CHECK_RC(mp_pool_close(p), 0);
+    CHECK_RC(mp_pool_join(p, 30), 0);
+    mp_pool_free(p);
+}
+
+/* ---- tasks ---- */
+
+static int square(const void *arg, size_t len, mp_buf *res)
+{
+    if (len != sizeof(long))
+        return 2;
+    long v;
+    memcpy(&v, arg, sizeof v);
+    v *= v;
+    return mp_buf_append(res, &v, sizeof v);
+}
+
+static int fail_on_odd(const void *arg, size_t len, mp_buf *res)
+{
+    long v;
+    memcpy(&v, arg, sizeof v);
+    return v % 2 ? 7 : mp_buf_append(res, &v, sizeof v);
+}
+
+static int crash(const void *arg, size_t len, mp_buf *res)
+{
+    (void)arg, (void)len, (void)res;
+    raise(SIGSEGV);
+    return 0;
+}
+
+static int nap(const void *arg, size_t len, mp_buf *res)
+{
+    double s;
+    memcpy(&s, arg, sizeof s);
+    struct timespec ts = {(time_t)s, (long)((s - (time_t)s) * 1e9)};
+    while (nanosleep(&ts, &ts) != 0)
+        ;
+    return mp_buf_append(res, &s, sizeof s);
+}
+
+static int whoami(const void *arg, size_t len, mp_buf *res)
+{
+    int v[2] = {mp_pool_worker_index(), (int)getpid()};
+    return mp_buf_append(res, v, sizeof v);
+}
+
+/* Sums the bytes and answers with the argument reversed. */
+static int reverse(const void *arg, size_t len, mp_buf *res)
+{
+    const unsigned char *a = arg;
+    unsigned char *r = malloc(len);
+    if (r == NULL)
+        return 3;
+    for (size_t i = 0; i < len; i++)
+        r[i] = a[len - 1 - i];
+    int rc = mp_buf_append(res, r, len);
+    free(r);
+    return rc;
+}
+
+static int twice_plus_one(const void *in, void *out)
+{
+    long v = *(const long *)in;
+    if (v % 1000 == 7)
+        return 9;
+    if (v == 5003 && kind != MP_POOL_THREAD)
+        raise(SIGSEGV);
+    *(long *)out = 2 * v + 1;
+    return 0;
+}
+
+static int init_value;
+
+static void set_value(void *arg) { memcpy(&init_value, arg, sizeof init_value); }
+
+static int get_value(const void *arg, size_t len, mp_buf *res)
+{
+    return mp_buf_append(res, &init_value, sizeof init_value);
+}
+
+/* ---- callbacks ---- */
+
+static atomic_long cb_sum;
+static atomic_int cb_errors, cb_calls;
+
+static void on_result(const void *res, size_t len, void *ud)
+{
+    long v;
+    memcpy(&v, res, sizeof v);
+    atomic_fetch_add(&cb_sum, v);
+    atomic_fetch_add(&cb_calls, 1);
+}
+
+static void on_error(int code, void *ud)
+{
+    if (code == MP_ETASK)
+        atomic_fetch_add(&cb_errors, 1);
+    atomic_fetch_add(&cb_calls, 1);
+}
+
+/* ---- checks ---- */
+
+static void check_apply(void)
+{
+    mp_pool *p = pool(0, 0);
+    for (long i = 0; i < 50; i++) {
+        void *res = NULL;
+        size_t len = 0;
+        CHECK_RC(mp_pool_apply(p, square, &i, sizeof i, &res, &len), 0);
+        CHECK(len == sizeof(long) && *(long *)res == i * i);
+        free(res);
+    }
+    /* Big argument and result: 1 MiB each way. */
+    size_t n = 1 << 20;
+    unsigned char *big = malloc(n);
+    for (size_t i = 0; i < n; i++)
+        big[i] = (unsigned char)(i * 7);
+    void *res = NULL;
+    size_t len = 0;
+    CHECK_RC(mp_pool_apply(p, reverse, big, n, &res, &len), 0);
+    CHECK(len == n);
+    for (size_t i = 0; i < n; i++)
+        CHECK(((unsigned char *)res)[i] == big[n - 1 - i]);
+    free(res);
+    free(big);
+    done(p);
+    puts("ok apply");
+}
+
+static void check_async_callbacks(void)
+{
+    mp_pool *p = pool(0, 0);
+    enum { N = 200 };
+    mp_result *rs[N];
+    long want = 0;
+    for (long i = 0; i < N; i++) {
+        mp_task_opts o = {.callback = on_result, .error_callback = on_error};
+        CHECK_RC(mp_pool_apply_async(p, fail_on_odd, &i, sizeof i, &o, &rs[i]), 0);
+        if (i % 2 == 0)
+            want += i;
+    }
+    CHECK_RC(mp_result_wait_all(rs, N, 30), 0);
+    for (long i = 0; i < N; i++) {
+        const void *res;
+        size_t len;
+        mp_task_info info;
+        int rc = mp_result_get(rs[i], 0, &res, &len);
+        CHECK_RC(mp_result_info(rs[i], &info), 0);
+        if (i % 2) {
+            CHECK_RC(rc, MP_ETASK);
+            CHECK(info.task_rc == 7);
+        } else {
+            CHECK_RC(rc, 0);
+            CHECK(len == sizeof(long) && *(const long *)res == i);
+        }
+        mp_result_free(rs[i]);
+    }
+    done(p); /* join: every callback has returned */
+    CHECK(atomic_load(&cb_calls) == N);
+    CHECK(atomic_load(&cb_sum) == want);
+    CHECK(atomic_load(&cb_errors) == N / 2);
+    puts("ok apply_async callbacks");
+}
+
+static void check_map(void)
+{
+    mp_pool *p = pool(0, 0);
+    enum { N = 10000 };
+    long *in = malloc(N * sizeof *in), *out = malloc(N * sizeof *out);
+    for (long i = 0; i < N; i++) {
+        in[i] = i;
+        out[i] = -1;
+    }
+    mp_map_error *errs = NULL;
+    size_t nerrs = 0;
+    int rc = mp_pool_map_ex(p, twice_plus_one, in, N, sizeof *in, out, sizeof *out, 0, &errs,
+                            &nerrs);
+    /* Items ...007 fail with rc 9; item 5003 crashes its worker (not in
+     * a thread pool: that would take the program with it). */
+    bool crashes = kind != MP_POOL_THREAD;
+    CHECK_RC(rc, MP_ETASK);
+    CHECK(nerrs == (size_t)(N / 1000 + crashes));
+    size_t e = 0;
+    for (long i = 0; i < N; i++) {
+        if (i % 1000 == 7) {
+            CHECK(errs[e].index == (size_t)i && errs[e].info.code == MP_ETASK &&
+                  errs[e].info.task_rc == 9);
+            e++;
+        } else if (i == 5003 && crashes) {
+            CHECK(errs[e].index == 5003 && errs[e].info.code == MP_EWORKER &&
+                  errs[e].info.signo == SIGSEGV);
+            e++;
+        } else {
+            CHECK(out[i] == 2 * i + 1);
+        }
+    }
+    free(errs);
+    /* Chunk sizes given: the same outputs. */
+    for (size_t chunk = 1; chunk <= 4096; chunk *= 8) {
+        memset(out, 0, N * sizeof *out);
+        for (long i = 0; i < N; i++)
+            in[i] = (i % 1000 == 7 || i == 5003) ? 8 : i;
+        CHECK_RC(mp_pool_map(p, twice_plus_one, in, N, sizeof *in, out, sizeof *out, chunk), 0);
+        for (long i = 0; i < N; i++)
+            CHECK(out[i] == 2 * in[i] + 1);
+    }
+    free(in);
+    free(out);
+    done(p);
+    puts("ok map");
+}
+
+static void check_imap(void)
+{
+    mp_pool *p = pool(0, 0);
+    enum { N = 3000 };
+    long in[N];
+    for (long i = 0; i < N; i++)
+        in[i] = i % 1000 == 7 ? 6 : i;
+    for (int ordered = 1; ordered >= 0; ordered--) {
+        mp_iter *it;
+        CHECK_RC(mp_pool_imap(p, twice_plus_one, in, N, sizeof(long), sizeof(long), 0, ordered,
+                              &it), 0);
+        unsigned char *seen = calloc(N, 1);
+        long v;
+        size_t idx, got = 0;
+        int rc;
+        while ((rc = mp_iter_next(it, &v, &idx, 30)) != MP_EDONE) {
+            CHECK_RC(rc, 0);
+            CHECK(idx < N && !seen[idx] && v == 2 * in[idx] + 1);
+            if (ordered)
+                CHECK(idx == got);
+            seen[idx] = 1;
+            got++;
+        }
+        CHECK(got == N);
+        free(seen);
+        mp_iter_free(it);
+    }
+    done(p);
+    puts("ok imap");
+}
+
+static void check_crash(void)
+{
+    mp_pool *p = pool(0, 0);
+    mp_result *r;
+    CHECK_RC(mp_pool_apply_async(p, crash, NULL, 0, NULL, &r), 0);
+    CHECK_RC(mp_result_wait(r, 30), 0);
+    CHECK_RC(mp_result_get(r, 0, NULL, NULL), MP_EWORKER);
+    mp_task_info info;
+    CHECK_RC(mp_result_info(r, &info), 0);
+    CHECK(info.signo == SIGSEGV);
+    mp_result_free(r);
+    /* The pool goes on. */
+    long v = 12;
+    void *res = NULL;
+    CHECK_RC(mp_pool_apply(p, square, &v, sizeof v, &res, NULL), 0);
+    CHECK(*(long *)res == 144);
+    free(res);
+    done(p);
+    puts("ok crash");
+}
+
+static void check_timeouts(void)
+{
+    mp_pool *p = pool(0, 0);
+    double s = 30;
+    mp_task_opts o = {.timeout = 0.3};
+    mp_result *r;
+    double t0 = now();
+    CHECK_RC(mp_pool_apply_async(p, nap, &s, sizeof s, &o, &r), 0);
+    CHECK_RC(mp_result_wait(r, 20), 0);
+    CHECK_RC(mp_result_get(r, 0, NULL, NULL), MP_EDEADLINE);
+    CHECK(now() - t0 < 10);
+    mp_result_free(r);
+    s = 0.01;
+    void *res = NULL;
+    CHECK_RC(mp_pool_apply(p, nap, &s, sizeof s, &res, NULL), 0);
+    free(res);
+    done(p);
+    puts("ok timeouts");
+}
+
+static void check_close_terminate(void)
+{
+    mp_pool *p = pool(0, 0);
+    mp_result *rs[20];
+    double s = 0.01;
+    for (int i = 0; i < 20; i++)
+        CHECK_RC(mp_pool_apply_async(p, nap, &s, sizeof s, NULL, &rs[i]), 0);
+    CHECK_RC(mp_pool_join(p, 1), -EBUSY);
+    CHECK_RC(mp_pool_close(p), 0);
+    mp_result *late = NULL;
+    CHECK_RC(mp_pool_apply_async(p, nap, &s, sizeof s, NULL, &late), MP_ECLOSED);
+    CHECK(late == NULL);
+    CHECK_RC(mp_pool_join(p, 30), 0);
+    for (int i = 0; i < 20; i++) {
+        CHECK(mp_result_ready(rs[i]));
+        CHECK_RC(mp_result_get(rs[i], 0, NULL, NULL), 0);
+        mp_result_free(rs[i]);
+    }
+    mp_pool_free(p);
+
+    if (kind != MP_POOL_THREAD) {
+        p = pool(0, 0);
+        s = 60;
+        for (int i = 0; i < 20; i++)
+            CHECK_RC(mp_pool_apply_async(p, nap, &s, sizeof s, NULL, &rs[i]), 0);
+        double t0 = now();
+        CHECK_RC(mp_pool_terminate(p), 0);
+        CHECK_RC(mp_pool_join(p, 20), 0);
+        CHECK(now() - t0 < 15);
+        for (int i = 0; i < 20; i++) {
+            CHECK_RC(mp_result_get(rs[i], 0, NULL, NULL), MP_ECANCELED);
+            mp_result_free(rs[i]);
+        }
+        mp_pool_free(p);
+    }
+    puts("ok close terminate");
+}
+
+static void check_workers(void)
+{
+    mp_pool *p = pool(2, 0);
+    for (int i = 0; i < 10; i++) {
+        void *res = NULL;
+        CHECK_RC(mp_pool_apply(p, whoami, NULL, 0, &res, NULL), 0);
+        int *v = res;
+        CHECK(v[0] >= 0 && v[0] < 2);
+        free(res);
+    }
+    done(p);
+
+    /* maxtasksperchild 1: a new process per task. */
+    mp_pool_opts o = {.workers = 1, .kind = kind, .maxtasksperchild = 1};
+    CHECK_RC(mp_pool_new(&p, &o), 0);
+    int pids[3];
+    for (int i = 0; i < 3; i++) {
+        void *res = NULL;
+        CHECK_RC(mp_pool_apply(p, whoami, NULL, 0, &res, NULL), 0);
+        pids[i] = ((int *)res)[1];
+        free(res);
+    }
+    if (kind != MP_POOL_THREAD)
+        CHECK(pids[0] != pids[1] && pids[1] != pids[2] && pids[0] != pids[2]);
+    done(p);
+
+    /* Initializer with an argument given as bytes. */
+    int value = 4242;
+    o = (mp_pool_opts){.kind = kind, .initializer = set_value, .initarg = &value,
+                       .initarg_len = sizeof value};
+    CHECK_RC(mp_pool_new(&p, &o), 0);
+    if (kind != MP_POOL_THREAD) {
+        /* Copied (MPI) or inherited (process) when the pool was made. */
+        value = 0;
+        void *res = NULL;
+        CHECK_RC(mp_pool_apply(p, get_value, NULL, 0, &res, NULL), 0);
+        CHECK(*(int *)res == 4242);
+        free(res);
+    }
+    done(p);
+    puts("ok workers");
+}
+
+static void check_mpi_only(void)
+{
+    mp_pool *p = pool(0, 0);
+    /* A pointer outside the program's code cannot be named. */
+    void *heap = malloc(64);
+    mp_task_fn bogus;
+    memcpy(&bogus, &heap, sizeof bogus);
+    mp_result *r = NULL;
+    CHECK_RC(mp_pool_apply_async(p, bogus, NULL, 0, NULL, &r), MP_EFUNC);
+    long in = 1, out;
+    mp_map_fn mbogus;
+    memcpy(&mbogus, &heap, sizeof mbogus);
+    CHECK_RC(mp_pool_map(p, mbogus, &in, 1, sizeof in, &out, sizeof out, 0), MP_EFUNC);
+    free(heap);
+    int fd = 0;
+    mp_task_opts o = {.fds = &fd, .nfds = 1};
+    CHECK_RC(mp_pool_apply_async(p, square, &in, sizeof in, &o, &r), -ENOTSUP);
+    /* One MPI pool at a time. */
+    mp_pool *q = NULL;
+    mp_pool_opts qo = {.kind = MP_POOL_MPI};
+    CHECK_RC(mp_pool_new(&q, &qo), -EBUSY);
+    done(p);
+    puts("ok mpi only");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 2)
+        return 2;
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    if (strcmp(argv[1], "process") == 0)
+        kind = MP_POOL_PROCESS;
+    else if (strcmp(argv[1], "thread") == 0)
+        kind = MP_POOL_THREAD;
+    else if (strcmp(argv[1], "mpi") == 0)
+        kind = MP_POOL_MPI;
+    else
+        return 2;
+    check_apply();
+    check_async_callbacks();
+    check_map();
+    check_imap();
+    if (kind != MP_POOL_THREAD) {
+        check_crash();
+        check_timeouts();
+    }
+    check_close_terminate();
+    check_workers();
+    if (kind == MP_POOL_MPI)
+        check_mpi_only();
+    puts("all ok");
+    return 0;
+}
