@@ -218,6 +218,9 @@ int mp__mpi_pool_start(pool_shm *s, pthread_t *th);
 void mp__pool_chunk_ended(job *j, const mp_task_info *failed);
 /* The pool was terminated: fail what is left of a chunk's batch. */
 void mp__pool_chunk_cancel(job *j);
+/* Cancel an iterator's work not yet started (mp_iter_free without the
+ * wait). */
+void mp__iter_cancel(mp_iter *it);
 /* mp_iter_next that also gives a failed item's whole outcome. */
 int mp__iter_next_info(mp_iter *it, void *out, size_t *index, double timeout,
                        mp_task_info *info);

@@ -522,6 +522,8 @@ int mp__iter_next_info(mp_iter *it, void *out, size_t *index, double timeout,
     return 0;
 }
 
+void mp__iter_cancel(mp_iter *it) { batch_cancel(it->b); }
+
 void mp_iter_free(mp_iter *it)
 {
     if (it == NULL || it->owner != mp__getpid())

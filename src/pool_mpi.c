@@ -175,15 +175,19 @@ static bool terminate_pending(void)
     return flag;
 }
 
-/* While a local task runs: on terminate, kill it (it fails with
- * MP_ECANCELED) and cancel what follows until the TERMINATE message. */
-static void watch_terminate(server *sv)
+/* While a local task runs: true once rank 0 has terminated the pool
+ * (tasks are then cancelled until its TERMINATE message is read). */
+static bool terminate_seen(server *sv)
 {
-    if (!sv->terminating && terminate_pending()) {
+    if (!sv->terminating && terminate_pending())
         sv->terminating = true;
-        mp__pool_restart(sv->local, NULL, NULL, 0, 0);
-    }
+    return sv->terminating;
 }
+
+/* Kill the local worker: the task it runs fails with MP_ECANCELED.  The
+ * caller cancels its queued work first, so that none of it starts on the
+ * worker that replaces it. */
+static void kill_local(server *sv) { mp__pool_restart(sv->local, NULL, NULL, 0, 0); }
 
 static void handle_open(server *sv, const void *buf, int len)
 {
@@ -239,8 +243,13 @@ static void run_apply(server *sv, const task_msg *t, mp_task_fn fn)
         reply_failure(t->id, rc);
         return;
     }
+    bool killed = false;
     while (mp_result_wait(r, SLICE_S) == MP_ETIMEDOUT)
-        watch_terminate(sv);
+        if (!killed && terminate_seen(sv)) {
+            mp_result_cancel(r);
+            kill_local(sv);
+            killed = true;
+        }
     const void *res = NULL;
     size_t len = 0;
     result_msg h = {.id = t->id};
@@ -278,7 +287,12 @@ static void run_chunk(server *sv, const task_msg *t, mp_map_fn fn)
         int item = mp__iter_next_info(it, msg + sizeof(result_msg) + k * t->out_size, &idx,
                                       SLICE_S, &info);
         if (item == MP_ETIMEDOUT) {
-            watch_terminate(sv);
+            if (terminate_seen(sv)) {
+                mp__iter_cancel(it);
+                kill_local(sv);
+                rc = MP_ECANCELED;
+                break;
+            }
             continue;
         }
         if (item == MP_ECANCELED || item == MP_EDONE || (item < 0 && info.code == 0)) {

@@ -2,6 +2,8 @@
  *
  *   pool_contract process|thread
  *   mpirun -n N pool_contract mpi
+ *   [mpirun -n 1] pool_contract solo   (no worker ranks: MP_ENOMPI, fallback)
+ *   mpirun -n N pool_contract exit     (returns with a task running)
  *
  * The checks are the same for every kind except where a kind refuses
  * something by design (timeouts and crashes on threads, unnameable
@@ -445,11 +447,49 @@ static void check_mpi_only(void)
     puts("ok mpi only");
 }
 
+/* No worker ranks: a clear error, or a process pool if asked for. */
+static int solo(void)
+{
+    mp_pool *p = NULL;
+    mp_pool_opts o = {.kind = MP_POOL_MPI};
+    CHECK_RC(mp_pool_new(&p, &o), MP_ENOMPI);
+    CHECK(p == NULL);
+    CHECK_RC(mp_mpi_init(), MP_ENOMPI);
+    o.flags = MP_POOL_FALLBACK;
+    CHECK_RC(mp_pool_new(&p, &o), 0);
+    long v = 9;
+    void *res = NULL;
+    CHECK_RC(mp_pool_apply(p, square, &v, sizeof v, &res, NULL), 0);
+    CHECK(*(long *)res == 81);
+    free(res);
+    done(p);
+    puts("ok solo");
+    return 0;
+}
+
+/* Rank 0 returns from main with the pool open and a task running: the
+ * exit handler terminates it and lets the worker ranks go. */
+static int leave_open(void)
+{
+    CHECK_RC(mp_mpi_init(), 0);
+    mp_pool *p = pool(0, 0);
+    double s = 60;
+    mp_result *r;
+    CHECK_RC(mp_pool_apply_async(p, nap, &s, sizeof s, NULL, &r), 0);
+    puts("ok left open");
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2)
         return 2;
     setvbuf(stdout, NULL, _IOLBF, 0);
+    kind = MP_POOL_MPI;
+    if (strcmp(argv[1], "solo") == 0)
+        return solo();
+    if (strcmp(argv[1], "exit") == 0)
+        return leave_open();
     if (strcmp(argv[1], "process") == 0)
         kind = MP_POOL_PROCESS;
     else if (strcmp(argv[1], "thread") == 0)

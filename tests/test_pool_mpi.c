@@ -1,0 +1,136 @@
+/* MPI pools: the pool contract program (tests/helpers/pool_contract.c)
+ * passes unchanged against the process pool, the thread pool and the MPI
+ * pool on several ranks; outside mpirun the MPI pool says so. */
+// labels: unit mpi
+#include <mproc.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "mp_test.h"
+
+static const char *contract_path(void)
+{
+    static char path[4096];
+    const char *dir = getenv("MPROC_TEST_BINARY_DIR");
+    snprintf(path, sizeof path, "%s/tests/helpers/pool_contract", dir ? dir : ".");
+    return path;
+}
+
+/* Run argv with its stdout captured (at most cap-1 bytes); return its wait
+ * status, or -1 if it did not end within timeout s (then it is killed). */
+static int run(char *const argv[], char *out, size_t cap, double timeout)
+{
+    int fds[2];
+    cr_assert_eq(pipe(fds), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        setpgid(0, 0);
+        dup2(fds[1], 1);
+        close(fds[0]);
+        close(fds[1]);
+        /* mpirun refuses root without these (containers, CI). */
+        setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
+        setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    close(fds[1]);
+    size_t got = 0;
+    double end = mp_test_now() + timeout;
+    while (got + 1 < cap) {
+        double left = end - mp_test_now();
+        if (left <= 0)
+            break;
+        ssize_t r = mp_test_read(fds[0], out + got, 1, left);
+        if (r <= 0)
+            break;
+        got += (size_t)r;
+    }
+    out[got] = '\0';
+    close(fds[0]);
+    double left = end - mp_test_now();
+    int st = mp_test_waitpid(pid, left > 0 ? left : 0.01);
+    if (st < 0) {
+        kill(-pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+    }
+    return st;
+}
+
+static void expect_ok(int st, const char *out, const char *last)
+{
+    cr_assert(st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "status %#x, output:\n%s", st,
+              out);
+    cr_assert(strstr(out, last) != NULL, "no \"%s\" in:\n%s", last, out);
+}
+
+static void contract(const char *kind)
+{
+    char out[4096];
+    char *argv[] = {(char *)contract_path(), (char *)kind, NULL};
+    expect_ok(run(argv, out, sizeof out, MP_TMO(60)), out, "all ok\n");
+}
+
+Test(pool_contract, process_pool, .timeout = MP_TMO(90)) { contract("process"); }
+
+Test(pool_contract, thread_pool, .timeout = MP_TMO(90)) { contract("thread"); }
+
+Test(pool_mpi, outside_mpirun, .timeout = MP_TMO(30))
+{
+    unsetenv("OMPI_COMM_WORLD_RANK");
+    unsetenv("PMI_RANK");
+    cr_assert_eq(mp_mpi_rank(), -1);
+    char out[4096];
+    char *argv[] = {(char *)contract_path(), "solo", NULL};
+    expect_ok(run(argv, out, sizeof out, MP_TMO(20)), out, "ok solo\n");
+}
+
+#ifdef MP_MPIEXEC
+
+static void under_mpirun(const char *ranks, const char *mode, const char *last, double tmo)
+{
+    char out[4096];
+    char *argv[] = {MP_MPIEXEC, "-n", (char *)ranks, "--oversubscribe",
+                    (char *)contract_path(), (char *)mode, NULL};
+    expect_ok(run(argv, out, sizeof out, tmo), out, last);
+}
+
+/* The acceptance test: the same program as the process pool's, the pool
+ * kind aside, with a segfaulting task (MP_EWORKER) and the job going on. */
+Test(pool_mpi, contract_on_3_ranks, .timeout = MP_TMO(120))
+{
+    under_mpirun("3", "mpi", "all ok\n", MP_TMO(100));
+}
+
+Test(pool_mpi, contract_on_5_ranks, .timeout = MP_TMO(120))
+{
+    under_mpirun("5", "mpi", "all ok\n", MP_TMO(100));
+}
+
+Test(pool_mpi, one_rank_has_no_workers, .timeout = MP_TMO(60))
+{
+    under_mpirun("1", "solo", "ok solo\n", MP_TMO(50));
+}
+
+Test(pool_mpi, exit_with_pool_open, .timeout = MP_TMO(60))
+{
+    /* The open task sleeps 60 s: ending well before means it was
+     * terminated and the ranks released. */
+    double t0 = mp_test_now();
+    under_mpirun("3", "exit", "ok left open\n", MP_TMO(50));
+    cr_assert_lt(mp_test_now() - t0, MP_TMO(40));
+}
+
+#else
+
+Test(pool_mpi, built_without_mpi)
+{
+    mp_pool *p = NULL;
+    mp_pool_opts o = {.kind = MP_POOL_MPI};
+    mp_expect_rc(mp_pool_new(&p, &o), MP_ENOMPI);
+    cr_skip_test("mproc was built without MPI: MPI pools not tested");
+}
+
+#endif
