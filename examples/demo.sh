@@ -64,4 +64,14 @@ show s004_coroutine_producer_consumer "seed 004/6 协程: a producer and a consu
 show co_crawler            "coroutines: fetch six pages at once, each with a timeout"
 show co_echo_server        "coroutines: one thread serves 10,000 clients at once"
 
+# MPI pools, when mpirun is here: the same pool.map over eleven ranks.
+if command -v mpirun >/dev/null 2>&1 && [ -x "$dir/mpi_pool_map_speed" ]; then
+    printf '\n=== %s — %s\n' mpi_pool_map_speed "seed 000/1 over MPI: mpirun -n 11, ten worker ranks"
+    if ! OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
+        timeout 60 mpirun -n 11 --oversubscribe "$dir/mpi_pool_map_speed"; then
+        echo "demo: mpi_pool_map_speed failed" >&2
+        failed=1
+    fi
+fi
+
 exit $failed

@@ -7,7 +7,7 @@ set -eu
 want="cmake make gcc pkg-config libsodium-dev"
 for what in "$@"; do
     case "$what" in
-    test) want="$want libcriterion-dev" ;;
+    test) want="$want libcriterion-dev libopenmpi-dev openmpi-bin" ;;
     bench) want="$want python3 gnuplot-nox g++ libboost-dev libzmq3-dev" ;;
     fuzz)
         want="$want clang"

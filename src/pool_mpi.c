@@ -501,24 +501,27 @@ static int send_job(sender *sd, unsigned w, out_slot *o, job *j)
     return 0;
 }
 
-/* Hand out tasks to every rank with room. */
+/* Hand out tasks: first one to each idle rank, then one more to each rank
+ * (so that it has the next at hand when it ends one), up to DEPTH. */
 static bool dispatch(sender *sd)
 {
     bool progress = false;
-    for (unsigned w = 0; w < sd->nranks; w++) {
-        while (sd->nout[w] < DEPTH) {
-            job *j = mp__pool_take(sd->s, w);
-            if (j == NULL)
-                return progress;
-            progress = true;
-            if (!mp__pool_job_begin(sd->s, w, j))
-                continue; /* cancelled while queued */
-            out_slot *o = &sd->slots[w * DEPTH];
-            while (o->busy)
-                o++;
-            int rc = send_job(sd, w, o, j);
-            if (rc < 0)
-                fail_job(sd, w, j, rc);
+    for (unsigned depth = 1; depth <= DEPTH; depth++) {
+        for (unsigned w = 0; w < sd->nranks; w++) {
+            while (sd->nout[w] < depth) {
+                job *j = mp__pool_take(sd->s, w);
+                if (j == NULL)
+                    return progress;
+                progress = true;
+                if (!mp__pool_job_begin(sd->s, w, j))
+                    continue; /* cancelled while queued */
+                out_slot *o = &sd->slots[w * DEPTH];
+                while (o->busy)
+                    o++;
+                int rc = send_job(sd, w, o, j);
+                if (rc < 0)
+                    fail_job(sd, w, j, rc);
+            }
         }
     }
     return progress;

@@ -123,6 +123,23 @@ Test(pool_mpi, exit_with_pool_open, .timeout = MP_TMO(60))
     cr_assert_lt(mp_test_now() - t0, MP_TMO(40));
 }
 
+/* The example: seed 000's ten one-second tasks over ten worker ranks take
+ * about a second, not ten. */
+Test(pool_mpi, example_speed_on_11_ranks, .timeout = MP_TMO(90))
+{
+    const char *dir = getenv("MPROC_TEST_BINARY_DIR");
+    char prog[4096], out[4096];
+    snprintf(prog, sizeof prog, "%s/examples/mpi_pool_map_speed", dir ? dir : ".");
+    if (access(prog, X_OK) != 0)
+        cr_skip_test("examples not built");
+    char *argv[] = {MP_MPIEXEC, "-n", "11", "--oversubscribe", prog, NULL};
+    expect_ok(run(argv, out, sizeof out, MP_TMO(80)), out, "[1, 4, 9, 16, 25, 36, 49, 64, 81, 100]\n");
+    double t = 0;
+    const char *line = strstr(out, "over MPI ranks: ");
+    cr_assert(line && sscanf(line, "over MPI ranks: %lf s", &t) == 1, "output:\n%s", out);
+    cr_assert(t >= 0.99 && t < 5, "map took %.2f s", t);
+}
+
 #else
 
 Test(pool_mpi, built_without_mpi)
