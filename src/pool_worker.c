@@ -118,6 +118,7 @@ static _Thread_local unsigned pushed_quietly; /* since we last woke the collecto
 void mp__pool_push_done(pool_shm *s, unsigned w, job *j)
 {
     worker_slot *ws = &s->workers[w];
+    uint32_t notify = j->notify; /* once pushed, the job is the collector's */
     job *head = atomic_load(&ws->done_head);
     do
         j->next_done = head;
@@ -126,7 +127,7 @@ void mp__pool_push_done(pool_shm *s, unsigned w, job *j)
      * chunks, pending tasks, a join) and, for plain tasks, once a batch of
      * them has piled up, so their memory is recycled. */
     if (atomic_load(&s->collector_sleeping) &&
-        (j->notify || atomic_load(&s->want_notify) || ++pushed_quietly >= 256)) {
+        (notify || atomic_load(&s->want_notify) || ++pushed_quietly >= 256)) {
         pushed_quietly = 0;
         mp__notify(s->notify_fd);
     }
