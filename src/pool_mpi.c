@@ -2,8 +2,10 @@
  * as its workers.
  *
  * Rank 0: the pool's one worker thread is a sender.  For each worker rank
- * it keeps up to DEPTH tasks out (so the next task is already there when
- * one ends), taking them from the ring as a worker would; it polls for
+ * it keeps tasks out ahead of the one running (so the next is already there
+ * when one ends: up to DEPTH_SHORT while tasks are short, DEPTH_LONG once
+ * they take long enough that a queue would only unbalance the ranks),
+ * taking them from the ring as a worker would; it polls for
  * their results and ends the jobs as a worker does, so that results,
  * callbacks, map, imap, close, join and terminate are the engine's own.
  *
@@ -62,11 +64,13 @@ int mp_mpi_finalize(void) { return 0; }
 
 enum { TAG_OPEN = 1, TAG_TASK, TAG_RESULT, TAG_CLOSE, TAG_TERMINATE, TAG_CLOSED, TAG_SHUTDOWN };
 
-#define DEPTH 2                 /* tasks sent ahead to each rank */
+#define DEPTH 16                /* at most, tasks out to one rank */
+#define DEPTH_LONG 2            /* ... when tasks take LONG_NS or more */
+#define LONG_NS 500000
 #define SPIN_ROUNDS 256         /* polls (with yields) before napping */
 #define NAP_MIN_NS 20000
 #define NAP_MAX_NS 1000000      /* an idle rank notices a task within 1 ms */
-#define SLICE_S 0.01            /* a worker rank looks for terminate this often */
+#define SLICE_S 0.001           /* a busy worker rank looks for messages this often */
 
 /* Pool settings, rank 0 -> each worker rank; the initializer's argument
  * follows. */
@@ -159,39 +163,28 @@ static void *receive(const MPI_Status *st, bool heap, int *len)
 
 /* ==== worker ranks ==== */
 
+/* A task received and started on the local pool, not yet answered. */
+typedef struct {
+    task_msg *t;                /* the message (a heap block: items in place) */
+    mp_result *r;               /* apply */
+    mp_iter *it;                /* chunk: items come back in order */
+    char *msg;                  /* chunk: the reply being filled */
+    size_t k, nerrs, cap;       /* chunk: items read, failures, their room */
+} entry;
+
+#define MAX_ENTRIES (2 * DEPTH)
+
 typedef struct {
     mp_pool *local;
     int local_err;              /* the local pool could not start */
     int open_err;               /* this pool's initializer has no name here */
     void *initarg;              /* heap copy for the local workers */
-    bool terminating;           /* cancel until the TERMINATE message */
+    entry q[MAX_ENTRIES];       /* started tasks, oldest first */
+    unsigned head, n;
 } server;
-
-static bool terminate_pending(void)
-{
-    int flag = 0;
-    MPI_Status st;
-    MPI_Iprobe(0, TAG_TERMINATE, M.comm, &flag, &st);
-    return flag;
-}
-
-/* While a local task runs: true once rank 0 has terminated the pool
- * (tasks are then cancelled until its TERMINATE message is read). */
-static bool terminate_seen(server *sv)
-{
-    if (!sv->terminating && terminate_pending())
-        sv->terminating = true;
-    return sv->terminating;
-}
-
-/* Kill the local worker: the task it runs fails with MP_ECANCELED.  The
- * caller cancels its queued work first, so that none of it starts on the
- * worker that replaces it. */
-static void kill_local(server *sv) { mp__pool_restart(sv->local, NULL, NULL, 0, 0); }
 
 static void handle_open(server *sv, const void *buf, int len)
 {
-    sv->terminating = false;
     sv->open_err = 0;
     if (buf == NULL || (size_t)len < sizeof(open_msg)) {
         sv->open_err = buf == NULL ? -ENOMEM : -EPROTO;
@@ -234,163 +227,245 @@ static void reply_failure(uint64_t id, int code)
     reply(&r, sizeof r);
 }
 
-static void run_apply(server *sv, const task_msg *t, mp_task_fn fn)
+static size_t errs_at(const task_msg *t)
 {
-    mp_task_opts o = {.timeout = t->timeout_ns > 0 ? (double)t->timeout_ns / 1e9 : -1};
-    mp_result *r = NULL;
-    int rc = mp_pool_apply_async(sv->local, fn, t + 1, t->len, &o, &r);
-    if (rc < 0) {
-        reply_failure(t->id, rc);
-        return;
+    return sizeof(result_msg) + align8((size_t)t->count * t->out_size);
+}
+
+/* Start a task on the local pool: 0, or the failure to answer with. */
+static int start_task(server *sv, entry *e, task_msg *t, int len)
+{
+    memset(e, 0, sizeof *e);
+    e->t = t;
+    if (t->len > (size_t)len - sizeof *t ||
+        (t->kind == JOB_CHUNK && (t->in_size == 0 || t->len != t->count * t->in_size)) ||
+        (t->kind != JOB_CHUNK && t->kind != JOB_APPLY))
+        return -EPROTO;
+    if (sv->local == NULL)
+        return sv->local_err;
+    if (sv->open_err)
+        return sv->open_err;
+    mp__anyfn fn = NULL;
+    if (mp__fnref_resolve(&t->fn, &fn) < 0)
+        return MP_EFUNC;
+    if (t->kind == JOB_APPLY) {
+        mp_task_opts o = {.timeout = t->timeout_ns > 0 ? (double)t->timeout_ns / 1e9 : -1};
+        return mp_pool_apply_async(sv->local, (mp_task_fn)fn, t + 1, t->len, &o, &e->r);
     }
-    bool killed = false;
-    while (mp_result_wait(r, SLICE_S) == MP_ETIMEDOUT)
-        if (!killed && terminate_seen(sv)) {
-            mp_result_cancel(r);
-            kill_local(sv);
-            killed = true;
-        }
+    if ((uint64_t)t->count * t->out_size > INT_MAX)
+        return MP_ETOOBIG;
+    e->cap = 16;
+    e->msg = malloc(errs_at(t) + e->cap * sizeof(mp_map_error));
+    if (e->msg == NULL)
+        return -ENOMEM;
+    int rc = mp_pool_imap(sv->local, (mp_map_fn)fn, t + 1, t->count, t->in_size, t->out_size,
+                          0, true, &e->it);
+    if (rc < 0) {
+        free(e->msg);
+        e->msg = NULL;
+    }
+    return rc;
+}
+
+/* Release an answered entry. */
+static void drop(entry *e)
+{
+    mp_result_free(e->r);
+    mp_iter_free(e->it);
+    free(e->msg);
+    mp__heap_free(e->t);
+    memset(e, 0, sizeof *e);
+}
+
+static void answer_apply(entry *e, int force)
+{
     const void *res = NULL;
     size_t len = 0;
-    result_msg h = {.id = t->id};
-    mp_result_get(r, 0, &res, &len);
-    mp_result_info(r, &h.info);
+    result_msg h = {.id = e->t->id};
+    mp_result_get(e->r, 0, &res, &len);
+    mp_result_info(e->r, &h.info);
+    if (force)
+        h.info = (mp_task_info){.code = force};
     if (h.info.code != 0)
         len = 0;
     h.len = len;
-    char *msg = malloc(sizeof h + len);
-    if (msg == NULL || sizeof h + len > INT_MAX) {
-        free(msg);
-        mp_result_free(r);
-        reply_failure(t->id, msg ? MP_ETOOBIG : -ENOMEM);
+    char *msg = sizeof h + len <= INT_MAX ? malloc(sizeof h + len) : NULL;
+    if (msg == NULL) {
+        reply_failure(h.id, sizeof h + len > INT_MAX ? MP_ETOOBIG : -ENOMEM);
         return;
     }
     memcpy(msg, &h, sizeof h);
     if (len)
         memcpy(msg + sizeof h, res, len);
-    mp_result_free(r);
     reply(msg, sizeof h + len);
     free(msg);
 }
 
-static void run_chunk(server *sv, const task_msg *t, mp_map_fn fn)
+/* Read the chunk's items that are ready (waiting up to timeout for the
+ * next).  Returns 1 when every item is in, 0 if not yet, or a failure of
+ * the whole chunk (the local pool stopped, no memory). */
+static int drain_chunk(entry *e, double timeout)
 {
-    size_t n = t->count, outb = n * t->out_size, errs_at = sizeof(result_msg) + align8(outb);
-    size_t cap = 16, nerrs = 0;
-    char *msg = malloc(errs_at + cap * sizeof(mp_map_error));
-    mp_iter *it = NULL;
-    int rc = msg ? mp_pool_imap(sv->local, fn, t + 1, n, t->in_size, t->out_size, 0, true, &it)
-                 : -ENOMEM;
-    for (size_t k = 0; rc == 0 && k < n;) {
+    const task_msg *t = e->t;
+    while (e->k < t->count) {
         size_t idx = 0;
         mp_task_info info = {0};
-        int item = mp__iter_next_info(it, msg + sizeof(result_msg) + k * t->out_size, &idx,
-                                      SLICE_S, &info);
-        if (item == MP_ETIMEDOUT) {
-            if (terminate_seen(sv)) {
-                mp__iter_cancel(it);
-                kill_local(sv);
-                rc = MP_ECANCELED;
-                break;
-            }
-            continue;
-        }
-        if (item == MP_ECANCELED || item == MP_EDONE || (item < 0 && info.code == 0)) {
-            rc = item == MP_EDONE ? MP_ECANCELED : item; /* the local pool stopped */
-            break;
-        }
+        int item = mp__iter_next_info(e->it, e->msg + sizeof(result_msg) + e->k * t->out_size,
+                                      &idx, timeout, &info);
+        if (item == MP_ETIMEDOUT)
+            return 0;
+        if (item == MP_ECANCELED || item == MP_EDONE || (item < 0 && info.code == 0))
+            return item == MP_EDONE ? MP_ECANCELED : item;
         if (item != 0) {
-            if (nerrs == cap) {
-                char *m2 = realloc(msg, errs_at + 2 * cap * sizeof(mp_map_error));
-                if (m2 == NULL) {
-                    rc = -ENOMEM;
-                    break;
-                }
-                msg = m2;
-                cap *= 2;
+            if (e->nerrs == e->cap) {
+                char *m2 = realloc(e->msg, errs_at(t) + 2 * e->cap * sizeof(mp_map_error));
+                if (m2 == NULL)
+                    return -ENOMEM;
+                e->msg = m2;
+                e->cap *= 2;
             }
-            mp_map_error *e = (mp_map_error *)(void *)(msg + errs_at);
-            e[nerrs].index = idx;
-            e[nerrs].info = info;
-            nerrs++;
+            mp_map_error *errs = (mp_map_error *)(void *)(e->msg + errs_at(t));
+            errs[e->nerrs].index = idx;
+            errs[e->nerrs].info = info;
+            e->nerrs++;
         }
-        k++;
+        e->k++;
+        timeout = 0;
     }
-    mp_iter_free(it);
-    size_t total = errs_at + nerrs * sizeof(mp_map_error);
-    if (rc == 0 && sv->terminating)
-        rc = MP_ECANCELED; /* no item counts: the pool is going */
-    if (rc == 0 && total > INT_MAX)
-        rc = MP_ETOOBIG;
-    if (rc < 0) {
-        free(msg);
-        reply_failure(t->id, rc);
-        return;
-    }
-    result_msg h = {.id = t->id, .len = outb, .nerrs = nerrs};
-    memcpy(msg, &h, sizeof h);
-    reply(msg, total);
-    free(msg);
+    return 1;
 }
 
-static void handle_task(server *sv, void *buf, int len)
+static void answer_chunk(entry *e, int rc)
 {
-    if (buf == NULL || (size_t)len < sizeof(task_msg)) {
-        /* Nothing to answer to without the header. */
-        if (buf)
-            mp__heap_free(buf);
+    if (rc < 0) {
+        reply_failure(e->t->id, rc);
         return;
     }
-    task_msg *t = buf;
-    mp__anyfn fn = NULL;
-    int code = 0;
-    if (t->len > (size_t)len - sizeof *t ||
-        (t->kind == JOB_CHUNK && (t->in_size == 0 || t->len != t->count * t->in_size)))
-        code = -EPROTO;
-    else if (sv->terminating)
-        code = MP_ECANCELED;
-    else if (sv->local == NULL)
-        code = sv->local_err;
-    else if (sv->open_err)
-        code = sv->open_err;
-    else if (mp__fnref_resolve(&t->fn, &fn) < 0)
-        code = MP_EFUNC;
-    if (code)
-        reply_failure(t->id, code);
-    else if (t->kind == JOB_APPLY)
-        run_apply(sv, t, (mp_task_fn)fn);
-    else
-        run_chunk(sv, t, (mp_map_fn)fn);
-    mp__heap_free(buf);
+    result_msg h = {.id = e->t->id, .len = (size_t)e->t->count * e->t->out_size,
+                    .nerrs = e->nerrs};
+    size_t total = errs_at(e->t) + e->nerrs * sizeof(mp_map_error);
+    if (total > INT_MAX) {
+        reply_failure(h.id, MP_ETOOBIG);
+        return;
+    }
+    memcpy(e->msg, &h, sizeof h);
+    reply(e->msg, total);
 }
 
+/* Wait up to timeout for the oldest task; answer it if it has ended. */
+static bool finish_oldest(server *sv, double timeout)
+{
+    entry *e = &sv->q[sv->head];
+    if (e->r) {
+        if (mp_result_wait(e->r, timeout) != 0)
+            return false;
+        answer_apply(e, 0);
+    } else {
+        int rc = drain_chunk(e, timeout);
+        if (rc == 0)
+            return false;
+        answer_chunk(e, rc);
+    }
+    drop(e);
+    sv->head = (sv->head + 1) % MAX_ENTRIES;
+    sv->n--;
+    return true;
+}
+
+/* Rank 0 terminated the pool: nothing started may go on.  Cancel what
+ * has not started, kill the local worker (what it runs fails), and
+ * answer everything with MP_ECANCELED. */
+static void terminate_all(server *sv)
+{
+    for (unsigned i = 0; i < sv->n; i++) {
+        entry *e = &sv->q[(sv->head + i) % MAX_ENTRIES];
+        if (e->r)
+            mp_result_cancel(e->r);
+        else
+            mp__iter_cancel(e->it);
+    }
+    if (sv->n)
+        mp__pool_restart(sv->local, NULL, NULL, 0, 0);
+    while (sv->n) {
+        entry *e = &sv->q[sv->head];
+        if (e->r) {
+            mp_result_wait(e->r, MP_FOREVER);
+            answer_apply(e, MP_ECANCELED);
+        } else {
+            reply_failure(e->t->id, MP_ECANCELED);
+        }
+        drop(e);
+        sv->head = (sv->head + 1) % MAX_ENTRIES;
+        sv->n--;
+    }
+}
+
+/* Handle one message; false on SHUTDOWN. */
+static bool handle(server *sv, const MPI_Status *st)
+{
+    int len;
+    void *buf = receive(st, st->MPI_TAG == TAG_TASK, &len);
+    switch (st->MPI_TAG) {
+    case TAG_TASK: {
+        if (buf == NULL || (size_t)len < sizeof(task_msg)) {
+            if (buf)
+                mp__heap_free(buf); /* no header: nothing to answer to */
+            return true;
+        }
+        if (sv->n == MAX_ENTRIES) /* rank 0 keeps DEPTH out: cannot happen */
+            finish_oldest(sv, MP_FOREVER);
+        entry *e = &sv->q[(sv->head + sv->n) % MAX_ENTRIES];
+        int rc = start_task(sv, e, buf, len);
+        if (rc < 0) {
+            reply_failure(e->t->id, rc);
+            drop(e);
+        } else {
+            sv->n++;
+        }
+        return true;
+    }
+    case TAG_OPEN:
+        handle_open(sv, buf, len);
+        break;
+    case TAG_TERMINATE:
+        terminate_all(sv);
+        MPI_Send(NULL, 0, MPI_BYTE, 0, TAG_CLOSED, M.comm);
+        break;
+    case TAG_CLOSE:
+        while (sv->n) /* rank 0 closes once all is answered: cannot wait */
+            finish_oldest(sv, MP_FOREVER);
+        MPI_Send(NULL, 0, MPI_BYTE, 0, TAG_CLOSED, M.comm);
+        break;
+    case TAG_SHUTDOWN:
+        free(buf);
+        return false;
+    default:
+        break;
+    }
+    free(buf);
+    return true;
+}
+
+/* Tasks are started as soon as they arrive (the local worker finds the
+ * next one queued when it ends one) and answered in order; between waits
+ * for the oldest, new messages are taken in. */
 static void serve(server *sv)
 {
     for (;;) {
         MPI_Status st;
-        wait_message(0, MPI_ANY_TAG, &st);
-        int len;
-        void *buf = receive(&st, st.MPI_TAG == TAG_TASK, &len);
-        switch (st.MPI_TAG) {
-        case TAG_OPEN:
-            handle_open(sv, buf, len);
-            break;
-        case TAG_TASK:
-            handle_task(sv, buf, len);
-            buf = NULL;
-            break;
-        case TAG_CLOSE:
-        case TAG_TERMINATE:
-            sv->terminating = false;
-            MPI_Send(NULL, 0, MPI_BYTE, 0, TAG_CLOSED, M.comm);
-            break;
-        case TAG_SHUTDOWN:
-            free(buf);
-            return;
-        default:
-            break;
+        int flag = 0;
+        if (sv->n == 0) {
+            wait_message(0, MPI_ANY_TAG, &st);
+            flag = 1;
+        } else {
+            MPI_Iprobe(0, MPI_ANY_TAG, M.comm, &flag, &st);
         }
-        free(buf);
+        if (flag) {
+            if (!handle(sv, &st))
+                return;
+            continue;
+        }
+        finish_oldest(sv, SLICE_S);
     }
 }
 
@@ -408,6 +483,7 @@ static _Noreturn void worker_rank_main(bool mpi_was_up)
     }
     MPI_Comm_dup(MPI_COMM_WORLD, &M.comm);
     serve(&sv);
+    terminate_all(&sv);
     mp_pool_free(sv.local);
     if (sv.initarg)
         mp__heap_free(sv.initarg);
@@ -431,6 +507,8 @@ typedef struct {
     unsigned nranks;
     out_slot *slots;            /* nranks * DEPTH */
     unsigned *nout;             /* per rank: tasks out */
+    int64_t *last_end;          /* per rank: when its last answer came */
+    int64_t task_ns;            /* a rank's time per task (moving average) */
     size_t total;
 } sender;
 
@@ -502,11 +580,12 @@ static int send_job(sender *sd, unsigned w, out_slot *o, job *j)
 }
 
 /* Hand out tasks: first one to each idle rank, then one more to each rank
- * (so that it has the next at hand when it ends one), up to DEPTH. */
+ * (so that it has the next at hand when it ends one), and so on. */
 static bool dispatch(sender *sd)
 {
     bool progress = false;
-    for (unsigned depth = 1; depth <= DEPTH; depth++) {
+    unsigned most = sd->task_ns < LONG_NS ? DEPTH : DEPTH_LONG;
+    for (unsigned depth = 1; depth <= most; depth++) {
         for (unsigned w = 0; w < sd->nranks; w++) {
             while (sd->nout[w] < depth) {
                 job *j = mp__pool_take(sd->s, w);
@@ -625,6 +704,12 @@ static bool collect(sender *sd)
             continue;
         }
         out_slot *o = &sd->slots[k];
+        /* A rank with more than one task out works back to back: the time
+         * between its answers is its time per task. */
+        int64_t t = mp__now_ns();
+        if (sd->nout[w] > 1 && sd->last_end[w])
+            sd->task_ns += (t - sd->last_end[w] - sd->task_ns) / 8;
+        sd->last_end[w] = t;
         /* The rank answered, so it has our task: its send is complete. */
         MPI_Wait(&o->req, MPI_STATUS_IGNORE);
         free(o->sbuf);
@@ -743,6 +828,7 @@ static void *sender_main(void *arg)
     }
     free(sd->slots);
     free(sd->nout);
+    free(sd->last_end);
     free(sd);
     mp__mpi_pool_release();
     atomic_store(&s->workers[0].exited, 1);
@@ -759,10 +845,13 @@ int mp__mpi_pool_start(pool_shm *s, pthread_t *th)
     sd->nranks = s->nworkers;
     sd->slots = calloc((size_t)sd->nranks * DEPTH, sizeof *sd->slots);
     sd->nout = calloc(sd->nranks, sizeof *sd->nout);
-    int rc = sd->slots && sd->nout ? -pthread_create(th, NULL, sender_main, sd) : -ENOMEM;
+    sd->last_end = calloc(sd->nranks, sizeof *sd->last_end);
+    int rc = sd->slots && sd->nout && sd->last_end ? -pthread_create(th, NULL, sender_main, sd)
+                                                   : -ENOMEM;
     if (rc < 0) {
         free(sd->slots);
         free(sd->nout);
+        free(sd->last_end);
         free(sd);
     }
     return rc;
