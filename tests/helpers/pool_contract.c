@@ -97,6 +97,16 @@ static int nap(const void *arg, size_t len, mp_buf *res)
     return mp_buf_append(res, &s, sizeof s);
 }
 
+static int nap_item(const void *in, void *out)
+{
+    double s = *(const double *)in;
+    struct timespec ts = {(time_t)s, (long)((s - (time_t)s) * 1e9)};
+    while (nanosleep(&ts, &ts) != 0)
+        ;
+    *(double *)out = s;
+    return 0;
+}
+
 static int whoami(const void *arg, size_t len, mp_buf *res)
 {
     int v[2] = {mp_pool_worker_index(), (int)getpid()};
@@ -337,6 +347,21 @@ static void check_timeouts(void)
     void *res = NULL;
     CHECK_RC(mp_pool_apply(p, nap, &s, sizeof s, &res, NULL), 0);
     free(res);
+    done(p);
+
+    /* The pool's limit holds per map item: the slow item alone fails. */
+    p = pool(0, 0.5);
+    double naps[6] = {0.01, 0.01, 0.01, 30, 0.01, 0.01}, outs[6] = {0};
+    mp_map_error *errs = NULL;
+    size_t nerrs = 0;
+    t0 = now();
+    CHECK_RC(mp_pool_map_ex(p, nap_item, naps, 6, sizeof(double), outs, sizeof(double), 1,
+                            &errs, &nerrs), MP_EDEADLINE);
+    CHECK(now() - t0 < 10);
+    CHECK(nerrs == 1 && errs[0].index == 3 && errs[0].info.code == MP_EDEADLINE);
+    for (int i = 0; i < 6; i++)
+        CHECK(i == 3 || outs[i] == naps[i]);
+    free(errs);
     done(p);
     puts("ok timeouts");
 }
