@@ -4,7 +4,8 @@
  * same machine (impl "process"), and Python's multiprocessing.Pool(N).
  *   mpi.map_1M_wN        map of x * 3 over 1,000,000 int64, items/s
  *   mpi.apply_rtt_wN     apply_async + get of an empty task, one at a time
- *   mpi.apply_async_wN   10,000 empty tasks in flight, then every get:
+ *   mpi.apply_async_wN   10,000 tasks echoing an int in flight, then every
+ *                        get:
  *                        the per-task overhead docs/PERFORMANCE.md's model
  *                        is built from
  *
@@ -33,6 +34,11 @@ static int empty_task(const void *arg, size_t len, mp_buf *res)
     return 0;
 }
 
+static int echo_int(const void *arg, size_t len, mp_buf *res)
+{
+    return mp_buf_append(res, arg, len);
+}
+
 typedef struct {
     mp_pool *pool;
     int64_t *in, *out;
@@ -55,8 +61,12 @@ static double rtt_body(void *arg, uint64_t n)
 {
     ctx *c = arg;
     double t0 = mp_bench_now();
-    for (uint64_t i = 0; i < n; i++)
-        MP_BENCH_CHECK(mp_pool_apply(c->pool, empty_task, NULL, 0, NULL, NULL) == 0);
+    for (uint64_t i = 0; i < n; i++) {
+        mp_result *r;
+        MP_BENCH_CHECK(mp_pool_apply_async(c->pool, empty_task, NULL, 0, NULL, &r) == 0);
+        MP_BENCH_CHECK(mp_result_get(r, MP_FOREVER, NULL, NULL) == 0);
+        mp_result_free(r);
+    }
     return mp_bench_now() - t0;
 }
 
@@ -66,14 +76,17 @@ static double inflight_body(void *arg, uint64_t n)
     mp_result **rs = malloc(n * sizeof *rs);
     MP_BENCH_CHECK(rs != NULL);
     double t0 = mp_bench_now();
-    for (uint64_t i = 0; i < n; i++)
-        MP_BENCH_CHECK(mp_pool_apply_async(c->pool, empty_task, NULL, 0, NULL, &rs[i]) == 0);
-    MP_BENCH_CHECK(mp_result_wait_all(rs, n, MP_FOREVER) == 0);
-    double t = mp_bench_now() - t0;
     for (uint64_t i = 0; i < n; i++) {
-        MP_BENCH_CHECK(mp_result_get(rs[i], 0, NULL, NULL) == 0);
+        int v = (int)i;
+        MP_BENCH_CHECK(mp_pool_apply_async(c->pool, echo_int, &v, sizeof v, NULL, &rs[i]) == 0);
+    }
+    for (uint64_t i = 0; i < n; i++) {
+        const void *res;
+        MP_BENCH_CHECK(mp_result_get(rs[i], MP_FOREVER, &res, NULL) == 0);
+        MP_BENCH_CHECK(*(const int *)res == (int)i);
         mp_result_free(rs[i]);
     }
+    double t = mp_bench_now() - t0;
     free(rs);
     return t;
 }

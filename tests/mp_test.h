@@ -8,6 +8,7 @@
 #include <criterion/criterion.h>
 #endif
 #include <errno.h>
+#include <stdio.h>
 #include <stdbool.h>
 #include <poll.h>
 #include <signal.h>
@@ -84,6 +85,50 @@ static inline int mp_test_waitpid(pid_t pid, double timeout)
     int st;
     if (rc <= 0 || waitpid(pid, &st, 0) != pid)
         return -1;
+    return st;
+}
+
+/* Run argv (a path and its arguments) with its stdout captured in out (at
+ * most cap-1 bytes, NUL-terminated).  Returns its wait status, or -1 if it
+ * did not end within timeout s (then it and its process group are
+ * killed). */
+static inline int mp_test_run(char *const argv[], char *out, size_t cap, double timeout)
+{
+    int fds[2];
+    if (pipe(fds) != 0)
+        return -1;
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        setpgid(0, 0);
+        dup2(fds[1], 1);
+        close(fds[0]);
+        close(fds[1]);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    close(fds[1]);
+    size_t got = 0;
+    double end = mp_test_now() + timeout;
+    while (got + 1 < cap) {
+        double left = end - mp_test_now();
+        if (left <= 0)
+            break;
+        ssize_t r = mp_test_read(fds[0], out + got, 1, left);
+        if (r <= 0)
+            break;
+        got += (size_t)r;
+    }
+    out[got] = '\0';
+    close(fds[0]);
+    double left = end - mp_test_now();
+    int st = mp_test_waitpid(pid, left > 0 ? left : 0.01);
+    if (st < 0) {
+        kill(-pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+    }
     return st;
 }
 

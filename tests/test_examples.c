@@ -14,33 +14,8 @@ static int run_example(const char *name, char *out, size_t cap, double timeout)
     char path[4096];
     snprintf(path, sizeof path, "%s/examples/%s", dir ? dir : ".", name);
     cr_assert_eq(access(path, X_OK), 0, "example %s is built", path);
-    int fds[2];
-    cr_assert_eq(pipe(fds), 0);
-    fflush(NULL);
-    pid_t pid = fork();
-    cr_assert_geq(pid, 0);
-    if (pid == 0) {
-        dup2(fds[1], 1);
-        close(fds[0]);
-        close(fds[1]);
-        execl(path, name, (char *)NULL);
-        _exit(127);
-    }
-    close(fds[1]);
-    size_t got = 0;
-    double end = mp_test_now() + timeout;
-    for (;;) {
-        double left = end - mp_test_now();
-        if (left <= 0 || got + 1 >= cap)
-            break;
-        ssize_t r = mp_test_read(fds[0], out + got, 1, left);
-        if (r <= 0)
-            break;
-        got += (size_t)r;
-    }
-    out[got] = '\0';
-    close(fds[0]);
-    return mp_test_waitpid(pid, end - mp_test_now() > 0 ? end - mp_test_now() : 0.01);
+    char *argv[] = {path, NULL};
+    return mp_test_run(argv, out, cap, timeout);
 }
 
 static void expect_success(int st, const char *out)

@@ -16,60 +16,6 @@ static const char *contract_path(void)
     return path;
 }
 
-/* Run argv with its stdout captured (at most cap-1 bytes); return its wait
- * status, or -1 if it did not end within timeout s (then it is killed). */
-static int run(char *const argv[], char *out, size_t cap, double timeout)
-{
-    int fds[2];
-    cr_assert_eq(pipe(fds), 0);
-    fflush(NULL);
-    pid_t pid = fork();
-    cr_assert_geq(pid, 0);
-    if (pid == 0) {
-        setpgid(0, 0);
-        dup2(fds[1], 1);
-        close(fds[0]);
-        close(fds[1]);
-        /* mpirun refuses root without these (containers, CI). */
-        setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
-        setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
-#ifdef MP_MPIEXEC
-        if (strcmp(argv[0], MP_MPIEXEC) == 0) {
-            /* Open MPI does not free what it keeps until exit (nor do
-             * the ranks' exit handlers when a pool is left open): leak
-             * reports would be its, not ours. */
-            const char *a = getenv("ASAN_OPTIONS");
-            char opts[1024];
-            snprintf(opts, sizeof opts, "%s%sdetect_leaks=0", a ? a : "", a ? ":" : "");
-            setenv("ASAN_OPTIONS", opts, 1);
-        }
-#endif
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    close(fds[1]);
-    size_t got = 0;
-    double end = mp_test_now() + timeout;
-    while (got + 1 < cap) {
-        double left = end - mp_test_now();
-        if (left <= 0)
-            break;
-        ssize_t r = mp_test_read(fds[0], out + got, 1, left);
-        if (r <= 0)
-            break;
-        got += (size_t)r;
-    }
-    out[got] = '\0';
-    close(fds[0]);
-    double left = end - mp_test_now();
-    int st = mp_test_waitpid(pid, left > 0 ? left : 0.01);
-    if (st < 0) {
-        kill(-pid, SIGKILL);
-        waitpid(pid, NULL, 0);
-    }
-    return st;
-}
-
 static void expect_ok(int st, const char *out, const char *last)
 {
     cr_assert(st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "status %#x, output:\n%s", st,
@@ -81,7 +27,7 @@ static void contract(const char *kind)
 {
     char out[4096];
     char *argv[] = {(char *)contract_path(), (char *)kind, NULL};
-    expect_ok(run(argv, out, sizeof out, MP_TMO(60)), out, "all ok\n");
+    expect_ok(mp_test_run(argv, out, sizeof out, MP_TMO(60)), out, "all ok\n");
 }
 
 Test(pool_contract, process_pool, .timeout = MP_TMO(90)) { contract("process"); }
@@ -95,10 +41,26 @@ Test(pool_mpi, outside_mpirun, .timeout = MP_TMO(30))
     cr_assert_eq(mp_mpi_rank(), -1);
     char out[4096];
     char *argv[] = {(char *)contract_path(), "solo", NULL};
-    expect_ok(run(argv, out, sizeof out, MP_TMO(20)), out, "ok solo\n");
+    expect_ok(mp_test_run(argv, out, sizeof out, MP_TMO(20)), out, "ok solo\n");
 }
 
 #ifdef MP_MPIEXEC
+
+/* Run argv as mp_test_run does, with mpirun's settings: as root (CI,
+ * containers) it wants to be told that is fine; under ASan, Open MPI's
+ * memory kept until exit is not ours to report. */
+static int run(char *const argv[], char *out, size_t cap, double timeout)
+{
+    setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
+    setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
+    const char *a = getenv("ASAN_OPTIONS");
+    if (a == NULL || strstr(a, "detect_leaks=0") == NULL) {
+        char opts[1024];
+        snprintf(opts, sizeof opts, "%s%sdetect_leaks=0", a ? a : "", a ? ":" : "");
+        setenv("ASAN_OPTIONS", opts, 1);
+    }
+    return mp_test_run(argv, out, cap, timeout);
+}
 
 static void under_mpirun(const char *ranks, const char *mode, const char *last, double tmo)
 {
