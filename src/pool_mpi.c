@@ -141,31 +141,41 @@ static void wait_message(int src, int tag, MPI_Status *st)
     }
 }
 
-/* Receive the message wait_message found into a malloc'd or heap buffer. */
-static void *receive(const MPI_Status *st, bool heap, int *len)
+/* Receive the message a probe found, into a heap block if *heap (tasks:
+ * the local pool then reads it in place; *heap is cleared if it had to be
+ * malloc'd instead) or a malloc'd buffer.  NULL when out of memory: the
+ * message is left where it is, for the caller to try again later. */
+static void *receive(const MPI_Status *st, bool *heap, int *len)
 {
     int n = 0;
     MPI_Get_count(st, MPI_BYTE, &n);
-    void *buf = heap ? mp__heap_alloc(n ? (size_t)n : 1, NULL) : malloc(n ? (size_t)n : 1);
+    size_t size = n > 0 ? (size_t)n : 1;
+    void *buf = *heap ? mp__heap_alloc(size, NULL) : NULL;
     if (buf == NULL) {
-        /* Out of memory: take the message anyway, so that the protocol
-         * goes on; the caller answers with -ENOMEM. */
-        char *tmp = malloc((size_t)n + 1);
-        MPI_Recv(tmp, n, MPI_BYTE, st->MPI_SOURCE, st->MPI_TAG, M.comm, MPI_STATUS_IGNORE);
-        free(tmp);
-        *len = -1;
-        return NULL;
+        *heap = false;
+        buf = malloc(size);
+        if (buf == NULL)
+            return NULL;
     }
     MPI_Recv(buf, n, MPI_BYTE, st->MPI_SOURCE, st->MPI_TAG, M.comm, MPI_STATUS_IGNORE);
     *len = n;
     return buf;
 }
 
+static void release(void *buf, bool heap)
+{
+    if (heap)
+        mp__heap_free(buf);
+    else
+        free(buf);
+}
+
 /* ==== worker ranks ==== */
 
 /* A task received and started on the local pool, not yet answered. */
 typedef struct {
-    task_msg *t;                /* the message (a heap block: items in place) */
+    task_msg *t;                /* the message (items read in place) */
+    bool heap;                  /* t is a heap block (else malloc'd) */
     mp_result *r;               /* apply */
     mp_iter *it;                /* chunk: items come back in order */
     char *msg;                  /* chunk: the reply being filled */
@@ -186,8 +196,8 @@ typedef struct {
 static void handle_open(server *sv, const void *buf, int len)
 {
     sv->open_err = 0;
-    if (buf == NULL || (size_t)len < sizeof(open_msg)) {
-        sv->open_err = buf == NULL ? -ENOMEM : -EPROTO;
+    if ((size_t)len < sizeof(open_msg)) {
+        sv->open_err = -EPROTO;
         return;
     }
     const open_msg *m = buf;
@@ -233,10 +243,11 @@ static size_t errs_at(const task_msg *t)
 }
 
 /* Start a task on the local pool: 0, or the failure to answer with. */
-static int start_task(server *sv, entry *e, task_msg *t, int len)
+static int start_task(server *sv, entry *e, task_msg *t, bool heap, int len)
 {
     memset(e, 0, sizeof *e);
     e->t = t;
+    e->heap = heap;
     if (t->len > (size_t)len - sizeof *t ||
         (t->kind == JOB_CHUNK && (t->in_size == 0 || t->len != t->count * t->in_size)) ||
         (t->kind != JOB_CHUNK && t->kind != JOB_APPLY))
@@ -273,7 +284,7 @@ static void drop(entry *e)
     mp_result_free(e->r);
     mp_iter_free(e->it);
     free(e->msg);
-    mp__heap_free(e->t);
+    release(e->t, e->heap);
     memset(e, 0, sizeof *e);
 }
 
@@ -404,18 +415,22 @@ static void terminate_all(server *sv)
 static bool handle(server *sv, const MPI_Status *st)
 {
     int len;
-    void *buf = receive(st, st->MPI_TAG == TAG_TASK, &len);
+    bool heap = st->MPI_TAG == TAG_TASK;
+    void *buf = receive(st, &heap, &len);
+    if (buf == NULL) {
+        mp__sleep_until(mp__now_ns() + NAP_MAX_NS); /* out of memory: later */
+        return true;
+    }
     switch (st->MPI_TAG) {
     case TAG_TASK: {
-        if (buf == NULL || (size_t)len < sizeof(task_msg)) {
-            if (buf)
-                mp__heap_free(buf); /* no header: nothing to answer to */
+        if ((size_t)len < sizeof(task_msg)) {
+            release(buf, heap); /* no header: nothing to answer to */
             return true;
         }
         if (sv->n == MAX_ENTRIES) /* rank 0 keeps DEPTH out: cannot happen */
             finish_oldest(sv, MP_FOREVER);
         entry *e = &sv->q[(sv->head + sv->n) % MAX_ENTRIES];
-        int rc = start_task(sv, e, buf, len);
+        int rc = start_task(sv, e, buf, heap, len);
         if (rc < 0) {
             reply_failure(e->t->id, rc);
             drop(e);
@@ -690,9 +705,12 @@ static bool collect(sender *sd)
             return progress;
         progress = true;
         int len;
-        char *buf = receive(&st, false, &len);
+        bool heap = false;
+        char *buf = receive(&st, &heap, &len);
+        if (buf == NULL)
+            return progress; /* out of memory: take it later */
         unsigned w = (unsigned)st.MPI_SOURCE - 1;
-        if (buf == NULL || (size_t)len < sizeof(result_msg) || w >= sd->nranks) {
+        if ((size_t)len < sizeof(result_msg) || w >= sd->nranks) {
             free(buf); /* cannot be matched to a task: the job hangs on */
             continue;
         }
