@@ -173,8 +173,8 @@ def mpi_model(rows):
     rtt = rows.get("mpi.apply_rtt_w1", {}).get("mproc")
     pover = 1.0 / proc[1] if proc[1] else None
     out = ["", "## MPI pools: a throughput model", "",
-           "Measured above: with tasks kept in flight, one worker rank ends an "
-           "empty task every **%.1f us** (`mpi.apply_async_w1`): the per-task "
+           "Measured above: with tasks kept in flight, one worker rank ends a "
+           "small task every **%.1f us** (`mpi.apply_async_w1`): the per-task "
            "overhead o (rank 0's send and receive, the rank's hand-off to its "
            "local worker process and back).  Rank 0 dispatched at most "
            "**%.0f tasks/s** (the best of `mpi.apply_async_w1/2/4`), a ceiling "
@@ -189,21 +189,23 @@ def mpi_model(rows):
            "throughput ≈ min(N / (T + o), C) tasks/s, and the efficiency "
            "(the share of the ranks' time spent in tasks) is "
            "throughput × T / N:", "",
-           "| task T | N = 1 | N = 4 | N = 16 | N = 64 | efficiency at N = 64 |",
-           "|---|---|---|---|---|---|"]
+           "| task T | N = 1 | N = 4 | N = 16 | N = 64 | efficiency at N = 64 | C reached at N ≈ |",
+           "|---|---|---|---|---|---|---|"]
     for label, t in (("1 us", 1e-6), ("100 us", 1e-4), ("10 ms", 1e-2)):
         cells = []
         for n in (1, 4, 16, 64):
             cells.append("%s/s" % fmt(min(n / (t + over), ceiling)))
         eff = min(64 / (t + over), ceiling) * t / 64
-        out.append("| %s | %s | %.0f%% |" % (label, " | ".join(cells), eff * 100))
+        out.append("| %s | %s | %.0f%% | %s |" % (label, " | ".join(cells), eff * 100,
+                                                fmt(ceiling * (t + over))))
     out += ["",
-            "Reading: 1 us tasks are all overhead: send them in map chunks "
-            "(a chunk is one message, its items run back to back: "
-            "`mpi.map_1M_wN`), not one apply each.  100 us tasks keep a few "
-            "ranks busy but meet the ceiling C at a few dozen ranks: chunk "
-            "them too.  10 ms tasks scale with the ranks: the overhead is "
-            "well under 1%% of a task.  The measurements come from one "
+            "Reading: tasks much shorter than o are all overhead: send them "
+            "in map chunks (a chunk is one message whose items run back to "
+            "back: `mpi.map_1M_wN`), not one apply each.  Tasks of about "
+            "100 us use a few ranks well, then meet the ceiling C (last "
+            "column): chunk them too beyond that.  10 ms tasks scale with "
+            "the ranks, the overhead a fraction of a percent of each task, "
+            "up to hundreds of ranks.  The measurements come from one "
             "machine with %s, where the ranks, their worker processes and "
             "rank 0 share the cores, so o and C here are pessimistic for a "
             "cluster with a core per rank." % machine_cores(), ""]
