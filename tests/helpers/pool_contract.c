@@ -10,6 +10,7 @@
  * functions on MPI).  Prints "ok <check>" per check and "all ok" at the
  * end; exits 1 at the first failure. */
 #define _GNU_SOURCE
+#include <dlfcn.h>
 #include <mproc.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -464,6 +465,25 @@ static void check_mpi_only(void)
     int fd = 0;
     mp_task_opts o = {.fds = &fd, .nfds = 1};
     CHECK_RC(mp_pool_apply_async(p, square, &in, sizeof in, &o, &r), -ENOTSUP);
+    /* A function in a library only rank 0 has loaded: named here, not
+     * found on the worker rank, so that task alone fails. */
+    const char *dir = getenv("MPROC_TEST_BINARY_DIR");
+    char lib[4096];
+    snprintf(lib, sizeof lib, "%s/tests/helpers/task_plugin.so", dir ? dir : ".");
+    void *h = dlopen(lib, RTLD_NOW);
+    if (h == NULL)
+        fprintf(stderr, "pool_contract: %s\n", dlerror());
+    CHECK(h != NULL);
+    mp_task_fn plugged;
+    void *sym = dlsym(h, "plugin_task");
+    CHECK(sym != NULL);
+    memcpy(&plugged, &sym, sizeof plugged);
+    CHECK_RC(mp_pool_apply_async(p, plugged, &in, sizeof in, NULL, &r), 0);
+    CHECK_RC(mp_result_get(r, 30, NULL, NULL), MP_EFUNC);
+    mp_result_free(r);
+    void *res = NULL;
+    CHECK_RC(mp_pool_apply(p, square, &in, sizeof in, &res, NULL), 0);
+    free(res);
     /* One MPI pool at a time. */
     mp_pool *q = NULL;
     mp_pool_opts qo = {.kind = MP_POOL_MPI};
