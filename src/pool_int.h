@@ -221,8 +221,10 @@ void mp__pool_chunk_cancel(job *j);
 /* Cancel an iterator's work not yet started (mp_iter_free without the
  * wait). */
 void mp__iter_cancel(mp_iter *it);
-/* mp_iter_next that also gives a failed item's whole outcome. */
-int mp__iter_next_info(mp_iter *it, void *out, size_t *index, double timeout,
-                       mp_task_info *info);
+/* Wait up to timeout until all of an iterator's items have ended, then
+ * copy every output to out and hand over the failures (index order,
+ * malloc'd or NULL).  0, MP_ETIMEDOUT, MP_ECANCELED (not all ran). */
+int mp__iter_wait_all(mp_iter *it, double timeout, void *out, mp_map_error **errs,
+                      size_t *nerrs);
 
 #endif

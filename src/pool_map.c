@@ -487,12 +487,6 @@ static int enter_chunk(mp_iter *it, int64_t deadline)
 
 int mp_iter_next(mp_iter *it, void *out, size_t *index, double timeout)
 {
-    return mp__iter_next_info(it, out, index, timeout, NULL);
-}
-
-int mp__iter_next_info(mp_iter *it, void *out, size_t *index, double timeout,
-                       mp_task_info *info)
-{
     if (it == NULL)
         return -EINVAL;
     if (it->owner != mp__getpid())
@@ -512,17 +506,42 @@ int mp__iter_next_info(mp_iter *it, void *out, size_t *index, double timeout,
     it->yielded++;
     if (index)
         *index = idx;
-    if (it->cerr_pos < it->ncerrs && it->cerrs[it->cerr_pos].index == idx) {
-        if (info)
-            *info = it->cerrs[it->cerr_pos].info;
+    if (it->cerr_pos < it->ncerrs && it->cerrs[it->cerr_pos].index == idx)
         return it->cerrs[it->cerr_pos++].info.code;
-    }
     if (out && b->out_size)
         memcpy(out, b->out + idx * b->out_size, b->out_size);
     return 0;
 }
 
 void mp__iter_cancel(mp_iter *it) { batch_cancel(it->b); }
+
+int mp__iter_wait_all(mp_iter *it, double timeout, void *out, mp_map_error **errs,
+                      size_t *nerrs)
+{
+    map_batch *b = it->b;
+    int64_t deadline;
+    int rc = mp__deadline(timeout, &deadline);
+    if (rc < 0)
+        return rc;
+    rc = mp__pool_wait_word(&b->events, &b->waiters, batch_idle, b, deadline, true);
+    if (rc < 0)
+        return rc;
+    pthread_mutex_lock(&b->lock);
+    if (b->incomplete) {
+        pthread_mutex_unlock(&b->lock);
+        return MP_ECANCELED;
+    }
+    if (b->out_size && b->n)
+        memcpy(out, b->out, b->n * b->out_size);
+    if (b->nerrs)
+        qsort(b->errs, b->nerrs, sizeof *b->errs, cmp_err);
+    *errs = b->errs;
+    *nerrs = b->nerrs;
+    b->errs = NULL;
+    b->nerrs = b->cap = 0;
+    pthread_mutex_unlock(&b->lock);
+    return 0;
+}
 
 void mp_iter_free(mp_iter *it)
 {

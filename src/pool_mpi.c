@@ -179,7 +179,7 @@ typedef struct {
     mp_result *r;               /* apply */
     mp_iter *it;                /* chunk: items come back in order */
     char *msg;                  /* chunk: the reply being filled */
-    size_t k, nerrs, cap;       /* chunk: items read, failures, their room */
+    size_t cap;                 /* chunk: failures the reply has room for */
 } entry;
 
 #define MAX_ENTRIES (2 * DEPTH)
@@ -314,55 +314,38 @@ static void answer_apply(entry *e, int force)
     free(msg);
 }
 
-/* Read the chunk's items that are ready (waiting up to timeout for the
- * next).  Returns 1 when every item is in, 0 if not yet, or a failure of
- * the whole chunk (the local pool stopped, no memory). */
-static int drain_chunk(entry *e, double timeout)
+/* Wait up to timeout for a chunk's items; answer once all have ended.
+ * False if they have not yet. */
+static bool try_answer_chunk(entry *e, double timeout)
 {
     const task_msg *t = e->t;
-    while (e->k < t->count) {
-        size_t idx = 0;
-        mp_task_info info = {0};
-        int item = mp__iter_next_info(e->it, e->msg + sizeof(result_msg) + e->k * t->out_size,
-                                      &idx, timeout, &info);
-        if (item == MP_ETIMEDOUT)
-            return 0;
-        if (item == MP_ECANCELED || item == MP_EDONE || (item < 0 && info.code == 0))
-            return item == MP_EDONE ? MP_ECANCELED : item;
-        if (item != 0) {
-            if (e->nerrs == e->cap) {
-                char *m2 = realloc(e->msg, errs_at(t) + 2 * e->cap * sizeof(mp_map_error));
-                if (m2 == NULL)
-                    return -ENOMEM;
-                e->msg = m2;
-                e->cap *= 2;
-            }
-            mp_map_error *errs = (mp_map_error *)(void *)(e->msg + errs_at(t));
-            errs[e->nerrs].index = idx;
-            errs[e->nerrs].info = info;
-            e->nerrs++;
-        }
-        e->k++;
-        timeout = 0;
+    mp_map_error *errs = NULL;
+    size_t nerrs = 0;
+    int rc = mp__iter_wait_all(e->it, timeout, e->msg + sizeof(result_msg), &errs, &nerrs);
+    if (rc == MP_ETIMEDOUT)
+        return false;
+    size_t total = errs_at(t) + nerrs * sizeof(mp_map_error);
+    if (rc == 0 && total > INT_MAX)
+        rc = MP_ETOOBIG;
+    if (rc == 0 && nerrs > e->cap) {
+        char *m2 = realloc(e->msg, total);
+        if (m2 == NULL)
+            rc = -ENOMEM;
+        else
+            e->msg = m2;
     }
-    return 1;
-}
-
-static void answer_chunk(entry *e, int rc)
-{
     if (rc < 0) {
-        reply_failure(e->t->id, rc);
-        return;
+        free(errs);
+        reply_failure(t->id, rc);
+        return true;
     }
-    result_msg h = {.id = e->t->id, .len = (size_t)e->t->count * e->t->out_size,
-                    .nerrs = e->nerrs};
-    size_t total = errs_at(e->t) + e->nerrs * sizeof(mp_map_error);
-    if (total > INT_MAX) {
-        reply_failure(h.id, MP_ETOOBIG);
-        return;
-    }
+    if (nerrs)
+        memcpy(e->msg + errs_at(t), errs, nerrs * sizeof *errs);
+    free(errs);
+    result_msg h = {.id = t->id, .len = (size_t)t->count * t->out_size, .nerrs = nerrs};
     memcpy(e->msg, &h, sizeof h);
     reply(e->msg, total);
+    return true;
 }
 
 /* Wait up to timeout for the oldest task; answer it if it has ended. */
@@ -373,11 +356,8 @@ static bool finish_oldest(server *sv, double timeout)
         if (mp_result_wait(e->r, timeout) != 0)
             return false;
         answer_apply(e, 0);
-    } else {
-        int rc = drain_chunk(e, timeout);
-        if (rc == 0)
-            return false;
-        answer_chunk(e, rc);
+    } else if (!try_answer_chunk(e, timeout)) {
+        return false;
     }
     drop(e);
     sv->head = (sv->head + 1) % MAX_ENTRIES;
