@@ -30,7 +30,10 @@ static int ctl_fd = -1; /* a worker process's socket to the collector */
 
 int mp__pool_index_base;
 
-int mp_pool_worker_index(void) { return worker_index < 0 ? -1 : worker_index + mp__pool_index_base; }
+int mp_pool_worker_index(void)
+{
+    return worker_index < 0 ? -1 : worker_index + mp__pool_index_base;
+}
 unsigned mp_task_nfds(void) { return task_nfds; }
 
 int mp_task_fd(unsigned i)
