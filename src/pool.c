@@ -34,6 +34,8 @@
 #define KEEP_MAX ((size_t)64 << 20) /* bytes of job blocks kept in the cache */
 #define SPIN_NS 30000
 #define SLICE_NS 100000000LL
+#define BACKOFF_MIN_NS 10000000LL   /* first delay before replacing a worker */
+#define BACKOFF_MAX_NS 1000000000LL /*   that died before its first task */
 
 enum { TAG_NOTIFY = 0, TAG_SERVER = 1, TAG_PIDFD = 2 };
 #define TAG_CTL ((uint64_t)1 << 32) /* + worker: its control socket */
@@ -52,6 +54,8 @@ typedef struct {
     uint64_t kill_seq;
     uint32_t kill_item;
     uint64_t gen;       /* restart generation it was spawned in */
+    uint32_t tasks_at_spawn; /* its slot's task count when it was started */
+    int64_t respawn_at; /* when to start its replacement; 0: not waiting */
     pthread_t th;
 } worker_rec;
 
@@ -85,6 +89,8 @@ struct pool_core {
     worker_rec *w;
     unsigned live;              /* workers requested or running */
     _Atomic uint64_t restart_gen, restarted_gen; /* mp__pool_restart */
+    int64_t backoff_ns;         /* (collector) delay before replacing a worker
+                                   that died before its first task */
 };
 
 struct mp_pool {
@@ -398,6 +404,7 @@ static void collect(pool_core *c, job *j)
     if (j->collected_seq == seq)
         return;
     j->collected_seq = seq;
+    c->backoff_ns = 0; /* workers get work done: no start-up crash loop */
     if (j->kind == JOB_CHUNK)
         mp__pool_chunk_ended(j, NULL);
     else
@@ -513,6 +520,7 @@ static int spawn(pool_core *c, unsigned w)
     r->pidfd = -1;
     r->ctl = -1;
     r->gen = atomic_load(&c->restart_gen);
+    r->tasks_at_spawn = atomic_load(&c->s->workers[w].tasks);
     if (c->kind == MP_POOL_MPI) {
         atomic_store(&c->s->workers[w].exited, 0);
         int rc = mp__mpi_pool_start(c->s, &r->th);
@@ -565,9 +573,46 @@ static void *thread_worker(void *arg)
     return NULL;
 }
 
+static bool may_spawn(pool_core *c)
+{
+    return c->kind != MP_POOL_MPI && !c->stopping && !c->terminated && !c->server_dead;
+}
+
+/* Start the replacement of worker w now, or later if it cannot be now. */
+static void replace(pool_core *c, unsigned w)
+{
+    if (may_spawn(c) && spawn(c, w) < 0)
+        c->w[w].respawn_at = mp__now_ns() + BACKOFF_MAX_NS / 10;
+}
+
+/* Start the replacements that are due; return when the next one is. */
+static int64_t respawn_due(pool_core *c)
+{
+    int64_t next = MP__NO_DEADLINE, now = mp__now_ns();
+    for (unsigned w = 0; w < c->nworkers; w++) {
+        worker_rec *r = &c->w[w];
+        if (r->respawn_at == 0 || r->requested)
+            continue;
+        if (now >= r->respawn_at) {
+            r->respawn_at = 0;
+            replace(c, w);
+        }
+        if (r->respawn_at && r->respawn_at < next)
+            next = r->respawn_at;
+    }
+    return next;
+}
+
 static void worker_ended(pool_core *c, unsigned w)
 {
     worker_rec *r = &c->w[w];
+    /* Died on its own before taking any task: its start-up (the
+     * initializer) is failing.  Replacing it at once would fork in a loop;
+     * wait, longer each time, until some task gets done. */
+    worker_slot *ws = &c->s->workers[w];
+    bool early = c->kind == MP_POOL_PROCESS && r->kill_reason == KILL_NONE &&
+                 atomic_load(&ws->current) == NULL &&
+                 atomic_load(&ws->tasks) == r->tasks_at_spawn;
     if (c->kind == MP_POOL_PROCESS) {
         int st = r->status;
         mp_task_info fail = {.code = MP_EWORKER,
@@ -595,10 +640,14 @@ static void worker_ended(pool_core *c, unsigned w)
     r->requested = r->running = false;
     r->pidfd = -1;
     c->live--;
-    if (c->kind != MP_POOL_MPI && !c->stopping && !c->terminated && !c->server_dead &&
-        spawn(c, w) < 0) {
-        /* Cannot replace it now: the others carry on. */
+    if (!early) {
+        replace(c, w);
+        return;
     }
+    c->backoff_ns = c->backoff_ns ? c->backoff_ns * 2 : BACKOFF_MIN_NS;
+    if (c->backoff_ns > BACKOFF_MAX_NS)
+        c->backoff_ns = BACKOFF_MAX_NS;
+    r->respawn_at = mp__now_ns() + c->backoff_ns;
 }
 
 static void read_server(pool_core *c)
@@ -944,6 +993,9 @@ static void *collector_main(void *arg)
          * before it is seen by check_deadlines). */
         atomic_store(&s->collector_sleeping, 1);
         int64_t deadline = c->kind == MP_POOL_PROCESS ? check_deadlines(c) : MP__NO_DEADLINE;
+        int64_t respawn = respawn_due(c);
+        if (respawn < deadline)
+            deadline = respawn;
         uint64_t tags[16];
         int n = 0;
         if (!any_done(c))

@@ -603,6 +603,39 @@ Test(pool, maxtasksperchild_and_initializer, .timeout = MP_TMO(30))
     mp_pool_free(p);
 }
 
+/* Fails its first five starts: the worker crashes before any task. */
+static void flaky_initializer(void *arg)
+{
+    _Atomic int *starts = arg;
+    if (atomic_fetch_add(starts, 1) < 5)
+        raise(SIGSEGV);
+}
+
+static int empty_task(const void *arg, size_t len, mp_buf *res)
+{
+    (void)arg, (void)len, (void)res;
+    return 0;
+}
+
+Test(pool, crashing_initializer_is_retried_with_backoff, .timeout = MP_TMO(30))
+{
+    _Atomic int *starts = mp_shared_alloc(sizeof *starts);
+    cr_assert_not_null(starts);
+    atomic_init(starts, 0);
+    mp_pool *p;
+    double t0 = mp_test_now();
+    mp_expect_rc(mp_pool_new(&p, &(mp_pool_opts){.workers = 1, .initializer = flaky_initializer,
+                                                 .initarg = (void *)starts}), 0);
+    mp_expect_rc(mp_pool_apply(p, empty_task, NULL, 0, NULL, NULL), 0);
+    /* Five failed starts, replaced after 10 + 20 + 40 + 80 + 160 ms: not
+     * in a fork loop, and no start more than needed. */
+    cr_assert_geq(mp_test_now() - t0, 0.3, "replaced at once: %.3f s",
+                  mp_test_now() - t0);
+    cr_assert_eq(atomic_load(starts), 6);
+    mp_pool_free(p);
+    mp_shared_free((void *)starts);
+}
+
 Test(pool, workers_die_with_the_parent, .timeout = MP_TMO(30))
 {
     int fds[2];
