@@ -36,6 +36,9 @@
 #define SLICE_NS 100000000LL
 #define BACKOFF_MIN_NS 10000000LL   /* first delay before replacing a worker */
 #define BACKOFF_MAX_NS 1000000000LL /*   that died before its first task */
+#define SPAWN_WINDOW 16  /* spawn requests out to the fork server at once: its
+                            answers always fit in the socket, so neither
+                            side can block writing to the other */
 
 enum { TAG_NOTIFY = 0, TAG_SERVER = 1, TAG_PIDFD = 2 };
 #define TAG_CTL ((uint64_t)1 << 32) /* + worker: its control socket */
@@ -45,7 +48,8 @@ typedef struct {
     pid_t pid;
     int pidfd;
     int ctl;          /* our end of its control socket (process workers) */
-    bool requested;   /* asked of the server, not yet ended */
+    bool requested;   /* asked of the server (or queued to be), not yet ended */
+    bool queued;      /* in the spawn queue */
     bool running;     /* spawned (process) / started (thread) */
     bool exited;      /* its pidfd said so */
     bool have_status;
@@ -88,6 +92,9 @@ struct pool_core {
     pid_t srv_pid;
     worker_rec *w;
     unsigned live;              /* workers requested or running */
+    unsigned *spawnq;           /* (collector) slots waiting to be asked for */
+    unsigned spawnq_head, spawnq_len;
+    unsigned spawn_out;         /* asked of the server, not yet answered */
     _Atomic uint64_t restart_gen, restarted_gen; /* mp__pool_restart */
     int64_t backoff_ns;         /* (collector) delay before replacing a worker
                                    that died before its first task */
@@ -224,6 +231,7 @@ void mp__pool_core_unref(pool_core *c)
     pthread_mutex_destroy(&c->cache_lock);
     pthread_cond_destroy(&c->cond);
     free(c->w);
+    free(c->spawnq);
     free(c);
 }
 
@@ -383,16 +391,23 @@ static void flush_retired(pool_core *c)
 
 /* ---- collecting ---- */
 
+/* Run an ended task's callbacks, then make it final for its waiters (as
+ * in Python, a result is ready only once its callback has returned). */
 static void end_apply(pool_core *c, job *j)
 {
     uint32_t st = atomic_load(&j->state);
-    int code = st == JOB_CANCELED ? MP_ECANCELED : j->info.code;
+    bool canceled = st == JOB_CANCELED || st == JOB_CANCELING;
+    int code = canceled ? MP_ECANCELED : j->info.code;
     in_callback_of = c;
     if (code == 0 && j->opts.callback)
         j->opts.callback(j->res, j->res_len, j->opts.ud);
     else if (code != 0 && j->opts.error_callback)
         j->opts.error_callback(code, j->opts.ud);
     in_callback_of = NULL;
+    if (st == JOB_ENDED || st == JOB_CANCELING) {
+        atomic_store(&j->state, canceled ? JOB_CANCELED : JOB_DONE);
+        mp__pool_wake_word(&j->state, &j->waiters);
+    }
     mp__pool_job_retire(j);
 }
 
@@ -449,8 +464,7 @@ static void fail_running(pool_core *c, job *j, const mp_task_info *fail)
     j->info = *fail;
     j->res = NULL;
     j->res_len = 0;
-    atomic_store(&j->state, JOB_DONE);
-    mp__pool_wake_word(&j->state, &j->waiters);
+    mp__pool_job_ended(j);
     end_apply(c, j);
 }
 
@@ -499,7 +513,7 @@ static void recover_worker(pool_core *c, unsigned w, const mp_task_info *fail)
         uint32_t st = atomic_load(&cj->state);
         if (st == JOB_QUEUED)
             requeue(c, cj);
-        else if (st == JOB_CANCELED)
+        else if (st == JOB_CANCELED || st == JOB_CANCELING)
             collect(c, cj);
     }
 }
@@ -507,6 +521,8 @@ static void recover_worker(pool_core *c, unsigned w, const mp_task_info *fail)
 /* ---- workers ---- */
 
 static void *thread_worker(void *arg);
+static int send_spawns(pool_core *c);
+static bool may_spawn(pool_core *c);
 
 typedef struct {
     pool_core *c;
@@ -541,25 +557,84 @@ static int spawn(pool_core *c, unsigned w)
         }
         r->running = true;
     } else {
-        int sv[2];
-        int rc = mp__io_pair(sv, true);
-        if (rc < 0)
-            return rc;
-        srv_msg m = {SRV_SPAWN, (int32_t)w, 0, 0};
-        struct iovec iov = {&m, sizeof m};
-        rc = mp__io_write_all(c->srv_sock, true, &iov, 1, sv[1]);
-        close(sv[1]);
-        if (rc == 0)
-            rc = mp__poller_add(c->poller, sv[0], TAG_CTL + w);
-        if (rc < 0) {
-            close(sv[0]);
-            return rc;
-        }
-        r->ctl = sv[0];
+        c->spawnq[(c->spawnq_head + c->spawnq_len++) % c->nworkers] = w;
+        r->queued = true;
+        r->requested = true;
+        c->live++;
+        return send_spawns(c);
     }
     r->requested = true;
     c->live++;
     return 0;
+}
+
+/* A queued spawn could not be asked for: try again later (if workers are
+ * still wanted). */
+static void spawn_failed(pool_core *c, unsigned w)
+{
+    worker_rec *r = &c->w[w];
+    r->requested = false;
+    c->live--;
+    if (may_spawn(c))
+        r->respawn_at = mp__now_ns() + BACKOFF_MAX_NS / 10;
+}
+
+/* Ask the fork server for queued workers, SPAWN_WINDOW at a time.  Returns
+ * the first error (the slot is retried later). */
+static int send_spawns(pool_core *c)
+{
+    int first = 0;
+    while (c->spawn_out < SPAWN_WINDOW && c->spawnq_len > 0) {
+        unsigned w = c->spawnq[c->spawnq_head];
+        c->spawnq_head = (c->spawnq_head + 1) % c->nworkers;
+        c->spawnq_len--;
+        worker_rec *r = &c->w[w];
+        if (!r->queued)
+            continue;
+        r->queued = false;
+        if (!r->requested)
+            continue; /* ended meanwhile (the server died) */
+        if (!may_spawn(c)) {
+            spawn_failed(c, w); /* stopping: no more workers */
+            continue;
+        }
+        int sv[2];
+        int rc = mp__io_pair(sv, true);
+        if (rc == 0) {
+            srv_msg m = {SRV_SPAWN, (int32_t)w, 0, 0};
+            struct iovec iov = {&m, sizeof m};
+            rc = mp__io_write_all(c->srv_sock, true, &iov, 1, sv[1]);
+            close(sv[1]);
+            if (rc == 0)
+                rc = mp__poller_add(c->poller, sv[0], TAG_CTL + w);
+            if (rc < 0)
+                close(sv[0]);
+            else
+                r->ctl = sv[0];
+        }
+        if (rc < 0) {
+            spawn_failed(c, w);
+            if (first == 0)
+                first = rc;
+            continue;
+        }
+        c->spawn_out++;
+    }
+    return first;
+}
+
+/* Kill worker w: through its pidfd, or through the server when its pidfd
+ * was lost on the way (no descriptor to spare when it came). */
+static void kill_worker(pool_core *c, unsigned w)
+{
+    worker_rec *r = &c->w[w];
+    if (r->pidfd >= 0) {
+        mp__pidfd_send_signal(r->pidfd, SIGKILL);
+    } else {
+        srv_msg m = {SRV_KILL, (int32_t)w, r->pid, 0};
+        struct iovec iov = {&m, sizeof m};
+        mp__io_write_all(c->srv_sock, true, &iov, 1, -1);
+    }
 }
 
 static void *thread_worker(void *arg)
@@ -581,7 +656,8 @@ static bool may_spawn(pool_core *c)
 /* Start the replacement of worker w now, or later if it cannot be now. */
 static void replace(pool_core *c, unsigned w)
 {
-    if (may_spawn(c) && spawn(c, w) < 0)
+    /* (A process worker's failed request is retried by spawn_failed.) */
+    if (may_spawn(c) && spawn(c, w) < 0 && c->kind != MP_POOL_PROCESS)
         c->w[w].respawn_at = mp__now_ns() + BACKOFF_MAX_NS / 10;
 }
 
@@ -655,7 +731,8 @@ static void read_server(pool_core *c)
     for (;;) {
         srv_msg m;
         int fds[MP__IO_MAX_FDS], nfds = 0;
-        ssize_t r = mp__io_read(c->srv_sock, true, &m, sizeof m, true, fds, &nfds);
+        bool lost; /* a pidfd that found no free descriptor here */
+        ssize_t r = mp__io_recv(c->srv_sock, &m, sizeof m, true, fds, &nfds, &lost);
         if (r == -EAGAIN)
             return;
         if (r <= 0) {
@@ -691,18 +768,22 @@ static void read_server(pool_core *c)
             continue;
         }
         worker_rec *wr = &c->w[m.slot];
-        if (m.op == SRV_SPAWNED && nfds >= 1) {
-            for (int i = 1; i < nfds; i++)
-                close(fds[i]);
+        if (m.op == SRV_SPAWNED) {
+            c->spawn_out--;
             wr->pid = m.pid;
-            wr->pidfd = fds[0];
             wr->running = true;
-            mp__poller_add(c->poller, wr->pidfd, TAG_PIDFD + (uint64_t)m.slot);
+            if (nfds >= 1 && !lost) {
+                wr->pidfd = fds[0];
+                fds[0] = -1;
+                mp__poller_add(c->poller, wr->pidfd, TAG_PIDFD + (uint64_t)m.slot);
+            }
+            /* Without its pidfd the worker still runs: the server reports
+             * its exit and kills it for us (kill_worker). */
             if (c->terminated) {
-                mp__pidfd_send_signal(wr->pidfd, SIGKILL);
+                kill_worker(c, (unsigned)m.slot);
             } else if (wr->gen < atomic_load(&c->restart_gen)) {
                 wr->kill_reason = KILL_RESTART;
-                mp__pidfd_send_signal(wr->pidfd, SIGKILL);
+                kill_worker(c, (unsigned)m.slot);
             }
         } else if (m.op == SRV_EXITED) {
             wr->have_status = true;
@@ -710,12 +791,18 @@ static void read_server(pool_core *c)
             if (wr->exited || wr->pidfd < 0)
                 worker_ended(c, (unsigned)m.slot);
         } else if (m.op == SRV_FAILED) {
-            wr->requested = false;
-            c->live--;
+            c->spawn_out--;
+            if (wr->ctl >= 0) {
+                mp__poller_del(c->poller, wr->ctl);
+                close(wr->ctl);
+                wr->ctl = -1;
+            }
+            spawn_failed(c, (unsigned)m.slot);
         }
         for (int i = 0; i < nfds; i++)
-            if (m.op != SRV_SPAWNED || i > 0)
+            if (fds[i] >= 0)
                 close(fds[i]);
+        send_spawns(c);
     }
 }
 
@@ -762,7 +849,7 @@ static int64_t check_deadlines(pool_core *c)
     int64_t next = MP__NO_DEADLINE, now = mp__now_ns();
     for (unsigned w = 0; w < c->nworkers; w++) {
         worker_rec *r = &c->w[w];
-        if (!r->running || r->pidfd < 0 || r->kill_reason != KILL_NONE)
+        if (!r->running || r->kill_reason != KILL_NONE)
             continue;
         worker_slot *ws = &c->s->workers[w];
         job *j = atomic_load(&ws->current);
@@ -776,7 +863,7 @@ static int64_t check_deadlines(pool_core *c)
             r->kill_reason = KILL_DEADLINE;
             r->kill_seq = sq;
             r->kill_item = item;
-            mp__pidfd_send_signal(r->pidfd, SIGKILL);
+            kill_worker(c, w);
         } else if (dl < next) {
             next = dl;
         }
@@ -800,12 +887,13 @@ static void cancel_all(pool_core *c)
         if (j == NULL)
             return;
         uint32_t st = JOB_QUEUED;
-        atomic_compare_exchange_strong(&j->state, &st, JOB_CANCELED);
+        atomic_compare_exchange_strong(&j->state, &st, mp__pool_cancel_state(j));
         if (j->kind == JOB_CHUNK) {
             mp__pool_chunk_cancel(j);
         } else {
-            if (atomic_load(&j->state) == JOB_RUNNING)
-                atomic_store(&j->state, JOB_CANCELED);
+            st = atomic_load(&j->state);
+            if (st == JOB_RUNNING || st == JOB_ENDED)
+                atomic_store(&j->state, mp__pool_cancel_state(j));
             mp__pool_wake_word(&j->state, &j->waiters);
             end_apply(c, j);
         }
@@ -821,7 +909,7 @@ static void terminate_workers(pool_core *c)
     pthread_mutex_lock(&c->lock);
     for (job *j = c->inflight; j; j = j->next_local) {
         uint32_t st = JOB_QUEUED;
-        if (atomic_compare_exchange_strong(&j->state, &st, JOB_CANCELED))
+        if (atomic_compare_exchange_strong(&j->state, &st, mp__pool_cancel_state(j)))
             mp__pool_wake_word(&j->state, &j->waiters);
     }
     pthread_mutex_unlock(&c->lock);
@@ -829,9 +917,9 @@ static void terminate_workers(pool_core *c)
     mp__futex_wake(&c->s->task_seq, INT32_MAX);
     for (unsigned w = 0; w < c->nworkers; w++) {
         worker_rec *r = &c->w[w];
-        if (c->kind == MP_POOL_PROCESS && r->running && r->pidfd >= 0 && r->kill_reason == KILL_NONE) {
+        if (c->kind == MP_POOL_PROCESS && r->running && r->kill_reason == KILL_NONE) {
             r->kill_reason = KILL_TERMINATE;
-            mp__pidfd_send_signal(r->pidfd, SIGKILL);
+            kill_worker(c, w);
         }
     }
 }
@@ -877,9 +965,9 @@ static void restart_progress(pool_core *c)
         if (!r->requested || r->gen >= gen)
             continue;
         old = true;
-        if (r->running && r->pidfd >= 0 && r->kill_reason == KILL_NONE) {
+        if (r->running && r->kill_reason == KILL_NONE) {
             r->kill_reason = KILL_RESTART;
-            mp__pidfd_send_signal(r->pidfd, SIGKILL);
+            kill_worker(c, w);
         }
     }
     if (!old || c->stopping) {
@@ -978,6 +1066,8 @@ static void *collector_main(void *arg)
             mp__futex_wake(&s->task_seq, INT32_MAX);
         }
         restart_progress(c);
+        if (c->kind == MP_POOL_PROCESS)
+            send_spawns(c); /* (drops the queue once stopping) */
         if (c->kind != MP_POOL_PROCESS)
             for (unsigned w = 0; w < c->nworkers; w++)
                 if (c->w[w].running && atomic_load(&s->workers[w].exited))
@@ -1079,6 +1169,11 @@ int mp_pool_new(mp_pool **out, const mp_pool_opts *opts)
         if (fd < 0)
             return fd == -ENOSYS ? -ENOSYS : fd;
         close(fd);
+        /* Each worker holds two descriptors here (its pidfd and control
+         * socket), the pool a few more: refuse now rather than run short
+         * later. */
+        if (mp__fd_headroom() < 2 * (long)o.workers + 8)
+            return -EMFILE;
     }
     int rc = mp__heap_ensure();
     if (rc < 0)
@@ -1104,8 +1199,9 @@ int mp_pool_new(mp_pool **out, const mp_pool_opts *opts)
     c->owner = mp__getpid();
     c->notify_fd = c->poller = c->srv_sock = c->srv_pidfd = -1;
     c->w = calloc(o.workers, sizeof *c->w);
+    c->spawnq = calloc(o.workers, sizeof *c->spawnq);
     c->s = mp__heap_calloc(sizeof *c->s, &rc);
-    if (c->w == NULL || c->s == NULL)
+    if (c->w == NULL || c->spawnq == NULL || c->s == NULL)
         goto fail;
     pool_shm *s = c->s;
     s->nworkers = o.workers;
@@ -1340,7 +1436,8 @@ static int result_check(mp_result *r, job **jp)
 
 static int job_code(job *j)
 {
-    return atomic_load(&j->state) == JOB_CANCELED ? MP_ECANCELED : j->info.code;
+    uint32_t st = atomic_load(&j->state);
+    return st == JOB_CANCELED || st == JOB_CANCELING ? MP_ECANCELED : j->info.code;
 }
 
 int mp_result_wait(mp_result *r, double timeout)
@@ -1394,8 +1491,8 @@ int mp_result_cancel(mp_result *r)
     if (rc < 0)
         return rc;
     uint32_t st = JOB_QUEUED;
-    if (!atomic_compare_exchange_strong(&j->state, &st, JOB_CANCELED))
-        return st == JOB_CANCELED ? 0 : -EBUSY;
+    if (!atomic_compare_exchange_strong(&j->state, &st, mp__pool_cancel_state(j)))
+        return st == JOB_CANCELED || st == JOB_CANCELING ? 0 : -EBUSY;
     mp__pool_wake_word(&j->state, &j->waiters);
     return 0;
 }

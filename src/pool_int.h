@@ -24,7 +24,10 @@
 
 #include "mproc/pool.h"
 
-enum { JOB_QUEUED, JOB_RUNNING, JOB_STOPPED, JOB_DONE, JOB_CANCELED };
+/* Job states.  A task with callbacks is not final for its waiters until
+ * the collector has run them: its worker (or a cancel) leaves it ENDED (or
+ * CANCELING), and the collector moves it to DONE (CANCELED) afterwards. */
+enum { JOB_QUEUED, JOB_RUNNING, JOB_STOPPED, JOB_DONE, JOB_CANCELED, JOB_ENDED, JOB_CANCELING };
 enum { JOB_APPLY, JOB_CHUNK };
 
 #define JOB_INLINE 192     /* argument + small result, inside the job */
@@ -148,6 +151,14 @@ job *mp__pool_take(pool_shm *s, unsigned w);
 bool mp__pool_job_begin(pool_shm *s, unsigned w, job *j);
 /* True when the ring holds a job ready to be claimed. */
 bool mp__pool_ring_ready(pool_shm *s);
+/* A worker has finished apply job j (info, res set): final now, or ENDED
+ * for the collector to run its callbacks first. */
+void mp__pool_job_ended(job *j);
+/* The state a queued job j is cancelled into. */
+static inline uint32_t mp__pool_cancel_state(const job *j)
+{
+    return j->kind == JOB_APPLY && j->notify ? JOB_CANCELING : JOB_CANCELED;
+}
 /* Added to the worker index mp_pool_worker_index reports (an MPI worker
  * rank's local pool reports its rank's index). */
 extern int mp__pool_index_base;
@@ -156,7 +167,7 @@ extern int mp__pool_index_base;
 pid_t mp__pool_server_start(pool_shm *s, int *sock, const int *keep, int nkeep);
 
 /* Messages on the fork server's socket. */
-enum { SRV_SPAWN = 1, SRV_SPAWNED, SRV_EXITED, SRV_FAILED, SRV_STOP };
+enum { SRV_SPAWN = 1, SRV_SPAWNED, SRV_EXITED, SRV_FAILED, SRV_STOP, SRV_KILL };
 typedef struct { int32_t op, slot, pid, status; } srv_msg;
 /* On a worker's control socket: a worker asks for the fds of the job it
  * runs; the collector answers with them (or err). */

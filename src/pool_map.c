@@ -261,6 +261,8 @@ static int batch_start(mp_pool *p, mp_map_fn fn, const void *in, size_t n, size_
         if (chunksize == 0)
             chunksize = 1;
     }
+    if (chunksize > n)
+        chunksize = n ? n : 1; /* a chunk never holds more than the items */
     if (chunksize > UINT32_MAX)
         chunksize = UINT32_MAX;
     map_batch *b = calloc(1, sizeof *b);

@@ -517,8 +517,7 @@ static void fail_job(sender *sd, unsigned w, job *j, int code)
     if (j->kind == JOB_APPLY) {
         j->res = NULL;
         j->res_len = 0;
-        atomic_store(&j->state, JOB_DONE);
-        mp__pool_wake_word(&j->state, &j->waiters);
+        mp__pool_job_ended(j);
     } else {
         uint32_t n = j->count - j->start;
         j->xerrs = malloc(n * sizeof *j->xerrs);
@@ -623,8 +622,7 @@ static void end_apply(job *j, const result_msg *h, const char *res)
             j->res_len = h->len;
         }
     }
-    atomic_store(&j->state, JOB_DONE);
-    mp__pool_wake_word(&j->state, &j->waiters);
+    mp__pool_job_ended(j);
 }
 
 static void end_chunk(job *j, const result_msg *h, const char *body, size_t body_len)

@@ -8,10 +8,12 @@
  * with its index) and the job's state says whether it had started. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "heap_int.h"
@@ -266,6 +268,15 @@ static void run_apply(job *j)
         j->res = b.len ? b.data : NULL;
         j->res_len = b.len;
     }
+    mp__pool_job_ended(j);
+}
+
+void mp__pool_job_ended(job *j)
+{
+    if (j->notify) {
+        atomic_store(&j->state, JOB_ENDED); /* the collector finishes it */
+        return;
+    }
     atomic_store(&j->state, JOB_DONE);
     if (atomic_load(&j->waiters))
         mp__futex_wake(&j->state, INT32_MAX);
@@ -317,9 +328,7 @@ static void run_job(pool_shm *s, unsigned w, job *j, bool process)
             drop_fds(process);
             memset(&j->info, 0, sizeof j->info);
             j->info.code = rc;
-            atomic_store(&j->state, JOB_DONE);
-            if (atomic_load(&j->waiters))
-                mp__futex_wake(&j->state, INT32_MAX);
+            mp__pool_job_ended(j);
             mp__pool_push_done(s, w, j);
             return;
         }
@@ -387,16 +396,73 @@ static _Noreturn void worker_main(pool_shm *s, unsigned w, pid_t server, int ctl
     _exit(0); /* not reached */
 }
 
+/* The fork server's table of its workers: pid by slot (0: none). */
+typedef struct {
+    pid_t *pids;
+    unsigned n;
+} srv_table;
+
 /* Stop: take the workers still running with us. */
-static _Noreturn void server_exit(const int *pidfds, unsigned n)
+static _Noreturn void server_exit(srv_table *t, int watch)
 {
-    for (unsigned i = 0; i < n; i++)
-        if (pidfds[i] >= 0) {
-            int code;
-            mp__pidfd_send_signal(pidfds[i], SIGKILL);
-            mp__pidfd_reap(pidfds[i], MP__NO_DEADLINE, &code);
-        }
+    for (unsigned i = 0; i < t->n; i++)
+        if (t->pids[i] > 0)
+            kill(t->pids[i], SIGKILL); /* not reaped yet: still ours */
+    for (unsigned i = 0; i < t->n; i++)
+        if (t->pids[i] > 0)
+            waitpid(t->pids[i], NULL, 0);
+    (void)watch;
     _exit(0);
+}
+
+/* Move a descriptor of the server's to `high` or above (see server_main). */
+static int above(int fd, int high)
+{
+    if (high < 0 || fd < 0 || fd >= high)
+        return fd;
+    int moved = fcntl(fd, F_DUPFD_CLOEXEC, high);
+    if (moved < 0)
+        return fd;
+    close(fd);
+    return moved;
+}
+
+/* Workers that exited: tell the parent, free their slots. */
+static void reap_workers(srv_table *t, int sock, int watch)
+{
+    pid_t pid;
+    int code;
+    while (mp__child_reap_any(watch, &pid, &code) > 0)
+        for (unsigned w = 0; w < t->n; w++)
+            if (t->pids[w] == pid) {
+                t->pids[w] = 0;
+                send_msg(sock, SRV_EXITED, (int)w, pid, code, -1);
+                break;
+            }
+}
+
+/* Fork worker w; tell the parent its pid, with a pidfd for it. */
+static void spawn_worker(pool_shm *s, srv_table *t, unsigned w, int ctl, int sock, int high,
+                         pid_t self)
+{
+    pid_t pid = mp__fork();
+    if (pid == 0) {
+        mp__close_from_except(high, ctl); /* our own descriptors */
+        worker_main(s, w, self, ctl);
+    }
+    close(ctl);
+    if (pid < 0) {
+        send_msg(sock, SRV_FAILED, (int)w, 0, (int)pid, -1);
+        return;
+    }
+    t->pids[w] = pid;
+    /* The parent watches the worker through a pidfd of its own; ours is
+     * closed once sent (the server reaps by SIGCHLD, holding no descriptor
+     * per worker, so that forks stay cheap with thousands of workers). */
+    int fd = mp__pidfd_open(pid);
+    send_msg(sock, SRV_SPAWNED, (int)w, pid, 0, fd);
+    if (fd >= 0)
+        close(fd);
 }
 
 static _Noreturn void server_main(pool_shm *s, int sock, pid_t parent)
@@ -404,28 +470,27 @@ static _Noreturn void server_main(pool_shm *s, int sock, pid_t parent)
     if (mp__die_with_parent(parent, SIGKILL) < 0)
         _exit(1);
     signal(SIGINT, SIG_IGN);
-    unsigned n = s->nworkers;
-    int *pidfds = malloc(n * sizeof *pidfds);
-    pid_t *pids = malloc(n * sizeof *pids);
-    int ep = mp__poller_new();
-    if (pidfds == NULL || pids == NULL || ep < 0 || mp__poller_add(ep, sock, UINT64_MAX) < 0)
+    /* Our own descriptors go above every one inherited from the parent, so
+     * that a new worker drops them with one close_range and keeps the
+     * parent's.  (The collector that forked us blocks every signal, so
+     * SIGCHLD is blocked, as the child watch needs.) */
+    int high = mp__fd_high_water();
+    if (high < 0)
         _exit(1);
-    for (unsigned i = 0; i < n; i++)
-        pidfds[i] = -1;
+    sock = above(sock, high);
+    srv_table t = {calloc(s->nworkers, sizeof(pid_t)), s->nworkers};
+    int ep = above(mp__poller_new(), high);
+    int watch = above(mp__child_watch_new(), high);
+    if (t.pids == NULL || ep < 0 || watch < 0 || mp__poller_add(ep, sock, 0) < 0 ||
+        mp__poller_add(ep, watch, 1) < 0)
+        _exit(1);
     pid_t self = getpid();
     for (;;) {
-        uint64_t tags[16];
-        int k = mp__poller_wait(ep, tags, 16, MP__NO_DEADLINE);
+        uint64_t tags[2];
+        int k = mp__poller_wait(ep, tags, 2, MP__NO_DEADLINE);
         for (int e = 0; e < k; e++) {
-            if (tags[e] != UINT64_MAX) {
-                unsigned w = (unsigned)tags[e];
-                int code = 0;
-                if (w >= n || pidfds[w] < 0 || mp__pidfd_reap(pidfds[w], 0, &code) < 0)
-                    continue;
-                mp__poller_del(ep, pidfds[w]);
-                close(pidfds[w]);
-                pidfds[w] = -1;
-                send_msg(sock, SRV_EXITED, (int)w, pids[w], code, -1);
+            if (tags[e] == 1) {
+                reap_workers(&t, sock, watch);
                 continue;
             }
             srv_msg m;
@@ -441,41 +506,27 @@ static _Noreturn void server_main(pool_shm *s, int sock, pid_t parent)
                         close(fds[f]);
                 }
                 if (r <= 0)
-                    server_exit(pidfds, n); /* the pool is gone */
+                    server_exit(&t, watch); /* the pool is gone */
                 got += (size_t)r;
             }
             if (m.op == SRV_STOP)
-                server_exit(pidfds, n);
-            if (m.op != SRV_SPAWN || m.slot < 0 || (unsigned)m.slot >= n || pidfds[m.slot] >= 0 ||
-                ctl < 0) {
+                server_exit(&t, watch);
+            bool valid = m.slot >= 0 && (unsigned)m.slot < t.n;
+            if (m.op == SRV_KILL) {
+                /* A worker whose pidfd the parent could not take in; not
+                 * reaped yet (its slot still names it), so still ours. */
+                if (ctl >= 0)
+                    close(ctl);
+                if (valid && t.pids[m.slot] == m.pid && m.pid > 0)
+                    kill(m.pid, SIGKILL);
+                continue;
+            }
+            if (m.op != SRV_SPAWN || !valid || t.pids[m.slot] != 0 || ctl < 0) {
                 if (ctl >= 0)
                     close(ctl);
                 continue;
             }
-            pid_t pid = mp__fork();
-            if (pid == 0) {
-                close(ep);
-                close(sock);
-                for (unsigned i = 0; i < n; i++)
-                    if (pidfds[i] >= 0)
-                        close(pidfds[i]);
-                worker_main(s, (unsigned)m.slot, self, ctl);
-            }
-            close(ctl);
-            if (pid < 0) {
-                send_msg(sock, SRV_FAILED, m.slot, 0, (int)pid, -1);
-                continue;
-            }
-            int fd = mp__pidfd_open(pid);
-            if (fd < 0) {
-                mp__kill_and_reap(pid);
-                send_msg(sock, SRV_FAILED, m.slot, 0, fd, -1);
-                continue;
-            }
-            pidfds[m.slot] = fd;
-            pids[m.slot] = pid;
-            mp__poller_add(ep, fd, (uint64_t)m.slot);
-            send_msg(sock, SRV_SPAWNED, m.slot, pid, 0, fd);
+            spawn_worker(s, &t, (unsigned)m.slot, ctl, sock, high, self);
         }
     }
 }

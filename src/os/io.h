@@ -22,6 +22,11 @@ int mp__io_pair(int fds[2], bool duplex);
  * their number in *nfds.  nonblock: fail with -EAGAIN rather than wait
  * (sockets only; pipes always wait).  Returns the bytes read (0 at EOF). */
 ssize_t mp__io_read(int fd, bool sock, void *buf, size_t n, bool nonblock, int *fds, int *nfds);
+/* mp__io_read on a socket that reports descriptors lost in transit (no
+ * room for them here: MSG_CTRUNC) in *truncated, with the bytes read as
+ * the result, instead of failing with -ETOOMANYREFS. */
+ssize_t mp__io_recv(int fd, void *buf, size_t n, bool nonblock, int *fds, int *nfds,
+                    bool *truncated);
 /* Write the whole of iov (in several calls if need be), passing descriptor
  * pass_fd (-1: none) with the first byte on a socket.  A peer that has gone
  * gives -EPIPE. */

@@ -63,43 +63,53 @@ void mp__io_close(int fd)
 
 ssize_t mp__io_read(int fd, bool sock, void *buf, size_t n, bool nonblock, int *fds, int *nfds)
 {
-    *nfds = 0;
-    for (;;) {
-        ssize_t r;
-        if (!sock) {
-            r = read(fd, buf, n);
-        } else {
-            union {
-                char b[CMSG_SPACE(MP__IO_MAX_FDS * sizeof(int))];
-                struct cmsghdr align;
-            } ctl;
-            struct iovec iov = {buf, n};
-            struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1,
-                                .msg_control = ctl.b, .msg_controllen = sizeof ctl.b};
-            r = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC | (nonblock ? MSG_DONTWAIT : 0));
-            if (r >= 0) {
-                for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
-                    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-                        continue;
-                    size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-                    for (size_t i = 0; i < k; i++) {
-                        int got;
-                        memcpy(&got, CMSG_DATA(c) + i * sizeof(int), sizeof got);
-                        if (*nfds < MP__IO_MAX_FDS)
-                            fds[(*nfds)++] = got;
-                        else
-                            close(got);
-                    }
-                }
-                if (mh.msg_flags & MSG_CTRUNC)
-                    return -ETOOMANYREFS;
-            }
+    if (!sock) {
+        *nfds = 0;
+        for (;;) {
+            ssize_t r = read(fd, buf, n);
+            if (r >= 0)
+                return r;
+            if (errno != EINTR)
+                return -errno;
         }
-        if (r >= 0)
-            return r;
+    }
+    bool truncated;
+    ssize_t r = mp__io_recv(fd, buf, n, nonblock, fds, nfds, &truncated);
+    return r >= 0 && truncated ? -ETOOMANYREFS : r;
+}
+
+ssize_t mp__io_recv(int fd, void *buf, size_t n, bool nonblock, int *fds, int *nfds,
+                    bool *truncated)
+{
+    *nfds = 0;
+    *truncated = false;
+    union {
+        char b[CMSG_SPACE(MP__IO_MAX_FDS * sizeof(int))];
+        struct cmsghdr align;
+    } ctl;
+    struct iovec iov = {buf, n};
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.b,
+                        .msg_controllen = sizeof ctl.b};
+    ssize_t r;
+    while ((r = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC | (nonblock ? MSG_DONTWAIT : 0))) < 0)
         if (errno != EINTR)
             return -errno;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+            continue;
+        size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < k; i++) {
+            int got;
+            memcpy(&got, CMSG_DATA(c) + i * sizeof(int), sizeof got);
+            if (*nfds < MP__IO_MAX_FDS)
+                fds[(*nfds)++] = got;
+            else
+                close(got);
+        }
     }
+    if (mh.msg_flags & MSG_CTRUNC)
+        *truncated = true; /* descriptors lost: no room for them here */
+    return r;
 }
 
 int mp__io_write_all(int fd, bool sock, struct iovec *iov, int iovcnt, int pass_fd)

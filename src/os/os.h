@@ -77,6 +77,16 @@ int mp__cpu_count(void);        /* affinity mask and cgroup quota */
  * system call: ask only on the way to sleeping. */
 bool mp__can_run_in_parallel(void);
 
+/* How many more descriptors this process may open now (the soft
+ * RLIMIT_NOFILE less those open); LONG_MAX when there is no limit or it
+ * cannot be told. */
+long mp__fd_headroom(void);
+
+/* One more than the highest open descriptor, or -1 if it cannot be told. */
+int mp__fd_high_water(void);
+/* Close every descriptor >= from except keep (close_range). */
+void mp__close_from_except(int from, int keep);
+
 /* ---- processes ---- */
 /* Open a pidfd for a child; returns fd >= 0 or -errno (-ENOSYS before 5.3). */
 int mp__pidfd_open(pid_t pid);
@@ -108,6 +118,12 @@ int mp__poller_wait(int poller, uint64_t *tags, int max, int64_t deadline);
 int mp__notifier_new(void);
 void mp__notify(int fd);
 void mp__notifier_drain(int fd);
+/* A descriptor that becomes readable when a child of this process exits.
+ * SIGCHLD must be blocked in every thread (the fork server's case). */
+int mp__child_watch_new(void);
+/* Reap one exited child without waiting: 1 (*pid and *code: exit status,
+ * or -signal), 0 when none is waiting to be reaped, or -errno. */
+int mp__child_reap_any(int watch, pid_t *pid, int *code);
 /* Ignore SIGINT and block nothing else: a pool worker's signal state. */
 void mp__worker_signals(void);
 

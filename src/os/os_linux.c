@@ -6,6 +6,7 @@
  * the parent's pid or tid.  Nothing here holds state in shared memory, so a
  * kill -9 at any point cannot leave anything inconsistent. */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -20,6 +21,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -260,6 +262,63 @@ bool mp__can_run_in_parallel(void)
         parallel = CPU_COUNT(&set) > 1;
     checked_at = now;
     return parallel;
+}
+
+/* Count the open descriptors (open) and find the highest (*high). */
+static long fd_scan(int *high)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (d == NULL)
+        return -1;
+    int self = dirfd(d);
+    long open = 0;
+    *high = -1;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        int fd = atoi(e->d_name);
+        if (fd == self)
+            continue;
+        open++;
+        if (fd > *high)
+            *high = fd;
+    }
+    closedir(d);
+    return open;
+}
+
+int mp__fd_high_water(void)
+{
+    int high;
+    if (fd_scan(&high) < 0)
+        return -1;
+    return high + 1;
+}
+
+void mp__close_from_except(int from, int keep)
+{
+    if (keep >= from) {
+        if (keep > from)
+            syscall(SYS_close_range, (unsigned)from, (unsigned)keep - 1, 0);
+        syscall(SYS_close_range, (unsigned)keep + 1, ~0U, 0);
+    } else {
+        syscall(SYS_close_range, (unsigned)from, ~0U, 0);
+    }
+}
+
+long mp__fd_headroom(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY ||
+        rl.rlim_cur > LONG_MAX)
+        return LONG_MAX;
+    int high;
+    long open = fd_scan(&high);
+    if (open < 0)
+        return LONG_MAX; /* no /proc: nothing to go by */
+    long left = (long)rl.rlim_cur - open;
+    return left > 0 ? left : 0;
 }
 
 /* ---- processes ---- */

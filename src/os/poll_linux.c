@@ -4,9 +4,12 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <string.h>
 #include <stdint.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <sys/wait.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -126,6 +129,36 @@ void mp__notifier_drain(int fd)
     uint64_t v;
     while (read(fd, &v, sizeof v) < 0 && errno == EINTR)
         ;
+}
+
+int mp__child_watch_new(void)
+{
+    sigset_t chld;
+    sigemptyset(&chld);
+    sigaddset(&chld, SIGCHLD);
+    int fd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+    return fd < 0 ? -errno : fd;
+}
+
+int mp__child_reap_any(int watch, pid_t *pid, int *code)
+{
+    struct signalfd_siginfo si[8];
+    while (read(watch, si, sizeof si) > 0)
+        ; /* signals merge: what counts is what waitid finds */
+    for (;;) {
+        siginfo_t info;
+        memset(&info, 0, sizeof info);
+        if (waitid(P_ALL, 0, &info, WEXITED | WNOHANG) < 0) {
+            if (errno == EINTR)
+                continue;
+            return errno == ECHILD ? 0 : -errno;
+        }
+        if (info.si_pid == 0)
+            return 0;
+        *pid = info.si_pid;
+        *code = info.si_code == CLD_EXITED ? info.si_status : -info.si_status;
+        return 1;
+    }
 }
 
 void mp__worker_signals(void)

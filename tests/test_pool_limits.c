@@ -1,0 +1,206 @@
+/* Pools at their limits: thousands of workers, few descriptors, chunk sizes
+ * far past the number of items, and the order in which a task's callbacks
+ * and its waiters see it end. */
+// labels: unit
+#include <mproc.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <sys/resource.h>
+
+#include "mp_test.h"
+#include "test_pool_common.h"
+
+/* Waits for every worker of the pool at a barrier: it returns only once
+ * all of them run at the same time. */
+static int meet(const void *arg, size_t len, mp_buf *res)
+{
+    (void)len;
+    (void)res;
+    mp_barrier *b = *(mp_barrier *const *)arg;
+    return mp_barrier_wait(b, MP_TMO(60)) >= 0 ? 0 : 1;
+}
+
+/* A pool of n workers has them all running at once, and goes away. */
+static void many_workers(unsigned n)
+{
+    struct rlimit rl;
+    cr_assert_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
+    /* Two descriptors a worker in the parent, one in the fork server. */
+    rlim_t need = 2 * (rlim_t)n + 64;
+    if (rl.rlim_cur < need && rl.rlim_max >= need) {
+        rl.rlim_cur = need;
+        cr_assert_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
+    }
+    cr_assert_geq(rl.rlim_cur, need, "this test needs %lu descriptors", (unsigned long)need);
+    mp_pool *p;
+    mp_expect_rc(mp_pool_new(&p, &(mp_pool_opts){.workers = n}), 0);
+    mp_barrier *b;
+    mp_expect_rc(mp_barrier_new(&b, n), 0);
+    mp_result **rs = calloc(n, sizeof *rs);
+    for (unsigned i = 0; i < n; i++)
+        mp_expect_rc(mp_pool_apply_async(p, meet, &b, sizeof b, NULL, &rs[i]), 0);
+    for (unsigned i = 0; i < n; i++) {
+        mp_expect_rc(mp_result_get(rs[i], MP_TMO(90), NULL, NULL), 0);
+        mp_result_free(rs[i]);
+    }
+    free(rs);
+    enum { N = 2000 };
+    static int in[N], out[N];
+    for (int i = 0; i < N; i++)
+        in[i] = i;
+    mp_expect_rc(mp_pool_map(p, map_item, in, N, sizeof(int), out, sizeof(int), 1), 0);
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(out[i], 2 * i + 1);
+    mp_expect_rc(mp_pool_close(p), 0);
+    mp_expect_rc(mp_pool_join(p, MP_TMO(60)), 0);
+    mp_pool_free(p);
+    mp_barrier_free(b);
+}
+
+/* The collector and the fork server used to block in sendmsg to each
+ * other once both sockets were full (about 600 workers). */
+Test(pool_limits, six_hundred_workers, .timeout = MP_TMO(60)) { many_workers(600); }
+
+Test(pool_limits, four_thousand_workers, .timeout = MP_TMO(120)) { many_workers(4096); }
+
+/* With too few descriptors a pool either refuses to start (-EMFILE) or
+ * works: it never starts and then answers MP_ECLOSED (a descriptor lost
+ * to MSG_CTRUNC was taken for the fork server's death). */
+Test(pool_limits, few_descriptors_fail_at_new_or_work, .timeout = MP_TMO(120))
+{
+    struct rlimit rl = {64, 64};
+    cr_assert_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
+    int refused = 0, worked = 0;
+    for (unsigned n = 20; n <= 60; n++) {
+        mp_pool *p;
+        int rc = mp_pool_new(&p, &(mp_pool_opts){.workers = n});
+        if (rc == -EMFILE) {
+            refused++;
+            continue;
+        }
+        mp_expect_rc(rc, 0);
+        for (int i = 0; i < 40; i++) {
+            /* A worker that dies is replaced within the same limit. */
+            mp_result *r;
+            int segv = i % 10 == 5;
+            mp_expect_rc(submit(p, segv ? OP_SEGV : OP_SQUARE, i, NULL, NULL, &r), 0);
+            mp_expect_rc(mp_result_get(r, MP_TMO(30), NULL, NULL), segv ? MP_EWORKER : 0);
+            mp_result_free(r);
+        }
+        mp_pool_free(p);
+        worked++;
+    }
+    cr_assert_gt(refused, 0, "60 workers cannot fit in 64 descriptors");
+    cr_assert_gt(worked, 0);
+}
+
+/* A chunk size past n is n: it neither fails nor carves chunk-sized
+ * staging buffers out of the shared heap. */
+Test(pool_limits, chunksize_is_clamped_to_the_items, .timeout = MP_TMO(30))
+{
+    mp_expect_rc(mp_heap_configure((size_t)64 << 20), 0);
+    mp_pool *p;
+    mp_expect_rc(mp_pool_new(&p, &(mp_pool_opts){.workers = 2}), 0);
+    enum { N = 100 };
+    int in[N], out[N];
+    for (int i = 0; i < N; i++)
+        in[i] = i;
+    static const size_t sizes[] = {(size_t)1 << 28, (size_t)1 << 31, SIZE_MAX, N + 1};
+    for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++) {
+        memset(out, 0, sizeof out);
+        mp_expect_rc(mp_pool_map(p, map_item, in, N, sizeof(int), out, sizeof(int), sizes[s]), 0);
+        for (int i = 0; i < N; i++)
+            cr_assert_eq(out[i], 2 * i + 1);
+        mp_iter *it;
+        mp_expect_rc(mp_pool_imap(p, map_item, in, N, sizeof(int), sizeof(int), sizes[s], true, &it),
+                     0);
+        size_t idx;
+        int v;
+        for (int i = 0; i < N; i++) {
+            mp_expect_rc(mp_iter_next(it, &v, &idx, MP_TMO(10)), 0);
+            cr_assert_eq(idx, (size_t)i);
+            cr_assert_eq(v, 2 * i + 1);
+        }
+        mp_expect_rc(mp_iter_next(it, &v, &idx, MP_TMO(10)), MP_EDONE);
+        mp_iter_free(it);
+    }
+    mp_pool_free(p);
+}
+
+/* ---- a task's callback returns before its waiters see it end ---- */
+
+typedef struct {
+    _Atomic int calls;
+} slow_cb;
+
+static void spin_ms(double ms)
+{
+    double end = mp_test_now() + ms / 1000;
+    while (mp_test_now() < end)
+        ;
+}
+
+static void slow_ok(const void *res, size_t len, void *ud)
+{
+    (void)res;
+    (void)len;
+    spin_ms(30);
+    atomic_fetch_add(&((slow_cb *)ud)->calls, 1);
+}
+
+static void slow_err(int code, void *ud)
+{
+    (void)code;
+    spin_ms(30);
+    atomic_fetch_add(&((slow_cb *)ud)->calls, 1);
+}
+
+static void expect_callback_first(mp_pool *p, int op, int want)
+{
+    for (int round = 0; round < 5; round++) {
+        slow_cb s = {0};
+        mp_result *r;
+        mp_task_opts o = {.callback = slow_ok, .error_callback = slow_err, .ud = &s};
+        mp_expect_rc(submit(p, op, 5, NULL, &o, &r), 0);
+        mp_expect_rc(mp_result_get(r, MP_TMO(10), NULL, NULL), want);
+        cr_assert_eq(atomic_load(&s.calls), 1, "get returned before the callback (op %d)", op);
+        mp_result_free(r);
+
+        slow_cb t = {0};
+        o.ud = &t;
+        mp_expect_rc(submit(p, op, 5, NULL, &o, &r), 0);
+        mp_expect_rc(mp_result_wait(r, MP_TMO(10)), 0);
+        cr_assert_eq(atomic_load(&t.calls), 1, "wait returned before the callback (op %d)", op);
+        cr_assert(mp_result_ready(r));
+        mp_result_free(r);
+
+        slow_cb u = {0};
+        o.ud = &u;
+        mp_expect_rc(submit(p, op, 5, NULL, &o, &r), 0);
+        mp_result *const rs[1] = {r};
+        mp_expect_rc(mp_result_wait_any(rs, 1, MP_TMO(10)), 0);
+        cr_assert_eq(atomic_load(&u.calls), 1, "wait_any returned before the callback (op %d)", op);
+        mp_result_free(r);
+    }
+}
+
+static void callbacks_first(mp_pool_kind kind)
+{
+    mp_pool *p;
+    mp_expect_rc(mp_pool_new(&p, &(mp_pool_opts){.workers = 2, .kind = kind}), 0);
+    expect_callback_first(p, OP_SQUARE, 0);
+    expect_callback_first(p, OP_FAIL, MP_ETASK);
+    if (kind == MP_POOL_PROCESS)
+        expect_callback_first(p, OP_SEGV, MP_EWORKER);
+    mp_pool_free(p);
+}
+
+Test(pool_limits, callbacks_return_before_get, .timeout = MP_TMO(60))
+{
+    callbacks_first(MP_POOL_PROCESS);
+}
+
+Test(pool_limits, callbacks_return_before_get_threads, .timeout = MP_TMO(60))
+{
+    callbacks_first(MP_POOL_THREAD);
+}
