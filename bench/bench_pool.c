@@ -9,7 +9,12 @@
  *   pool.apply_async_10k  10,000 apply_async in flight, then every get
  *   pool.start            pool of 2 started, one task run, closed, joined
  *   threadpool.map_1M     map on a pool of 2 threads (Python: ThreadPool;
- *                         posix: the array cut in two halves by hand) */
+ *                         posix: the array cut in two halves by hand)
+ *   pool.map_shared_1M_w10  shared arrays on Pool(10), as the seeds write it
+ *   pool.map_10us         20,000 items of about 10 us each, 2 workers
+ *   threadpool.apply_async_10k  10,000 in flight on a pool of 2 threads
+ * Their C peers (oneTBB, OpenMP, libuv, a condition-variable pool) are in
+ * bench_pool_cxx.cpp and bench_pool_extra.c. */
 #include <mproc.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -39,6 +44,48 @@ static void bench_map(const char *name, unsigned workers, mp_pool_kind kind, boo
         free(m.in);
         free(m.out);
     }
+}
+
+/* ---- items of about 10 us ---- */
+
+#define SLOW_ITEMS 20000
+
+static int spin_map(const void *in, void *out)
+{
+    double end = mp_bench_now() + 10e-6;
+    int64_t v = *(const int64_t *)in;
+    while (mp_bench_now() < end)
+        v = v * 6364136223846793005LL + 1;
+    *(int64_t *)out = v | 1;
+    return 0;
+}
+
+static double slow_body(void *ctx, uint64_t n)
+{
+    map_ctx *m = ctx;
+    double t0 = mp_bench_now();
+    MP_BENCH_CHECK(mp_pool_map(m->pool, spin_map, m->in, n, sizeof(int64_t), m->out,
+                               sizeof(int64_t), 0) == 0);
+    double t = mp_bench_now() - t0;
+    for (uint64_t i = 0; i < n; i++)
+        MP_BENCH_CHECK(m->out[i] & 1);
+    return t;
+}
+
+static void bench_slow(void)
+{
+    map_ctx m;
+    MP_BENCH_CHECK(mp_pool_new(&m.pool, &(mp_pool_opts){.workers = 2}) == 0);
+    m.in = mp_shared_alloc(SLOW_ITEMS * sizeof(int64_t));
+    m.out = mp_shared_alloc(SLOW_ITEMS * sizeof(int64_t));
+    MP_BENCH_CHECK(m.in && m.out);
+    for (int64_t i = 0; i < SLOW_ITEMS; i++)
+        m.in[i] = i;
+    mp_bench_run("pool.map_10us", "mproc", MP_BENCH_OPS_PER_S, 0, slow_body, &m,
+                 mp_bench_n(SLOW_ITEMS), 0);
+    mp_pool_free(m.pool);
+    mp_shared_free(m.in);
+    mp_shared_free(m.out);
 }
 
 /* ---- the hand-written floor for the thread pool ---- */
@@ -98,7 +145,9 @@ int main(void)
         snprintf(name, sizeof name, "pool.map_shared_1M_w%u", ws[i]);
         bench_map(name, ws[i], MP_POOL_PROCESS, true);
     }
+    bench_map("pool.map_shared_1M_w10", 10, MP_POOL_PROCESS, true);
     bench_map("threadpool.map_1M", 2, MP_POOL_THREAD, false);
+    bench_slow();
     map_ctx m = {0};
     m.in = malloc(ITEMS * sizeof(int64_t));
     m.out = malloc(ITEMS * sizeof(int64_t));
@@ -113,6 +162,11 @@ int main(void)
     mp_bench_run("pool.apply_rtt", "mproc", MP_BENCH_US_PER_OP, 0, rtt_body, p, mp_bench_n(20000), 0);
     inflight_body(p, 10000); /* warm: 10,000 jobs made once, then reused */
     mp_bench_run("pool.apply_async_10k", "mproc", MP_BENCH_OPS_PER_S, 0, inflight_body, p, 10000, 0);
+    mp_pool_free(p);
+    MP_BENCH_CHECK(mp_pool_new(&p, &(mp_pool_opts){.workers = 2, .kind = MP_POOL_THREAD}) == 0);
+    inflight_body(p, 10000);
+    mp_bench_run("threadpool.apply_async_10k", "mproc", MP_BENCH_OPS_PER_S, 0, inflight_body, p,
+                 10000, 0);
     mp_pool_free(p);
     mp_bench_run("pool.start", "mproc", MP_BENCH_US_PER_OP, 0, start_body, NULL, mp_bench_n(200), 0);
     return 0;

@@ -1,0 +1,80 @@
+// The pool's C++ peer: oneTBB parallel_for on the same work as
+// bench_pool.c's maps (x * 3 over 1,000,000 int64, and items of 10 us),
+// with as many threads as mproc's pools have workers (global_control).
+// Prints the same bench names as bench_pool.c, impl "tbb".
+#include <tbb/blocked_range.h>
+#include <tbb/global_control.h>
+#include <tbb/parallel_for.h>
+
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+extern "C" {
+#include "harness.h"
+}
+
+static const uint64_t ITEMS = 1000000, SLOW_ITEMS = 20000;
+static std::vector<int64_t> in(ITEMS), out(ITEMS);
+
+static void check_out(uint64_t n)
+{
+    for (uint64_t i = 0; i < n; i += 997)
+        MP_BENCH_CHECK(out[i] == in[i] * 3);
+    MP_BENCH_CHECK(out[n - 1] == in[n - 1] * 3);
+}
+
+static double tbb_map(void *, uint64_t n)
+{
+    std::memset(out.data(), 0, n * sizeof(int64_t));
+    double t0 = mp_bench_now();
+    tbb::parallel_for(tbb::blocked_range<uint64_t>(0, n), [](const tbb::blocked_range<uint64_t> &r) {
+        for (uint64_t i = r.begin(); i != r.end(); ++i)
+            out[i] = in[i] * 3;
+    });
+    double t = mp_bench_now() - t0;
+    check_out(n);
+    return t;
+}
+
+static int64_t spin_item(int64_t x)
+{
+    double end = mp_bench_now() + 10e-6;
+    int64_t v = x;
+    while (mp_bench_now() < end)
+        v = v * 6364136223846793005LL + 1;
+    return v | 1;
+}
+
+static double tbb_slow(void *, uint64_t n)
+{
+    double t0 = mp_bench_now();
+    tbb::parallel_for(tbb::blocked_range<uint64_t>(0, n), [](const tbb::blocked_range<uint64_t> &r) {
+        for (uint64_t i = r.begin(); i != r.end(); ++i)
+            out[i] = spin_item((int64_t)i);
+    });
+    double t = mp_bench_now() - t0;
+    for (uint64_t i = 0; i < n; i++)
+        MP_BENCH_CHECK(out[i] & 1);
+    return t;
+}
+
+int main()
+{
+    for (uint64_t i = 0; i < ITEMS; i++)
+        in[i] = (int64_t)i;
+    {
+        tbb::global_control two(tbb::global_control::max_allowed_parallelism, 2);
+        const char *maps2[] = {"pool.map_shared_1M_w2", "pool.map_1M_w2", "threadpool.map_1M"};
+        for (const char *name : maps2)
+            mp_bench_run(name, "tbb", MP_BENCH_OPS_PER_S, 0, tbb_map, nullptr, ITEMS, 0);
+        mp_bench_run("pool.map_10us", "tbb", MP_BENCH_OPS_PER_S, 0, tbb_slow, nullptr,
+                     mp_bench_n(SLOW_ITEMS), 0);
+    }
+    {
+        tbb::global_control ten(tbb::global_control::max_allowed_parallelism, 10);
+        mp_bench_run("pool.map_shared_1M_w10", "tbb", MP_BENCH_OPS_PER_S, 0, tbb_map, nullptr,
+                     ITEMS, 0);
+    }
+    return 0;
+}
