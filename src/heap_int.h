@@ -8,18 +8,19 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include "export_int.h"
 
 /* Allocate size bytes (aligned to max_align_t, at least 16), owned by the
  * calling process.  Maps the heap on first use.  NULL when the heap's budget
  * is exhausted or size is 0 or too large; *err (if not NULL) says why:
  * -EINVAL, -ENOMEM, or the mapping's error. */
-void *mp__heap_alloc(size_t size, int *err);
+MP_INTERNAL void *mp__heap_alloc(size_t size, int *err);
 /* Same, zero-filled. */
 void *mp__heap_calloc(size_t size, int *err);
 /* Free a block if the calling process allocated it; otherwise, or if p is
  * not a live block of the heap, do nothing.  Returns 0, -EPERM (another
  * process's block), or -EINVAL (not a live block). */
-int mp__heap_free(void *p);
+MP_INTERNAL int mp__heap_free(void *p);
 /* Free a block whoever allocated it (internal hand-offs between processes,
  * e.g. a result allocated by a worker and freed by the parent). */
 int mp__heap_free_any(void *p);

@@ -204,3 +204,39 @@ Test(pool_limits, callbacks_return_before_get_threads, .timeout = MP_TMO(60))
 {
     callbacks_first(MP_POOL_THREAD);
 }
+
+/* ---- deadlines of map items ---- */
+
+static int nap_item(const void *in, void *out)
+{
+    double s = *(const double *)in;
+    struct timespec ts = {(time_t)s, (long)((s - (time_t)s) * 1e9)};
+    while (nanosleep(&ts, &ts) != 0)
+        ;
+    *(double *)out = s;
+    return 0;
+}
+
+/* A slow item after quick ones of the same chunk is still killed at its
+ * limit: the supervisor, which saw the helper between items, must look
+ * again. */
+Test(pool_limits, item_deadline_after_quick_items, .timeout = MP_TMO(30))
+{
+    mp_pool *p;
+    mp_expect_rc(mp_pool_new(&p, &(mp_pool_opts){.workers = 1, .task_timeout = 0.3}), 0);
+    double naps[5] = {0.05, 0.05, 0.05, 30, 0.05}, outs[5] = {0};
+    for (int round = 0; round < 3; round++) {
+        mp_map_error *errs = NULL;
+        size_t nerrs = 0;
+        double t0 = mp_test_now();
+        mp_expect_rc(mp_pool_map_ex(p, nap_item, naps, 5, sizeof(double), outs, sizeof(double), 5,
+                                    &errs, &nerrs),
+                     MP_EDEADLINE);
+        cr_assert_lt(mp_test_now() - t0, 10);
+        cr_assert_eq(nerrs, 1);
+        cr_assert_eq(errs[0].index, 3);
+        free(errs);
+        cr_assert_eq(outs[4], 0.05);
+    }
+    mp_pool_free(p);
+}

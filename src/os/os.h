@@ -15,6 +15,7 @@
 #include <sys/types.h>
 
 #include "mproc/common.h"
+#include "export_int.h"
 
 /* ---- replaceable system calls (tests swap entries to inject faults) ---- */
 struct mp__os_calls {
@@ -28,12 +29,12 @@ extern struct mp__os_calls mp__os;
 
 /* ---- clocks and deadlines (CLOCK_MONOTONIC, nanoseconds) ---- */
 #define MP__NO_DEADLINE INT64_MAX
-int64_t mp__now_ns(void);
+MP_INTERNAL int64_t mp__now_ns(void);
 /* Turn a timeout in seconds into an absolute deadline.  MP_FOREVER, any
  * negative value and +inf give MP__NO_DEADLINE; NaN is -EINVAL. */
 int mp__deadline(double timeout, int64_t *deadline);
 /* Sleep until the absolute deadline (not before it). */
-void mp__sleep_until(int64_t deadline);
+MP_INTERNAL void mp__sleep_until(int64_t deadline);
 /* Milliseconds left until deadline, rounded up, for poll(): -1 = forever. */
 int mp__deadline_ms(int64_t deadline);
 
@@ -56,7 +57,7 @@ static inline void mp__cpu_relax(void)
 
 /* Let another runnable thread have this CPU (spin loops that may be
  * keeping the thread they wait for off it). */
-void mp__yield(void);
+MP_INTERNAL void mp__yield(void);
 
 /* ---- identities ---- */
 /* The calling thread's id, cached per thread (reset in a forked child). */
@@ -67,7 +68,7 @@ static inline pid_t mp__gettid(void)
     pid_t t = mp__tid_cache;
     return t != 0 ? t : mp__gettid_slow();
 }
-pid_t mp__getpid(void);   /* cached per process, refreshed after fork */
+MP_INTERNAL pid_t mp__getpid(void);   /* cached per process, refreshed after fork */
 bool mp__is_main_thread(void);
 long mp__page_size(void);
 uint64_t mp__mem_total(void);   /* physical memory in bytes */
@@ -116,7 +117,7 @@ int mp__poller_wait(int poller, uint64_t *tags, int max, int64_t deadline);
 /* A notifier: an fd that becomes readable when notified from any process
  * that inherited it, until drained.  Returns the fd or -errno. */
 int mp__notifier_new(void);
-void mp__notify(int fd);
+MP_INTERNAL void mp__notify(int fd);
 void mp__notifier_drain(int fd);
 /* A descriptor that becomes readable when a child of this process exits.
  * SIGCHLD must be blocked in every thread (the fork server's case). */

@@ -1,0 +1,115 @@
+/* A map's work, shared with the workers: the array cut into chunks that
+ * workers claim one at a time (the parent's side is map.c).
+ *
+ * A map dispatches a few helper jobs (one per worker that can run at
+ * once); a worker running a helper claims chunks with a CAS on the chunk's
+ * claim word until none is left, so the ring and the supervisor see one
+ * job per worker, not one per chunk, and a map's end needs no thread of
+ * the parent but its caller.
+ *
+ * Life cycle of a chunk's claim word (who moves it):
+ *
+ *   WAIT ──stage (map caller: input copied)──► FREE ──claim (worker CAS)──► CLAIMED+w
+ *                                               ▲                            │   │
+ *                 reset (worker stopping with   │                            │   │ done
+ *                 failures to report, or the    └────────────────────────────┘   ▼ (worker)
+ *                 supervisor after w died: start moves past the item)           DONE
+ *
+ * `start` is the first item of the chunk still to run: items before it
+ * ran (their failures are recorded), so a chunk resumed after a crash runs
+ * each item at most once.  Crash safety: a CLAIMED+w chunk names its
+ * worker, so the supervisor finds the chunk a dead worker held, and the
+ * helper job's `cur` names the item. */
+#ifndef MPROC_POOL_BATCH_H
+#define MPROC_POOL_BATCH_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mproc/pool.h"
+#include "export_int.h"
+
+enum { CHUNK_WAIT = 0, CHUNK_FREE, CHUNK_DONE, CHUNK_CLAIMED };
+
+/* mp__batch_claim's answers besides a chunk index. */
+#define BATCH_NONE (-1)   /* nothing free now; staging will bring more */
+#define BATCH_OVER (-2)   /* nothing left to claim */
+
+/* The map item index meaning "not running an item" (helper's cur). */
+#define BATCH_NO_ITEM UINT64_MAX
+
+typedef struct {
+    _Atomic uint32_t claim;     /* CHUNK_* (+ worker index) */
+    uint32_t start;             /* first item of the chunk left to run */
+} batch_chunk;
+
+typedef struct batch_shm {
+    mp_map_fn fn;
+    const char *in;             /* in place: the caller's arrays; staged: */
+    char *out;                  /*   window slots of the staging area */
+    size_t n, in_size, out_size;
+    uint32_t chunk;             /* items a chunk (the last may have fewer) */
+    uint32_t nchunks;
+    uint32_t window;            /* staged: chunk k uses slot k % window; 0: in place */
+    uint32_t stage_in;          /* staged: whether in, out are staged */
+    uint32_t stage_out;
+    int64_t timeout_ns;         /* per item; 0: none */
+    _Alignas(64) _Atomic uint32_t hint; /* no free chunk below this */
+    _Atomic uint32_t stop;      /* claim nothing more (cancelled) */
+    _Atomic uint32_t any_fail;  /* an item failed: see map.c */
+    _Alignas(64) _Atomic uint32_t ndone; /* chunks done */
+    _Atomic uint32_t events;    /* futex: bumped at every chunk's end */
+    _Atomic uint32_t waiters;
+    _Alignas(64) _Atomic uint32_t staged; /* futex: bumped at every staging */
+    _Atomic uint32_t stage_waiters;
+    uint32_t *order;            /* chunks in the order they were done */
+    batch_chunk chunks[];
+} batch_shm;
+
+/* A batch of nchunks chunks in the shared heap, all WAIT, order unset.
+ * NULL and *err on failure. */
+batch_shm *mp__batch_new(uint32_t nchunks, int *err);
+void mp__batch_free(batch_shm *b);
+
+/* Items of chunk k: the first's index in *first, how many in *count. */
+static inline void mp__batch_range(const batch_shm *b, uint32_t k, size_t *first, uint32_t *count)
+{
+    *first = (size_t)k * b->chunk;
+    size_t left = b->n - *first;
+    *count = left < b->chunk ? (uint32_t)left : b->chunk;
+}
+
+/* Where chunk k's first input and output are (in place or staged). */
+static inline const char *mp__batch_in(const batch_shm *b, uint32_t k)
+{
+    if (b->stage_in)
+        return b->in + (size_t)(k % b->window) * b->chunk * b->in_size;
+    return b->in + (size_t)k * b->chunk * b->in_size;
+}
+
+static inline char *mp__batch_out(const batch_shm *b, uint32_t k)
+{
+    if (b->stage_out)
+        return b->out + (size_t)(k % b->window) * b->chunk * b->out_size;
+    return b->out + (size_t)k * b->chunk * b->out_size;
+}
+
+/* (worker w) Claim a chunk: its index, BATCH_NONE or BATCH_OVER. */
+MP_INTERNAL int mp__batch_claim(batch_shm *b, unsigned w);
+/* (worker, supervisor) Chunk k is done: record it and wake the waiters. */
+MP_INTERNAL void mp__batch_done(batch_shm *b, uint32_t k);
+/* (worker w stopping, supervisor for a dead w) Chunk k goes back to be
+ * claimed again from item start (of the chunk). */
+void mp__batch_reset(batch_shm *b, uint32_t k, uint32_t start);
+/* (supervisor) The chunk worker w holds, or -1. */
+int mp__batch_held_by(batch_shm *b, unsigned w);
+/* (map caller) Chunk k's input is staged: it may be claimed. */
+void mp__batch_staged(batch_shm *b, uint32_t k);
+/* (worker) Wait until staging has moved on from `seen` (the `staged`
+ * word read before a claim that found nothing staged), or the batch stops,
+ * at most until deadline. */
+void mp__batch_wait_staged(batch_shm *b, uint32_t seen, int64_t deadline);
+
+#endif

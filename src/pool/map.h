@@ -1,0 +1,70 @@
+/* The parent's half of a map batch, shared by map.c (map, map_ex) and
+ * iter.c (imap). */
+#ifndef MPROC_POOL_MAP_H
+#define MPROC_POOL_MAP_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#include "pool/batch.h"
+#include "pool/core.h"
+
+struct map_batch {
+    pool_core *c;
+    batch_shm *shm;
+    _Atomic int refs;           /* the caller, and each helper not yet ended */
+    pthread_mutex_t lock;       /* everything below but the staging fields */
+    unsigned helpers_out;       /* helper jobs not yet ended for good */
+    mp_map_error *errs;         /* failed items, as the supervisor got them */
+    size_t nerrs, cap;
+    bool oom;                   /* a failure could not be recorded */
+    bool canceled;
+
+    /* staging (the caller's thread only) */
+    const char *user_in;        /* the caller's arrays */
+    char *user_out;
+    void *stage;                /* heap block: window slots of in, then out */
+    uint32_t next_stage;        /* next chunk to stage */
+    uint32_t next_copy;         /* chunks below this are copied out */
+    unsigned char *copied;      /* per chunk: output copied to the caller */
+};
+
+/* Validate, make the batch and dispatch its helpers.  out: the caller's
+ * array (map) or NULL (imap: the batch gets its own).  0 and *mbp, or
+ * an error. */
+int mp__map_start(mp_pool *p, mp_map_fn fn, const void *in, size_t n, size_t in_size,
+                  void *out, size_t out_size, size_t chunksize, bool blocking,
+                  map_batch **mbp);
+/* Stage what the window allows and copy out what is done (staged maps;
+ * the caller's thread). */
+void mp__map_pump(map_batch *mb);
+/* True once every chunk is done, or the batch can get no further. */
+bool mp__map_over(map_batch *mb);
+/* Stop the batch: helpers claim nothing more; queued ones are cancelled. */
+void mp__map_cancel(map_batch *mb);
+/* Wait until no helper will touch the batch's chunks any more. */
+void mp__map_wait_helpers(map_batch *mb);
+/* Drop the caller's reference. */
+void mp__map_unref(map_batch *mb);
+/* Failed items in index order (sorted in place). */
+void mp__map_sort_errors(map_batch *mb);
+/* (a worker in this process: MPI's sender) Record the failure of item
+ * index of the map that helper job s works for, before its chunk is marked
+ * done.  0, or -ENOMEM (the map then fails with it), -EINVAL (no such
+ * helper). */
+MP_INTERNAL int mp__map_fail_item(pool_core *c, job_shm *s, uint64_t index,
+                                  const mp_task_info *info);
+
+/* ---- iterators, for MPI worker ranks (iter.c) ---- */
+/* Cancel an iterator's work not yet started (mp_iter_free without the
+ * wait). */
+MP_INTERNAL void mp__iter_cancel(mp_iter *it);
+/* Wait up to timeout until all of an iterator's items have ended, then
+ * copy every output to out and hand over the failures (index order,
+ * malloc'd or NULL).  0, MP_ETIMEDOUT, MP_ECANCELED (not all ran),
+ * -ENOMEM. */
+MP_INTERNAL int mp__iter_wait_all(mp_iter *it, double timeout, void *out, mp_map_error **errs,
+                                  size_t *nerrs);
+
+#endif

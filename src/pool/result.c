@@ -1,0 +1,367 @@
+/* apply, apply_async and result handles.
+ *
+ * A result handle is the private half of its job.  A task without
+ * callbacks never involves the supervisor: its worker ends it (DONE) and
+ * wakes the waiters; the handle's free recycles it if it has ended, or
+ * leaves it orphaned for its end to recycle (job.h).  A task with
+ * callbacks ends ENDED, and the supervisor runs its callback and then
+ * makes it DONE, so that waiters see it final only after the callback has
+ * returned (as Python's AsyncResult).  A cancelled task with callbacks has
+ * its error callback run by the supervisor at once (the cancel kicks it),
+ * not when a worker later pops the cancelled job. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "mproc/error.h"
+#include "os/os.h"
+#include "pool/core.h"
+#include "wait_int.h"
+
+static int64_t seconds_to_ns(double t)
+{
+    if (t > 1e9)
+        t = 1e9;
+    int64_t ns = (int64_t)(t * 1e9);
+    return ns > 0 ? ns : 1;
+}
+
+/* Final for the task's waiters: ended, callbacks returned. */
+static bool result_final(job *j)
+{
+    uint32_t st = job_state(j->shm);
+    if (st == JOB_CANCELED_QUEUED && j->notify)
+        return atomic_load(&j->reported);
+    return job_is_final(st, j->notify);
+}
+
+static int result_code(job *j)
+{
+    uint32_t st = job_state(j->shm);
+    return st == JOB_CANCELED || st == JOB_CANCELED_QUEUED ? MP_ECANCELED : j->shm->info.code;
+}
+
+/* Run the task's callback or error callback, once. */
+static void report(job *j, bool canceled)
+{
+    if (atomic_exchange(&j->reported, true))
+        return;
+    int code = canceled ? MP_ECANCELED : j->shm->info.code;
+    mp__pool_enter_callback(j->core);
+    if (code == 0 && j->opts.callback)
+        j->opts.callback(j->shm->res, j->shm->res_len, j->opts.ud);
+    else if (code != 0 && j->opts.error_callback)
+        j->opts.error_callback(code, j->opts.ud);
+    mp__pool_leave_callback();
+}
+
+/* The completion hook of an apply job (supervisor thread). */
+static void apply_done(job *j, int how, const mp_task_info *died, unsigned w)
+{
+    (void)w;
+    job_shm *s = j->shm;
+    pool_core *c = j->core;
+    if (how == JOB_CANCEL_NOTICE) {
+        report(j, true);
+        mp__wake_word(&s->state, &s->waiters);
+        return;
+    }
+    if (how == JOB_END_DIED) {
+        s->info = *died;
+        s->res = NULL;
+        s->res_len = 0;
+        if (!mp__job_end(s))
+            return; /* final, the user's: touch nothing more */
+        if (!j->notify) {
+            mp__job_recycle(&c->jobs, j); /* orphaned */
+            return;
+        }
+    }
+    if (j->notify) {
+        uint32_t st = job_state(s);
+        report(j, how == JOB_END_CANCELED || st == JOB_CANCELED_QUEUED || st == JOB_CANCELED);
+    }
+    if (mp__job_finish(s, how == JOB_END_CANCELED))
+        mp__job_recycle(&c->jobs, j);
+}
+
+int mp_pool_apply_async(mp_pool *p, mp_task_fn fn, const void *arg, size_t len,
+                        const mp_task_opts *opts, mp_result **out)
+{
+    pool_core *c;
+    if (out)
+        *out = NULL;
+    int rc = mp__pool_check(p, &c);
+    if (rc < 0)
+        return rc;
+    if (fn == NULL || out == NULL || (arg == NULL && len > 0))
+        return -EINVAL;
+    int64_t timeout_ns = c->s->pool_timeout_ns;
+    if (opts) {
+        if (isnan(opts->timeout))
+            return -EINVAL;
+        if (opts->timeout > 0)
+            timeout_ns = seconds_to_ns(opts->timeout);
+        else if (opts->timeout < 0)
+            timeout_ns = 0;
+    }
+    if (timeout_ns && !(c->be->caps & BACKEND_KILL) && !(c->be->caps & BACKEND_REMOTE))
+        return -ENOTSUP;
+    if (opts && (opts->nfds > MP_TASK_MAX_FDS || (opts->nfds && opts->fds == NULL)))
+        return -EINVAL;
+    if (opts && opts->nfds && !(c->be->caps & BACKEND_FDS))
+        return -ENOTSUP; /* descriptors do not cross to other machines */
+    if (c->be->fn_check && (rc = c->be->fn_check((void (*)(void))fn)) < 0)
+        return rc;
+    if (!mp__pool_accepting(c))
+        return MP_ECLOSED;
+    job *j = mp__job_get(c, &c->jobs);
+    if (j == NULL)
+        return -ENOMEM;
+    job_shm *s = j->shm;
+    for (unsigned i = 0; opts && i < opts->nfds; i++) {
+        int fd = fcntl(opts->fds[i], F_DUPFD_CLOEXEC, 3);
+        if (fd < 0) {
+            rc = -errno;
+            mp__job_recycle(&c->jobs, j);
+            return rc;
+        }
+        j->fds[j->nfds++] = fd;
+        s->fds[i] = fd;
+    }
+    s->nfds = j->nfds;
+    if (len <= JOB_INLINE) {
+        if (len)
+            memcpy(s->inline_buf, arg, len);
+        s->arg = s->inline_buf;
+    } else {
+        void *blk = mp__job_block(j, len, &rc);
+        if (blk == NULL) {
+            mp__job_recycle(&c->jobs, j);
+            return rc ? rc : -ENOMEM;
+        }
+        memcpy(blk, arg, len);
+        s->arg = blk;
+    }
+    s->kind = JOB_APPLY;
+    s->fn = fn;
+    s->len = len;
+    s->timeout_ns = timeout_ns;
+    if (opts)
+        j->opts = *opts;
+    j->notify = j->opts.callback || j->opts.error_callback;
+    atomic_store_explicit(&s->notify, j->notify, memory_order_relaxed);
+    j->done = apply_done;
+    pthread_mutex_lock(&c->lock);
+    if (!mp__pool_accepting(c)) {
+        pthread_mutex_unlock(&c->lock);
+        mp__job_recycle(&c->jobs, j);
+        return MP_ECLOSED;
+    }
+    mp__pool_dispatch(c, j);
+    pthread_mutex_unlock(&c->lock);
+    mp__pool_ref(c);
+    *out = (mp_result *)j;
+    return 0;
+}
+
+static int result_check(mp_result *r, job **jp)
+{
+    job *j = (job *)r;
+    if (j == NULL || j->done != apply_done)
+        return -EINVAL;
+    if (j->owner != mp__getpid())
+        return -EPERM;
+    *jp = j;
+    return 0;
+}
+
+static bool final_cond(void *arg) { return result_final(arg); }
+
+int mp_result_wait(mp_result *r, double timeout)
+{
+    job *j = NULL;
+    int64_t deadline;
+    int rc = result_check(r, &j);
+    if (rc < 0 || (rc = mp__deadline(timeout, &deadline)) < 0)
+        return rc;
+    if (result_final(j))
+        return 0;
+    /* Spin for a task that runs, or that an idle worker is about to take;
+     * not for one queued behind busy workers: it will not end within a
+     * spin, and spinning would take a CPU from them. */
+    ring *rg = &j->core->s->ring;
+    uint32_t st = job_state(j->shm);
+    bool spin = st == JOB_RUNNING || st == JOB_ENDED ||
+                (st == JOB_QUEUED && (atomic_load(&rg->spinners) || atomic_load(&rg->sleepers)));
+    rc = mp__wait_word(&j->shm->state, &j->shm->waiters, final_cond, j, deadline,
+                       spin ? MP__WAIT_SPIN : 0);
+    return rc < 0 ? MP_ETIMEDOUT : 0;
+}
+
+int mp_result_get(mp_result *r, double timeout, const void **res, size_t *len)
+{
+    job *j = NULL;
+    if (res)
+        *res = NULL;
+    if (len)
+        *len = 0;
+    int rc = mp_result_wait(r, timeout);
+    if (rc < 0)
+        return rc;
+    result_check(r, &j);
+    rc = result_code(j);
+    if (rc == 0) {
+        if (res)
+            *res = j->shm->res;
+        if (len)
+            *len = j->shm->res_len;
+    }
+    return rc;
+}
+
+bool mp_result_ready(mp_result *r)
+{
+    job *j = NULL;
+    return result_check(r, &j) == 0 && result_final(j);
+}
+
+int mp_result_cancel(mp_result *r)
+{
+    job *j = NULL;
+    int rc = result_check(r, &j);
+    if (rc < 0)
+        return rc;
+    if (!mp__job_cancel(j->shm)) {
+        uint32_t st = job_state(j->shm);
+        return st == JOB_CANCELED || st == JOB_CANCELED_QUEUED ? 0 : -EBUSY;
+    }
+    if (j->notify)
+        mp__pool_report_cancel(j->core, j);
+    return 0;
+}
+
+int mp_result_info(mp_result *r, mp_task_info *info)
+{
+    job *j = NULL;
+    int rc = result_check(r, &j);
+    if (rc < 0)
+        return rc;
+    if (info == NULL)
+        return -EINVAL;
+    if (!result_final(j))
+        return -EAGAIN;
+    *info = j->shm->info;
+    info->code = result_code(j);
+    return 0;
+}
+
+void mp_result_free(mp_result *r)
+{
+    job *j = NULL;
+    if (result_check(r, &j) < 0)
+        return;
+    pool_core *c = j->core;
+    if (mp__job_orphan(j->shm))
+        mp__job_recycle(&c->jobs, j);
+    mp__pool_unref(c);
+}
+
+static int wait_many(mp_result *const *rs, size_t n, double timeout, bool any)
+{
+    int64_t deadline;
+    int rc = mp__deadline(timeout, &deadline);
+    if (rc < 0)
+        return rc;
+    if (rs == NULL && n > 0)
+        return -EINVAL;
+    for (size_t i = 0; i < n; i++) {
+        job *j;
+        if (rs[i] && (rc = result_check(rs[i], &j)) < 0)
+            return rc;
+    }
+    unsigned flags = MP__WAIT_SPIN;
+    for (;;) {
+        size_t live = 0, done = 0, first = SIZE_MAX;
+        job *wait_on = NULL;
+        for (size_t i = 0; i < n; i++) {
+            job *j = (job *)rs[i];
+            if (j == NULL)
+                continue;
+            live++;
+            if (result_final(j)) {
+                done++;
+                if (first == SIZE_MAX)
+                    first = i;
+            } else if (wait_on == NULL) {
+                wait_on = j;
+            }
+        }
+        if (any) {
+            if (live == 0)
+                return MP_EDONE;
+            if (first != SIZE_MAX)
+                return first > INT32_MAX ? -EOVERFLOW : (int)first;
+        } else if (done == live) {
+            return 0;
+        }
+        int64_t now = mp__now_ns();
+        if (now >= deadline)
+            return MP_ETIMEDOUT;
+        /* Sleep on one unfinished result; for `any`, in short slices for
+         * the others. */
+        int64_t until = any && deadline - now > 1000000 ? now + 1000000 : deadline;
+        mp__wait_word(&wait_on->shm->state, &wait_on->shm->waiters, final_cond, wait_on, until,
+                      flags);
+        flags = 0; /* spun once */
+    }
+}
+
+int mp_result_wait_any(mp_result *const *rs, size_t n, double timeout)
+{
+    return wait_many(rs, n, timeout, true);
+}
+
+int mp_result_wait_all(mp_result *const *rs, size_t n, double timeout)
+{
+    return wait_many(rs, n, timeout, false);
+}
+
+int mp_pool_apply(mp_pool *p, mp_task_fn fn, const void *arg, size_t len, void **res,
+                  size_t *res_len)
+{
+    pool_core *c;
+    if (res)
+        *res = NULL;
+    if (res_len)
+        *res_len = 0;
+    int rc = mp__pool_check(p, &c);
+    if (rc < 0)
+        return rc;
+    if (mp__pool_in_callback(c))
+        return -EDEADLK;
+    mp_result *r;
+    rc = mp_pool_apply_async(p, fn, arg, len, NULL, &r);
+    if (rc < 0)
+        return rc;
+    const void *data;
+    size_t n;
+    rc = mp_result_get(r, MP_FOREVER, &data, &n);
+    if (rc == 0 && res && n > 0) {
+        void *copy = malloc(n);
+        if (copy == NULL) {
+            rc = -ENOMEM;
+        } else {
+            memcpy(copy, data, n);
+            *res = copy;
+        }
+    }
+    if (rc == 0 && res_len)
+        *res_len = n;
+    mp_result_free(r);
+    return rc;
+}

@@ -1,0 +1,31 @@
+/* The worker loop, the same for every kind of worker: claim a job from
+ * the ring, record it as the current one, run it (a task, or a map
+ * helper's chunks), end it. */
+#ifndef MPROC_POOL_WORKER_H
+#define MPROC_POOL_WORKER_H
+
+#include <stdbool.h>
+
+#include "pool/core.h"
+#include "export_int.h"
+
+/* Run worker w of the pool until the pool stops or the worker has run
+ * maxtasks tasks.  A thread worker returns; a process worker _exits. */
+void mp__worker_run(pool_shm *s, unsigned w, bool process);
+/* Hand an ended job to the supervisor on worker w's done stack; wake the
+ * supervisor now if urgent (callbacks, failures), else once a batch of
+ * them has piled up. */
+MP_INTERNAL void mp__worker_push_done(pool_shm *s, unsigned w, job_shm *j, bool urgent);
+/* A process worker's control socket to the supervisor (descriptor
+ * passing), set before mp__worker_run. */
+void mp__worker_set_ctl(int fd);
+/* Added to the worker index mp_pool_worker_index reports (an MPI worker
+ * rank's local pool reports its rank's index). */
+MP_INTERNAL extern int mp__pool_index_base;
+
+/* Messages on a worker's control socket: it asks for the descriptors of
+ * the job it runs; the supervisor answers with them (or err). */
+typedef struct { uint64_t job, seq; } fd_request;
+typedef struct { uint64_t seq; int32_t n, err; } fd_reply;
+
+#endif
