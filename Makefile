@@ -32,7 +32,10 @@ build: $(BUILD)/Makefile
 deps:
 	@sh scripts/deps.sh test
 
-demo: build
+# Only what the tour runs (the examples and the library), not the tests and
+# benchmarks.
+demo: $(BUILD)/Makefile
+	$(CMAKE) --build $(BUILD) -j $(JOBS) --target tour
 	@sh examples/demo.sh $(BUILD)
 
 test: deps build

@@ -206,8 +206,15 @@ job *mp__job_get(pool_core *c, job_table *t)
     /* Reset all but the halves' buffers (the argument block is kept so
      * that its pages, mapped in the workers, are used again). */
     job_shm *s = j->shm;
+    /* The state word and its waiter count are not cleared by memset: the
+     * worker that ended the job's last dispatch may still be reading them
+     * in its wake-up (mp__job_end), which at worst wakes a waiter of the
+     * reused job spuriously; every wait tolerates that.  (waiters is back
+     * to 0: each waiter takes back what it added.) */
+    atomic_store_explicit(&s->state, JOB_FREE, memory_order_relaxed);
     uint32_t id = s->id;
-    memset(s, 0, offsetof(job_shm, fails));
+    memset((char *)s + offsetof(job_shm, kind), 0,
+           offsetof(job_shm, fails) - offsetof(job_shm, kind));
     s->id = id;
     void *block = j->block;
     size_t block_size = j->block_size;

@@ -78,6 +78,7 @@ typedef struct {
 } job_fail;
 
 typedef struct job_shm {
+    /* state and waiters first: mp__job_get resets what follows them */
     _Atomic uint32_t state;     /* JOB_* | JOB_ORPHAN: futex word of waiters */
     _Atomic uint32_t waiters;   /* sleeping on state */
     uint32_t kind;              /* JOB_APPLY or JOB_HELPER */
