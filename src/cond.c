@@ -25,6 +25,7 @@
 #include "mproc/sync.h"
 #include "mutex_int.h"
 #include "os/os.h"
+#include "wait_int.h"
 #include "sync_int.h"
 
 struct mp_cond {
@@ -194,7 +195,7 @@ static void end_generation(mp_barrier *b, bool broken)
     b->broken_hist = broken ? b->broken_hist | bit : b->broken_hist & ~bit;
     b->count = 0;
     atomic_store(&b->gen, g + 1);
-    mp__futex_wake(&b->gen, INT32_MAX);
+    mp__wake_word(&b->gen, NULL);
 }
 
 /* Take the internal mutex; a holder's death leaves counters we cannot
@@ -227,7 +228,7 @@ int mp_barrier_wait(mp_barrier *b, double timeout)
     mp__mutex_unlock(&b->m);
 
     for (;;) {
-        int rc = mp__futex_wait(&b->gen, g, deadline);
+        int rc = mp__wait_change(&b->gen, NULL, g, deadline, 0);
         if (atomic_load(&b->gen) != g)
             break;
         if (rc == -ETIMEDOUT) {

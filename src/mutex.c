@@ -13,8 +13,9 @@
 #include "mproc/error.h"
 #include "mutex_int.h"
 #include "os/os.h"
+#include "wait_int.h"
 
-enum { MP__LOCK_SLICE_NS = 100 * 1000 * 1000, SPIN_TRIES = 100 };
+enum { SPIN_TRIES = 100 };
 
 int mp__mutex_init(mp__mutex *m)
 {
@@ -104,7 +105,7 @@ int mp__mutex_lock_slow(mp__mutex *m)
         }
     }
     for (;;) {
-        int rc = mp__mutex_lock(m, mp__now_ns() + MP__LOCK_SLICE_NS);
+        int rc = mp__mutex_lock(m, mp__now_ns() + MP__SLICE_NS);
         if (rc != -ETIMEDOUT)
             return rc;
     }

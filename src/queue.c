@@ -42,14 +42,13 @@
 #include "mutex_int.h"
 #include "os/os.h"
 #include "queue_int.h"
+#include "wait_int.h"
 
 #define MSG_HEADER 16
 #define NBUCKETS 7            /* cached block sizes 64 B .. 4 KiB */
 #define SMALL_MAX (((size_t)64 << (NBUCKETS - 1)) - MSG_HEADER)
 #define CACHE_LIMIT 256       /* free blocks kept per bucket */
 #define FIRST_CAP 64
-#define SLICE_NS 100000000LL  /* 100 ms */
-#define SPIN_NS 20000
 
 typedef struct msg {
     struct msg *next; /* while cached */
@@ -305,31 +304,13 @@ static void unlock(mp_queue *q) { mp__mutex_unlock(&q->m); }
 static bool wait_change(mp_queue *q, _Atomic uint32_t *word, _Atomic uint32_t *sleepers,
                         int64_t deadline)
 {
-    int64_t now = mp__now_ns();
-    if (now >= deadline)
+    if (mp__now_ns() >= deadline)
         return false;
-    uint32_t w = atomic_load(word);
+    uint32_t w = atomic_load(word); /* read under the lock: no bump is missed */
     unlock(q);
-    bool changed = false;
-    if (mp__can_run_in_parallel()) {
-        int64_t end = now + SPIN_NS < deadline ? now + SPIN_NS : deadline;
-        for (unsigned i = 1; !changed; i++) {
-            changed = atomic_load_explicit(word, memory_order_acquire) != w;
-            mp__cpu_relax();
-            if ((i & 63) == 0 && mp__now_ns() >= end)
-                break;
-        }
-    }
-    if (!changed) {
-        /* Announce the sleep only now, so that wakers make no system call
-         * for spinners; the futex re-checks the word, so a bump between the
-         * two is not lost. */
-        atomic_fetch_add(sleepers, 1);
-        now = mp__now_ns();
-        int64_t slice = deadline - now > SLICE_NS ? now + SLICE_NS : deadline;
-        mp__futex_wait(word, w, slice);
-        atomic_fetch_sub(sleepers, 1);
-    }
+    /* One slice at most: the state is looked at again under the lock (a
+     * process that died between a change and its bump is noticed). */
+    mp__wait_change(word, sleepers, w, mp__wait_slice_end(deadline), MP__WAIT_SPIN);
     lock(q);
     return true;
 }
@@ -337,8 +318,7 @@ static bool wait_change(mp_queue *q, _Atomic uint32_t *word, _Atomic uint32_t *s
 static void bump(_Atomic uint32_t *word, _Atomic uint32_t *sleepers, int n)
 {
     atomic_fetch_add(word, 1);
-    if (atomic_load(sleepers) > 0)
-        mp__futex_wake(word, n);
+    mp__wake_word_n(word, sleepers, n);
 }
 
 /* ---- the API ---- */

@@ -40,13 +40,11 @@
 #include "mutex_int.h"
 #include "os/os.h"
 #include "queue_int.h"
+#include "wait_int.h"
 
 #define INLINE_MAX 4096
 #define FIRST_RING ((uint64_t)16 << 10)
 #define MAX_RING ((uint64_t)1 << 30)
-#define SLICE_NS 100000000LL /* 100 ms */
-#define SPIN_NS 20000
-#define LOOK_NS 1000
 #define KIND_INLINE 0u
 #define KIND_BLOCK 1u
 
@@ -163,46 +161,32 @@ static void wake(_Atomic uint32_t *w, _Atomic uint32_t *sleepers, int n)
     }
 }
 
+typedef struct {
+    mp__fifo *f;
+    _Atomic uint64_t *watch;
+    uint64_t seen;
+} moved_wait;
+
+static bool watch_moved(void *arg)
+{
+    moved_wait *mw = arg;
+    return atomic_load_explicit(mw->watch, memory_order_acquire) != mw->seen ||
+           atomic_load_explicit(&mw->f->closed, memory_order_relaxed);
+}
+
 /* Release m and wait until *watch differs from seen (or the queue is
  * closed), until deadline; then take m again.  False at the deadline. */
 static bool wait_for(mp__fifo *f, mp__mutex *m, _Atomic uint64_t *watch, uint64_t seen,
                      _Atomic uint32_t *w, _Atomic uint32_t *sleepers, int64_t deadline)
 {
-    int64_t now = mp__now_ns();
-    if (now >= deadline)
+    if (mp__now_ns() >= deadline)
         return false;
     mp__mutex_unlock(m);
-    bool moved = false;
-    if (mp__can_run_in_parallel()) {
-        int64_t end = now + SPIN_NS < deadline ? now + SPIN_NS : deadline;
-        for (int64_t last = now;;) {
-            moved = atomic_load_explicit(watch, memory_order_acquire) != seen ||
-                    atomic_load_explicit(&f->closed, memory_order_relaxed);
-            if (moved || last >= end)
-                break;
-            /* Look about once a microsecond: each look pulls the line the
-             * peer is writing, and a peer left alone that long has queued
-             * several messages, which are then taken in a burst. */
-            int64_t t;
-            do {
-                for (int k = 0; k < 8; k++)
-                    mp__cpu_relax();
-                t = mp__now_ns();
-            } while (t - last < LOOK_NS);
-            last = t;
-        }
-    }
-    if (!moved) {
-        uint32_t v = atomic_load(w);
-        atomic_fetch_add(sleepers, 1);
-        atomic_thread_fence(memory_order_seq_cst);
-        if (atomic_load(watch) == seen && !atomic_load(&f->closed)) {
-            now = mp__now_ns();
-            int64_t slice = deadline - now > SLICE_NS ? now + SLICE_NS : deadline;
-            mp__futex_wait(w, v, slice);
-        }
-        atomic_fetch_sub(sleepers, 1);
-    }
+    /* The consumer looks sparsely (each look pulls the line the producer
+     * writes); one slice at most, then the state is looked at again. */
+    moved_wait mw = {f, watch, seen};
+    mp__wait_word(w, sleepers, watch_moved, &mw, mp__wait_slice_end(deadline),
+                  MP__WAIT_SPIN | MP__WAIT_SPARSE);
     mp__mutex_lock_forever(m); /* a dead holder leaves nothing to repair */
     return true;
 }
@@ -398,24 +382,17 @@ int mp__fifo_task_done(mp__fifo *f)
     return 0;
 }
 
+static bool all_done(void *arg)
+{
+    mp__fifo *f = arg;
+    return (uint32_t)atomic_load(&f->done) == cnt_of(atomic_load(&f->tail));
+}
+
 int mp__fifo_join(mp__fifo *f, int64_t deadline)
 {
-    for (;;) {
-        uint32_t v = atomic_load(&f->done_word);
-        atomic_fetch_add(&f->join_sleepers, 1);
-        atomic_thread_fence(memory_order_seq_cst);
-        bool all = (uint32_t)atomic_load(&f->done) == cnt_of(atomic_load(&f->tail));
-        int64_t now = mp__now_ns();
-        if (!all && now < deadline) {
-            int64_t slice = deadline - now > SLICE_NS ? now + SLICE_NS : deadline;
-            mp__futex_wait(&f->done_word, v, slice);
-        }
-        atomic_fetch_sub(&f->join_sleepers, 1);
-        if (all)
-            return 0;
-        if (mp__now_ns() >= deadline)
-            return MP_ETIMEDOUT;
-    }
+    return mp__wait_word(&f->done_word, &f->join_sleepers, all_done, f, deadline, 0) < 0
+               ? MP_ETIMEDOUT
+               : 0;
 }
 
 void mp__fifo_close(mp__fifo *f)

@@ -21,8 +21,7 @@
 #include "mproc/error.h"
 #include "mproc/sync.h"
 #include "os/os.h"
-
-#define SLICE_NS 100000000LL /* 100 ms: the longest a lost wake-up can cost */
+#include "wait_int.h"
 
 struct mp_sem {
     _Atomic uint32_t value;
@@ -73,14 +72,10 @@ int mp_sem_acquire(mp_sem *s, double timeout)
     for (;;) {
         if (sem_try(s))
             return 0;
-        int64_t now = mp__now_ns();
-        if (now >= deadline)
+        /* Until a release makes the value non-zero (a waker that died
+         * before its wake-up costs one slice at most). */
+        if (mp__wait_change(&s->value, &s->sleepers, 0, deadline, 0) < 0)
             return MP_ETIMEDOUT;
-        int64_t slice = deadline - now > SLICE_NS ? now + SLICE_NS : deadline;
-        atomic_fetch_add(&s->sleepers, 1);
-        if (atomic_load(&s->value) == 0)
-            mp__futex_wait(&s->value, 0, slice);
-        atomic_fetch_sub(&s->sleepers, 1);
     }
 }
 
@@ -94,8 +89,7 @@ int mp_sem_release(mp_sem *s)
         if (v >= limit)
             return -EOVERFLOW;
     } while (!atomic_compare_exchange_weak(&s->value, &v, v + 1));
-    if (atomic_load(&s->sleepers) > 0)
-        mp__futex_wake(&s->value, 1);
+    mp__wake_word_n(&s->value, &s->sleepers, 1);
     return 0;
 }
 
@@ -133,8 +127,7 @@ int mp_event_set(mp_event *e)
         if (w & 1)
             return 0; /* already set */
     } while (!atomic_compare_exchange_weak(&e->word, &w, (w + 2) | 1));
-    if (atomic_load(&e->sleepers) > 0)
-        mp__futex_wake(&e->word, INT32_MAX);
+    mp__wake_word(&e->word, &e->sleepers);
     return 0;
 }
 
@@ -151,28 +144,6 @@ bool mp_event_is_set(mp_event *e)
     return e != NULL && (atomic_load_explicit(&e->word, memory_order_acquire) & 1);
 }
 
-/* Spin on the word for up to SPIN_NS, if a peer may be running on
- * another CPU: a futex wake-up costs tens of microseconds on a virtual
- * machine, a cache-line hand-over well under one.  On a single CPU the
- * spin would only delay the peer, so we never spin there.  Returns true if
- * the word changed. */
-#define SPIN_NS 30000
-static bool spin_for_change(_Atomic uint32_t *word, uint32_t w, int64_t deadline)
-{
-    if (!mp__can_run_in_parallel())
-        return false;
-    int64_t end = mp__now_ns() + SPIN_NS;
-    if (end > deadline)
-        end = deadline;
-    for (unsigned i = 1;; i++) {
-        if (atomic_load_explicit(word, memory_order_acquire) != w)
-            return true;
-        mp__cpu_relax();
-        if ((i & 63) == 0 && mp__now_ns() >= end)
-            return false;
-    }
-}
-
 int mp_event_wait(mp_event *e, double timeout)
 {
     int64_t deadline;
@@ -181,19 +152,11 @@ int mp_event_wait(mp_event *e, double timeout)
     uint32_t w = atomic_load_explicit(&e->word, memory_order_acquire);
     if (w & 1)
         return 0;
-    if (timeout != 0 && spin_for_change(&e->word, w, deadline))
-        return 0; /* set (and maybe cleared again) while we spun */
-    for (;;) {
-        if (mp__now_ns() >= deadline)
-            return MP_ETIMEDOUT;
-        atomic_fetch_add(&e->sleepers, 1);
-        if (atomic_load(&e->word) == w)
-            mp__futex_wait(&e->word, w, deadline);
-        atomic_fetch_sub(&e->sleepers, 1);
-        uint32_t now = atomic_load_explicit(&e->word, memory_order_acquire);
-        if ((now & 1) || (now >> 1) != (w >> 1))
-            return 0; /* set, or set and cleared since we looked */
-    }
+    /* Not set now: any change of the word is a set (perhaps cleared again
+     * since), which is what wakes an Event's waiters in Python too. */
+    return mp__wait_change(&e->word, &e->sleepers, w, deadline, timeout != 0 ? MP__WAIT_SPIN : 0) < 0
+               ? MP_ETIMEDOUT
+               : 0;
 }
 
 void mp_event_free(mp_event *e)

@@ -19,8 +19,8 @@
 #include "mproc/error.h"
 #include "mproc/thread.h"
 #include "os/os.h"
+#include "wait_int.h"
 
-#define SLICE_NS 100000000LL
 
 enum { NEW, STARTED, JOINING, JOINED };
 
@@ -96,9 +96,8 @@ static void *thread_main(void *p)
     if (!t->daemon)
         self_nondaemon = true;
     t->result = t->fn(t->arg);
-    atomic_store(&t->finished, 1);
-    if (atomic_load(&t->waiters) > 0) /* seq_cst pairs with the joiner's */
-        mp__futex_wake(&t->finished, INT32_MAX);
+    atomic_store(&t->finished, 1); /* seq_cst: see wait_int.h */
+    mp__wake_word(&t->finished, &t->waiters);
     bool daemon = t->daemon;
     release(t);
     if (!daemon) {
@@ -216,16 +215,8 @@ int mp_thread_join(mp_thread *t, double timeout)
         pthread_mutex_unlock(&t->lock);
         return 0;
     }
-    while (!atomic_load(&t->finished)) {
-        int64_t now = mp__now_ns();
-        if (now >= deadline)
-            return MP_ETIMEDOUT;
-        int64_t slice = deadline - now > SLICE_NS ? now + SLICE_NS : deadline;
-        atomic_fetch_add(&t->waiters, 1);
-        if (!atomic_load(&t->finished))
-            mp__futex_wait(&t->finished, 0, slice);
-        atomic_fetch_sub(&t->waiters, 1);
-    }
+    if (mp__wait_change(&t->finished, &t->waiters, 0, deadline, 0) < 0)
+        return MP_ETIMEDOUT;
     pthread_mutex_lock(&t->lock);
     if (t->state == STARTED) { /* nobody reaps it yet: the thread is ending */
         pthread_join(t->th, NULL);
@@ -304,8 +295,7 @@ static int timer_main(void *p)
         int64_t now = mp__now_ns();
         if (now >= deadline)
             break;
-        int64_t slice = deadline - now > SLICE_NS ? now + SLICE_NS : deadline;
-        mp__futex_wait(&t->state, PENDING, slice);
+        mp__wait_change(&t->state, NULL, PENDING, deadline, 0); /* until cancelled */
     }
     uint32_t expect = PENDING;
     if (atomic_compare_exchange_strong(&t->state, &expect, FIRED))
@@ -347,7 +337,7 @@ int mp_timer_cancel(mp_timer *t)
         return rc;
     uint32_t expect = PENDING;
     if (atomic_compare_exchange_strong(&t->state, &expect, CANCELLED))
-        mp__futex_wake(&t->state, INT32_MAX);
+        mp__wake_word(&t->state, NULL);
     return 0;
 }
 

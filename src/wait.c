@@ -21,15 +21,31 @@ static bool ready(_Atomic uint32_t *word, uint32_t start, mp__wait_done done, vo
 static bool spin(_Atomic uint32_t *word, uint32_t start, mp__wait_done done, void *arg,
                  int64_t end, bool sparse)
 {
+    if (sparse) {
+        /* Look about once a microsecond: each look pulls the line the peer
+         * writes, and a peer left alone that long has done several things,
+         * which are then taken in a burst. */
+        for (int64_t last = mp__now_ns();;) {
+            if (ready(word, start, done, arg))
+                return true;
+            if (last >= end)
+                return false;
+            int64_t t;
+            do {
+                for (int k = 0; k < 8; k++)
+                    mp__cpu_relax();
+                t = mp__now_ns();
+            } while (t - last < LOOK_NS);
+            last = t;
+        }
+    }
     unsigned rounds = 0;
     for (;;) {
-        for (int i = 0; i < (sparse ? 8 : 32); i++) {
-            if (!sparse && ready(word, start, done, arg))
+        for (int i = 0; i < 32; i++) {
+            if (ready(word, start, done, arg))
                 return true;
             mp__cpu_relax();
         }
-        if (sparse && ready(word, start, done, arg))
-            return true;
         /* More threads than CPUs: let the one we wait for run. */
         if (++rounds % 8 == 0)
             mp__yield();
@@ -38,10 +54,9 @@ static bool spin(_Atomic uint32_t *word, uint32_t start, mp__wait_done done, voi
     }
 }
 
-int mp__wait_word(_Atomic uint32_t *word, _Atomic uint32_t *waiters, mp__wait_done done,
-                  void *arg, int64_t deadline, unsigned flags)
+static int wait_from(_Atomic uint32_t *word, _Atomic uint32_t *waiters, uint32_t start,
+                     mp__wait_done done, void *arg, int64_t deadline, unsigned flags)
 {
-    uint32_t start = atomic_load_explicit(word, memory_order_acquire);
     if (ready(word, start, done, arg))
         return 0;
     int64_t now = mp__now_ns();
@@ -69,6 +84,25 @@ int mp__wait_word(_Atomic uint32_t *word, _Atomic uint32_t *waiters, mp__wait_do
         if (ready(word, start, done, arg))
             return 0;
     }
+}
+
+int mp__wait_word(_Atomic uint32_t *word, _Atomic uint32_t *waiters, mp__wait_done done,
+                  void *arg, int64_t deadline, unsigned flags)
+{
+    return wait_from(word, waiters, atomic_load_explicit(word, memory_order_acquire), done,
+                     arg, deadline, flags);
+}
+
+int mp__wait_change(_Atomic uint32_t *word, _Atomic uint32_t *waiters, uint32_t seen,
+                    int64_t deadline, unsigned flags)
+{
+    return wait_from(word, waiters, seen, NULL, NULL, deadline, flags);
+}
+
+int64_t mp__wait_slice_end(int64_t deadline)
+{
+    int64_t now = mp__now_ns();
+    return deadline - now > MP__SLICE_NS ? now + MP__SLICE_NS : deadline;
 }
 
 void mp__wake_word_n(_Atomic uint32_t *word, _Atomic uint32_t *waiters, int n)

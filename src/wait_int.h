@@ -51,6 +51,15 @@ enum {
 int mp__wait_word(_Atomic uint32_t *word, _Atomic uint32_t *waiters, mp__wait_done done,
                   void *arg, int64_t deadline, unsigned flags);
 
+/* Wait until *word differs from seen (a value read earlier, under the
+ * caller's lock), as mp__wait_word. */
+int mp__wait_change(_Atomic uint32_t *word, _Atomic uint32_t *waiters, uint32_t seen,
+                    int64_t deadline, unsigned flags);
+
+/* The earlier of deadline and one sleep slice from now: for waiters that
+ * must look at their state again (under a lock) after every slice. */
+int64_t mp__wait_slice_end(int64_t deadline);
+
 /* Wake up to n waiters sleeping on word (INT32_MAX: all) if any announced
  * itself in *waiters (NULL: wake regardless).  Call after the change. */
 void mp__wake_word_n(_Atomic uint32_t *word, _Atomic uint32_t *waiters, int n);
