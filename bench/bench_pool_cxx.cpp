@@ -65,7 +65,9 @@ int main()
         in[i] = (int64_t)i;
     {
         tbb::global_control two(tbb::global_control::max_allowed_parallelism, 2);
-        const char *maps2[] = {"pool.map_shared_1M_w2", "pool.map_1M_w2", "threadpool.map_1M"};
+        const char *maps2[] = {"pool.map_shared_1M_w2", "pool.map_1M_w2", "threadpool.map_1M",
+                               "pool.map_chunks_shared_1M_w2", "pool.map_chunks_1M_w2",
+                               "threadpool.map_chunks_1M"};
         for (const char *name : maps2)
             mp_bench_run(name, "tbb", MP_BENCH_OPS_PER_S, 0, tbb_map, nullptr, ITEMS, 0);
         mp_bench_run("pool.map_10us", "tbb", MP_BENCH_OPS_PER_S, 0, tbb_slow, nullptr,
@@ -75,6 +77,8 @@ int main()
         tbb::global_control ten(tbb::global_control::max_allowed_parallelism, 10);
         mp_bench_run("pool.map_shared_1M_w10", "tbb", MP_BENCH_OPS_PER_S, 0, tbb_map, nullptr,
                      ITEMS, 0);
+        mp_bench_run("pool.map_chunks_shared_1M_w10", "tbb", MP_BENCH_OPS_PER_S, 0, tbb_map,
+                     nullptr, ITEMS, 0);
     }
     return 0;
 }

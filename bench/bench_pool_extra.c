@@ -232,12 +232,16 @@ int main(void)
     /* The same map with 2 threads stands beside every map row of 2
      * workers (shared arrays, ordinary arrays, thread pool); with 10
      * beside the pools of 10 on this machine's cores. */
-    static const char *maps2[] = {"pool.map_shared_1M_w2", "pool.map_1M_w2", "threadpool.map_1M"};
+    static const char *maps2[] = {"pool.map_shared_1M_w2", "pool.map_1M_w2", "threadpool.map_1M",
+                                  "pool.map_chunks_shared_1M_w2", "pool.map_chunks_1M_w2",
+                                  "threadpool.map_chunks_1M"};
     threads = 2;
-    for (size_t i = 0; i < 3; i++)
+    for (size_t i = 0; i < 6; i++)
         mp_bench_run(maps2[i], "openmp", MP_BENCH_OPS_PER_S, 0, omp_map, NULL, ITEMS, 0);
     threads = 10;
     mp_bench_run("pool.map_shared_1M_w10", "openmp", MP_BENCH_OPS_PER_S, 0, omp_map, NULL, ITEMS, 0);
+    mp_bench_run("pool.map_chunks_shared_1M_w10", "openmp", MP_BENCH_OPS_PER_S, 0, omp_map, NULL,
+                 ITEMS, 0);
     threads = 2;
     mp_bench_run("pool.map_10us", "openmp", MP_BENCH_OPS_PER_S, 0, omp_slow, NULL,
                  mp_bench_n(SLOW_ITEMS), 0);

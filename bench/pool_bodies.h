@@ -18,6 +18,15 @@ static int triple(const void *in, void *out)
     return 0;
 }
 
+static int triple_run(const void *in, void *out, size_t count)
+{
+    const int64_t *a = in;
+    int64_t *b = out;
+    for (size_t i = 0; i < count; i++)
+        b[i] = a[i] * 3;
+    return 0;
+}
+
 static int empty_task(const void *arg, size_t len, mp_buf *res)
 {
     (void)arg;
@@ -34,6 +43,7 @@ static int echo_int(const void *arg, size_t len, mp_buf *res)
 typedef struct {
     mp_pool *pool;
     int64_t *in, *out;
+    int runs;               /* mp_pool_map_chunks instead of mp_pool_map */
 } map_ctx;
 
 static void check_out(const int64_t *in, const int64_t *out, uint64_t n)
@@ -48,8 +58,12 @@ static double map_body(void *ctx, uint64_t n)
     map_ctx *m = ctx;
     memset(m->out, 0, n * sizeof *m->out);
     double t0 = mp_bench_now();
-    MP_BENCH_CHECK(mp_pool_map(m->pool, triple, m->in, n, sizeof(int64_t), m->out,
-                               sizeof(int64_t), 0) == 0);
+    if (m->runs)
+        MP_BENCH_CHECK(mp_pool_map_chunks(m->pool, triple_run, m->in, n, sizeof(int64_t), m->out,
+                                          sizeof(int64_t), 0, NULL, NULL) == 0);
+    else
+        MP_BENCH_CHECK(mp_pool_map(m->pool, triple, m->in, n, sizeof(int64_t), m->out,
+                                   sizeof(int64_t), 0) == 0);
     double t = mp_bench_now() - t0;
     check_out(m->in, m->out, n);
     return t;

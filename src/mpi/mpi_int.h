@@ -49,8 +49,10 @@ typedef struct {
     uint32_t count;             /* chunk: items */
     int64_t timeout_ns;         /* apply: its limit; 0: none */
     uint64_t in_size, out_size, len;
-    uint64_t pad;
+    uint64_t flags;             /* TASK_RANGE: fn takes runs (mp_chunk_fn) */
 } task_msg;
+
+#define TASK_RANGE 1u
 
 /* A task's end, worker rank -> rank 0.  Apply: the result bytes follow.
  * Chunk: info.code != 0 if no item ran; else count outputs, then, 8-byte

@@ -125,8 +125,8 @@ static int start_task(server *sv, entry *e, task_msg *t, bool heap, int len)
         return -ENOMEM;
     /* One local chunk: rank 0's chunk is one task, for maxtasksperchild
      * as for the cost (a failing item still fails alone). */
-    int rc = mp_pool_imap(sv->local, (mp_map_fn)fn, t + 1, t->count, t->in_size, t->out_size,
-                          t->count ? t->count : 1, true, &e->it);
+    int rc = mp__pool_imap_fn(sv->local, (mp_map_fn)fn, t->flags & TASK_RANGE, t + 1, t->count,
+                              t->in_size, t->out_size, t->count ? t->count : 1, true, &e->it);
     if (rc < 0) {
         free(e->msg);
         e->msg = NULL;

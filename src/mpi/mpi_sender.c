@@ -203,7 +203,7 @@ static void send_chunk(sender *sd, unsigned w, out_slot *o, helper *h, uint32_t 
     mp__batch_range(b, k, &first, &count);
     uint32_t start = b->chunks[k].start;
     task_msg t = {.kind = TASK_CHUNK, .count = count - start, .in_size = b->in_size,
-                  .out_size = b->out_size};
+                  .out_size = b->out_size, .flags = b->range ? TASK_RANGE : 0};
     t.len = (uint64_t)t.count * b->in_size;
     int rc = (uint64_t)t.count * b->out_size > INT_MAX ? MP_ETOOBIG : 0;
     if (rc == 0)

@@ -72,7 +72,8 @@ void mp__batch_done(batch_shm *b, uint32_t k)
     if (pos < b->nchunks)
         atomic_store_explicit(&b->order[pos], k, memory_order_release);
     atomic_fetch_add(&b->events, 1);
-    mp__wake_word(&b->events, &b->waiters);
+    if (b->wake_each || pos + 1 >= b->nchunks)
+        mp__wake_word(&b->events, &b->waiters);
 }
 
 void mp__batch_reset(batch_shm *b, uint32_t k, uint32_t start)

@@ -46,7 +46,8 @@ typedef struct {
 } batch_chunk;
 
 typedef struct batch_shm {
-    mp_map_fn fn;
+    mp_map_fn fn;               /* per element, or (range) an mp_chunk_fn */
+    uint32_t range;             /* fn takes runs (mp_pool_map_chunks) */
     const char *in;             /* in place: the caller's arrays; staged: */
     char *out;                  /*   window slots of the staging area */
     size_t n, in_size, out_size;
@@ -59,6 +60,10 @@ typedef struct batch_shm {
     _Alignas(64) _Atomic uint32_t hint; /* no free chunk below this */
     _Atomic uint32_t stop;      /* claim nothing more (cancelled) */
     _Atomic uint32_t any_fail;  /* an item failed: see map.c */
+    uint32_t wake_each;         /* wake the waiters at every chunk's end (they
+                                   copy chunks out, or hand them out); else
+                                   only at the last: a wake-up for nothing
+                                   takes a CPU from the workers */
     _Alignas(64) _Atomic uint32_t ndone; /* chunks done */
     _Atomic uint32_t events;    /* futex: bumped at every chunk's end */
     _Atomic uint32_t waiters;

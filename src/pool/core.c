@@ -270,6 +270,7 @@ static int core_new(pool_core **out, const mp_pool_opts *o, const pool_backend *
     c->nworkers = o->workers;
     c->nslots = (be->caps & BACKEND_REMOTE) ? 1 : o->workers;
     unsigned cpus = (unsigned)mp_cpu_count();
+    c->cpus = cpus;
     c->owner = mp__getpid();
     c->life = POOL_STARTING;
     c->notify_fd = c->poller = -1;

@@ -153,6 +153,7 @@ struct pool_core {
     mp_pool_kind kind;
     unsigned nworkers;
     unsigned nslots;            /* worker records started (MPI: one sender) */
+    unsigned cpus;              /* CPUs we may run on, when it started */
     pid_t owner;
     mp_pool *handle;            /* the user's (MPI's finalize terminates it) */
     job_table jobs;

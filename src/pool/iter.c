@@ -33,6 +33,13 @@ struct mp_iter {
 int mp_pool_imap(mp_pool *p, mp_map_fn fn, const void *in, size_t n, size_t in_size,
                  size_t out_size, size_t chunksize, bool ordered, mp_iter **out)
 {
+    return mp__pool_imap_fn(p, fn, false, in, n, in_size, out_size, chunksize, ordered, out);
+}
+
+int mp__pool_imap_fn(mp_pool *p, mp_map_fn fn, bool range, const void *in, size_t n,
+                     size_t in_size, size_t out_size, size_t chunksize, bool ordered,
+                     mp_iter **out)
+{
     if (out == NULL)
         return -EINVAL;
     *out = NULL;
@@ -40,7 +47,7 @@ int mp_pool_imap(mp_pool *p, mp_map_fn fn, const void *in, size_t n, size_t in_s
     if (it == NULL)
         return -ENOMEM;
     map_batch *mb;
-    int rc = mp__map_start(p, fn, in, n, in_size, NULL, out_size, chunksize, false, &mb);
+    int rc = mp__map_start(p, fn, range, in, n, in_size, NULL, out_size, chunksize, false, &mb);
     if (rc < 0) {
         free(it);
         return rc;

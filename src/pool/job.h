@@ -75,6 +75,7 @@ enum { JOB_APPLY = 1, JOB_HELPER };
 typedef struct {
     uint64_t index;         /* in the whole map */
     mp_task_info info;
+    uint32_t count;         /* items failed from index on (a run) */
 } job_fail;
 
 typedef struct job_shm {

@@ -29,6 +29,7 @@
 #include "wait_int.h"
 
 #define STAGE_MAX ((size_t)64 << 20) /* bytes of staging a map uses at most */
+#define GROW_NS 1000000LL            /* a map adds helpers this often */
 
 static size_t align16(size_t v) { return (v + 15) & ~(size_t)15; }
 
@@ -68,7 +69,8 @@ static void helper_done(job *j, int how, const mp_task_info *died, unsigned w)
     pthread_mutex_lock(&mb->lock);
     uint32_t nf = s->nfail < JOB_FAILS ? s->nfail : JOB_FAILS;
     for (uint32_t i = 0; i < nf; i++)
-        add_err(mb, s->fails[i].index, &s->fails[i].info);
+        for (uint32_t k = 0; k < s->fails[i].count || k == 0; k++)
+            add_err(mb, s->fails[i].index + k, &s->fails[i].info);
     s->nfail = 0;
     int k = how == JOB_END_CANCELED ? -1 : mp__batch_held_by(b, w);
     if (k >= 0) {
@@ -78,11 +80,14 @@ static void helper_done(job *j, int how, const mp_task_info *died, unsigned w)
         uint32_t start = b->chunks[k].start;
         uint64_t item = atomic_load(&s->cur);
         if (how == JOB_END_DIED && item >= first && item < first + count) {
-            start = (uint32_t)(item - first) + 1;
+            /* The item its worker died on, or with runs the whole run. */
+            uint32_t end = b->range ? count : (uint32_t)(item - first) + 1;
             if (died->code != MP_ECANCELED) {
-                add_err(mb, item, died); /* the item its worker died on */
+                for (uint64_t i = item; i < first + end; i++)
+                    add_err(mb, i, died);
                 atomic_store(&b->any_fail, 1);
             }
+            start = end;
         }
         if (start >= count)
             mp__batch_done(b, (uint32_t)k);
@@ -115,6 +120,61 @@ int mp__map_fail_item(pool_core *c, job_shm *s, uint64_t index, const mp_task_in
     int rc = add_err(mb, index, info);
     pthread_mutex_unlock(&mb->lock);
     atomic_store(&mb->shm->any_fail, 1);
+    return rc;
+}
+
+int mp__map_add_helpers(map_batch *mb, unsigned n)
+{
+    pool_core *c = mb->c;
+    batch_shm *b = mb->shm;
+    if (n > mb->max_helpers - mb->helpers_made)
+        n = mb->max_helpers - mb->helpers_made;
+    if (n == 0)
+        return 0;
+    job *hs[64], **helpers = n <= 64 ? hs : calloc(n, sizeof *helpers);
+    if (helpers == NULL)
+        return -ENOMEM;
+    int rc = 0;
+    unsigned got = 0;
+    for (; got < n; got++) {
+        job *j = mp__job_get(c, &c->jobs);
+        if (j == NULL) {
+            rc = -ENOMEM;
+            break;
+        }
+        j->shm->kind = JOB_HELPER;
+        j->shm->batch = b;
+        j->shm->timeout_ns = b->timeout_ns;
+        atomic_store(&j->shm->cur, BATCH_NO_ITEM);
+        atomic_store(&j->shm->notify, 1);
+        j->notify = true;
+        j->done = helper_done;
+        j->batch = mb;
+        j->bs = b;
+        helpers[got] = j;
+    }
+    if (rc == 0) {
+        pthread_mutex_lock(&c->lock);
+        if (!mp__pool_accepting(c)) {
+            rc = MP_ECLOSED;
+        } else {
+            pthread_mutex_lock(&mb->lock);
+            mb->helpers_out += n;
+            pthread_mutex_unlock(&mb->lock);
+            mb->helpers_made += n;
+            atomic_fetch_add(&mb->refs, (int)n);
+            for (unsigned i = 0; i < n; i++)
+                mp__pool_dispatch(c, helpers[i]);
+            /* One wake-up for them all, not one passed on by each. */
+            mp__ring_wake_n(&c->s->ring, n);
+        }
+        pthread_mutex_unlock(&c->lock);
+    }
+    if (rc < 0)
+        for (unsigned i = 0; i < got; i++)
+            mp__job_recycle(&c->jobs, helpers[i]);
+    if (helpers != hs)
+        free(helpers);
     return rc;
 }
 
@@ -267,8 +327,9 @@ static int setup_staging(map_batch *mb, bool stage_in, bool stage_out, bool whol
     return mb->copied ? 0 : -ENOMEM;
 }
 
-int mp__map_start(mp_pool *p, mp_map_fn fn, const void *in, size_t n, size_t in_size,
-                  void *out, size_t out_size, size_t chunksize, bool blocking, map_batch **mbp)
+int mp__map_start(mp_pool *p, mp_map_fn fn, bool range, const void *in, size_t n,
+                  size_t in_size, void *out, size_t out_size, size_t chunksize, bool blocking,
+                  map_batch **mbp)
 {
     pool_core *c;
     int rc = mp__pool_check(p, &c);
@@ -310,6 +371,7 @@ int mp__map_start(mp_pool *p, mp_map_fn fn, const void *in, size_t n, size_t in_
     }
     batch_shm *b = mb->shm;
     b->fn = fn;
+    b->range = range;
     b->n = n;
     b->in_size = in_size;
     b->out_size = out_size;
@@ -334,6 +396,7 @@ int mp__map_start(mp_pool *p, mp_map_fn fn, const void *in, size_t n, size_t in_
         }
     }
     rc = stage_in || stage_out ? setup_staging(mb, stage_in, stage_out, !blocking) : 0;
+    b->wake_each = !blocking || stage_in || stage_out;
     if (rc == 0 && !stage_in)
         for (uint32_t k = 0; k < b->nchunks; k++)
             atomic_init(&b->chunks[k].claim, CHUNK_FREE);
@@ -346,55 +409,22 @@ int mp__map_start(mp_pool *p, mp_map_fn fn, const void *in, size_t n, size_t in_
             mp__map_pump(mb);
     }
 
-    unsigned nh = (c->be->caps & BACKEND_REMOTE) ? 1 : c->nworkers;
-    if (nh > b->nchunks)
-        nh = b->nchunks;
-    job *hs[64], **helpers = nh <= 64 ? hs : calloc(nh, sizeof *helpers);
-    unsigned got = 0;
-    if (rc == 0 && helpers == NULL)
-        rc = -ENOMEM;
-    for (; rc == 0 && got < nh; got++) {
-        job *j = mp__job_get(c, &c->jobs);
-        if (j == NULL) {
-            rc = -ENOMEM;
-            break;
-        }
-        j->shm->kind = JOB_HELPER;
-        j->shm->batch = b;
-        j->shm->timeout_ns = b->timeout_ns;
-        atomic_store(&j->shm->cur, BATCH_NO_ITEM);
-        atomic_store(&j->shm->notify, 1);
-        j->notify = true;
-        j->done = helper_done;
-        j->batch = mb;
-        j->bs = b;
-        helpers[got] = j;
-    }
-    if (rc == 0) {
-        pthread_mutex_lock(&c->lock);
-        if (!mp__pool_accepting(c)) {
-            rc = MP_ECLOSED;
-        } else {
-            mb->helpers_out = nh;
-            atomic_fetch_add(&mb->refs, (int)nh);
-            for (unsigned i = 0; i < nh; i++)
-                mp__pool_dispatch(c, helpers[i]);
-            /* One wake-up for them all, not one passed on by each. */
-            mp__ring_wake_n(&c->s->ring, nh);
-        }
-        pthread_mutex_unlock(&c->lock);
-    }
+    /* A blocking map starts with a helper a CPU and adds more while it
+     * waits, if the items are slow (mp_pool_map_ex); an iterator's has no
+     * one to do that, so it starts with all. */
+    mb->max_helpers = (c->be->caps & BACKEND_REMOTE) ? 1 : c->nworkers;
+    if (mb->max_helpers > b->nchunks)
+        mb->max_helpers = b->nchunks;
+    unsigned nh = mb->max_helpers;
+    if (blocking && nh > c->cpus)
+        nh = c->cpus;
+    if (rc == 0)
+        rc = mp__map_add_helpers(mb, nh);
     if (rc < 0) {
-        for (unsigned i = 0; i < got; i++)
-            mp__job_recycle(&c->jobs, helpers[i]);
         if (!blocking && !shares && b->out)
             mp__heap_free(b->out);
         else if (!blocking)
             free(b->out);
-    }
-    if (helpers != hs)
-        free(helpers);
-    if (rc < 0) {
         mp__map_unref(mb);
         return rc;
     }
@@ -413,25 +443,38 @@ static bool event_moved(void *arg)
     return atomic_load(&e->b->events) != e->seen;
 }
 
-int mp_pool_map_ex(mp_pool *p, mp_map_fn fn, const void *in, size_t n, size_t in_size,
-                   void *out, size_t out_size, size_t chunksize, mp_map_error **errs,
-                   size_t *nerrs)
+static int map_run(mp_pool *p, mp_map_fn fn, bool range, const void *in, size_t n,
+                   size_t in_size, void *out, size_t out_size, size_t chunksize,
+                   mp_map_error **errs, size_t *nerrs)
 {
     if (errs)
         *errs = NULL;
     if (nerrs)
         *nerrs = 0;
     map_batch *mb;
-    int rc = mp__map_start(p, fn, in, n, in_size, out, out_size, chunksize, true, &mb);
+    int rc = mp__map_start(p, fn, range, in, n, in_size, out, out_size, chunksize, true, &mb);
     if (rc < 0)
         return rc;
     batch_shm *b = mb->shm;
+    /* While the map is not done, every GROW_NS as many helpers again as it
+     * has (up to one a worker): slow or blocking items get every worker,
+     * quick ones finish before more processes than CPUs compete. */
+    int64_t grow_at = mp__now_ns() + GROW_NS;
     for (;;) {
         event_wait e = {b, atomic_load(&b->events)};
         mp__map_pump(mb);
         if (mp__map_over(mb))
             break;
-        mp__wait_word(&b->events, &b->waiters, event_moved, &e, MP__NO_DEADLINE, MP__WAIT_SPIN);
+        int64_t until = MP__NO_DEADLINE;
+        if (mb->helpers_made < mb->max_helpers) {
+            if (mp__now_ns() >= grow_at) {
+                mp__map_add_helpers(mb, mb->helpers_made);
+                grow_at = mp__now_ns() + GROW_NS;
+                continue;
+            }
+            until = grow_at;
+        }
+        mp__wait_word(&b->events, &b->waiters, event_moved, &e, until, MP__WAIT_SPIN);
     }
     bool complete = atomic_load(&b->ndone) >= b->nchunks;
     mp__map_cancel(mb); /* helpers still queued have nothing to do */
@@ -463,8 +506,23 @@ int mp_pool_map_ex(mp_pool *p, mp_map_fn fn, const void *in, size_t n, size_t in
     return rc;
 }
 
+int mp_pool_map_ex(mp_pool *p, mp_map_fn fn, const void *in, size_t n, size_t in_size,
+                   void *out, size_t out_size, size_t chunksize, mp_map_error **errs,
+                   size_t *nerrs)
+{
+    return map_run(p, fn, false, in, n, in_size, out, out_size, chunksize, errs, nerrs);
+}
+
 int mp_pool_map(mp_pool *p, mp_map_fn fn, const void *in, size_t n, size_t in_size, void *out,
                 size_t out_size, size_t chunksize)
 {
-    return mp_pool_map_ex(p, fn, in, n, in_size, out, out_size, chunksize, NULL, NULL);
+    return map_run(p, fn, false, in, n, in_size, out, out_size, chunksize, NULL, NULL);
+}
+
+int mp_pool_map_chunks(mp_pool *p, mp_chunk_fn fn, const void *in, size_t n, size_t in_size,
+                       void *out, size_t out_size, size_t chunksize, mp_map_error **errs,
+                       size_t *nerrs)
+{
+    return map_run(p, (mp_map_fn)(void (*)(void))fn, true, in, n, in_size, out, out_size,
+                   chunksize, errs, nerrs);
 }

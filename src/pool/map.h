@@ -16,6 +16,8 @@ struct map_batch {
     _Atomic int refs;           /* the caller, and each helper not yet ended */
     pthread_mutex_t lock;       /* everything below but the staging fields */
     unsigned helpers_out;       /* helper jobs not yet ended for good */
+    unsigned helpers_made;      /* (the caller's) helper jobs dispatched */
+    unsigned max_helpers;       /* at most (one a worker, one a chunk) */
     mp_map_error *errs;         /* failed items, as the supervisor got them */
     size_t nerrs, cap;
     bool oom;                   /* a failure could not be recorded */
@@ -33,9 +35,12 @@ struct map_batch {
 /* Validate, make the batch and dispatch its helpers.  out: the caller's
  * array (map) or NULL (imap: the batch gets its own).  0 and *mbp, or
  * an error. */
-int mp__map_start(mp_pool *p, mp_map_fn fn, const void *in, size_t n, size_t in_size,
-                  void *out, size_t out_size, size_t chunksize, bool blocking,
+int mp__map_start(mp_pool *p, mp_map_fn fn, bool range, const void *in, size_t n,
+                  size_t in_size, void *out, size_t out_size, size_t chunksize, bool blocking,
                   map_batch **mbp);
+/* Dispatch n more helpers (no more than max_helpers in all).  0 or an
+ * error (MP_ECLOSED, -ENOMEM). */
+int mp__map_add_helpers(map_batch *mb, unsigned n);
 /* Stage what the window allows and copy out what is done (staged maps;
  * the caller's thread). */
 void mp__map_pump(map_batch *mb);
@@ -60,6 +65,10 @@ MP_INTERNAL int mp__map_fail_item(pool_core *c, job_shm *s, uint64_t index,
 /* Cancel an iterator's work not yet started (mp_iter_free without the
  * wait). */
 MP_INTERNAL void mp__iter_cancel(mp_iter *it);
+/* mp_pool_imap over runs (an mp_chunk_fn cast to mp_map_fn) when range. */
+MP_INTERNAL int mp__pool_imap_fn(mp_pool *p, mp_map_fn fn, bool range, const void *in, size_t n,
+                                 size_t in_size, size_t out_size, size_t chunksize, bool ordered,
+                                 mp_iter **out);
 /* Wait up to timeout until all of an iterator's items have ended, then
  * copy every output to out and hand over the failures (index order,
  * malloc'd or NULL).  0, MP_ETIMEDOUT, MP_ECANCELED (not all ran),

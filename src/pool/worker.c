@@ -217,6 +217,21 @@ static unsigned run_helper(pool_shm *s, unsigned w, job_shm *j, unsigned budget)
         const char *in = mp__batch_in(b, (uint32_t)k) + (size_t)i * isz;
         char *out = mp__batch_out(b, (uint32_t)k) + (size_t)i * osz;
         uint32_t had = nfail;
+        if (b->range && i < count) {
+            /* One call for the rest of the chunk. */
+            if (timed)
+                atomic_store_explicit(&j->item_start, mp__now_ns(), memory_order_relaxed);
+            atomic_store_explicit(&j->cur, first + i, memory_order_relaxed);
+            int rc = ((mp_chunk_fn)(void (*)(void))fn)(in, out, count - i);
+            if (rc != 0) {
+                j->fails[nfail].index = first + i;
+                j->fails[nfail].info = (mp_task_info){.code = MP_ETASK, .task_rc = rc};
+                j->fails[nfail].count = count - i;
+                j->nfail = ++nfail;
+                atomic_store(&b->any_fail, 1);
+            }
+            i = count;
+        }
         for (; i < count; i++, in += isz, out += osz) {
             if (timed)
                 atomic_store_explicit(&j->item_start, mp__now_ns(), memory_order_relaxed);
@@ -225,6 +240,7 @@ static unsigned run_helper(pool_shm *s, unsigned w, job_shm *j, unsigned budget)
             if (rc != 0) {
                 j->fails[nfail].index = first + i;
                 j->fails[nfail].info = (mp_task_info){.code = MP_ETASK, .task_rc = rc};
+                j->fails[nfail].count = 1;
                 j->nfail = ++nfail;
                 atomic_store(&b->any_fail, 1);
                 if (nfail == JOB_FAILS) {

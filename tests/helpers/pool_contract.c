@@ -139,6 +139,23 @@ static int twice_plus_one(const void *in, void *out)
     return 0;
 }
 
+/* A run of elements: out = 2 * in + 1; a run holding 7007 fails with 9,
+ * one holding 5003 crashes its worker (not in a thread pool). */
+static int twice_plus_one_run(const void *inp, void *outp, size_t count)
+{
+    const long *in = inp;
+    long *out = outp;
+    for (size_t i = 0; i < count; i++) {
+        if (in[i] == 7007)
+            return 9;
+        if (in[i] == 5003 && kind != MP_POOL_THREAD)
+            raise(SIGSEGV);
+    }
+    for (size_t i = 0; i < count; i++)
+        out[i] = 2 * in[i] + 1;
+    return 0;
+}
+
 static int init_value;
 
 static void set_value(void *arg) { memcpy(&init_value, arg, sizeof init_value); }
@@ -278,6 +295,51 @@ static void check_map(void)
     free(out);
     done(p);
     puts("ok map");
+}
+
+static void check_map_chunks(void)
+{
+    mp_pool *p = pool(0, 0);
+    enum { N = 10000, RUN = 100 };
+    long *in = malloc(N * sizeof *in), *out = malloc(N * sizeof *out);
+    for (long i = 0; i < N; i++)
+        in[i] = i;
+    for (size_t chunk = 0; chunk <= 4096; chunk = chunk ? chunk * 8 : 1) {
+        memset(out, 0, N * sizeof *out);
+        long *clean = malloc(N * sizeof *clean);
+        for (long i = 0; i < N; i++)
+            clean[i] = i == 7007 || i == 5003 ? 8 : i;
+        CHECK_RC(mp_pool_map_chunks(p, twice_plus_one_run, clean, N, sizeof *in, out, sizeof *out,
+                                    chunk, NULL, NULL), 0);
+        for (long i = 0; i < N; i++)
+            CHECK(out[i] == 2 * clean[i] + 1);
+        free(clean);
+    }
+    /* A failing run fails each of its elements; a crash fails its run. */
+    mp_map_error *errs = NULL;
+    size_t nerrs = 0;
+    memset(out, 0, N * sizeof *out);
+    int rc = mp_pool_map_chunks(p, twice_plus_one_run, in, N, sizeof *in, out, sizeof *out, RUN,
+                                &errs, &nerrs);
+    bool crashes = kind != MP_POOL_THREAD;
+    CHECK_RC(rc, crashes ? MP_EWORKER : MP_ETASK);
+    CHECK(nerrs == (size_t)RUN * (1 + crashes));
+    for (size_t e = 0; e < nerrs; e++) {
+        size_t i = errs[e].index;
+        bool in_crash = i / RUN == 5003 / RUN, in_fail = i / RUN == 7007 / RUN;
+        CHECK((in_crash && crashes && errs[e].info.code == MP_EWORKER) ||
+              (in_fail && errs[e].info.code == MP_ETASK && errs[e].info.task_rc == 9));
+    }
+    for (long i = 0; i < N; i++)
+        if (i / RUN != 7007 / RUN && !(crashes && i / RUN == 5003 / RUN))
+            CHECK(out[i] == 2 * i + 1);
+    free(errs);
+    CHECK_RC(mp_pool_map_chunks(p, NULL, in, N, sizeof *in, out, sizeof *out, 0, NULL, NULL),
+             -EINVAL);
+    free(in);
+    free(out);
+    done(p);
+    puts("ok map chunks");
 }
 
 static void check_imap(void)
@@ -546,6 +608,7 @@ int main(int argc, char **argv)
     check_apply();
     check_async_callbacks();
     check_map();
+    check_map_chunks();
     check_imap();
     if (kind != MP_POOL_THREAD) {
         check_crash();
