@@ -203,26 +203,36 @@ job *mp__job_get(pool_core *c, job_table *t)
             return NULL;
         }
     }
-    /* Reset all but the halves' buffers (the argument block is kept so
-     * that its pages, mapped in the workers, are used again). */
+    /* Reset what the next dispatch does not set itself (the submitters set
+     * the task, its options and limits; the argument block is kept, so
+     * that its pages, mapped in the workers, are used again).  Field by
+     * field: this is on every task's way, and a memset of the halves cost
+     * more than the rest of the submission.  The state word is set with an
+     * atomic store, and its waiter count left as it is (back to 0): the
+     * worker that ended the last dispatch may still be reading them in its
+     * wake-up (mp__job_end), which at worst wakes a waiter of the reused
+     * job spuriously, which every wait tolerates. */
     job_shm *s = j->shm;
-    /* The state word and its waiter count are not cleared by memset: the
-     * worker that ended the job's last dispatch may still be reading them
-     * in its wake-up (mp__job_end), which at worst wakes a waiter of the
-     * reused job spuriously; every wait tolerates that.  (waiters is back
-     * to 0: each waiter takes back what it added.) */
     atomic_store_explicit(&s->state, JOB_FREE, memory_order_relaxed);
-    uint32_t id = s->id;
-    memset((char *)s + offsetof(job_shm, kind), 0,
-           offsetof(job_shm, fails) - offsetof(job_shm, kind));
-    s->id = id;
-    void *block = j->block;
-    size_t block_size = j->block_size;
-    memset(j, 0, sizeof *j);
-    j->shm = s;
-    j->block = block;
-    j->block_size = block_size;
+    s->kind = 0;
+    atomic_store_explicit(&s->notify, 0, memory_order_relaxed);
+    s->nfds = 0;
+    s->next_done = NULL;
+    s->info = (mp_task_info){0};
+    s->res = NULL;
+    s->res_len = 0;
+    s->batch = NULL;
+    s->nfail = 0;
     j->core = c;
+    j->done = NULL;
+    j->batch = NULL;
+    j->bs = NULL;
+    j->collected_seq = 0;
+    j->next = j->next_retired = NULL;
+    j->nfds = 0;
+    j->pending = false;
+    j->notify = false;
+    atomic_store_explicit(&j->reported, false, memory_order_relaxed);
     j->owner = mp__getpid();
     return j;
 }

@@ -68,8 +68,9 @@ enum {
 
 enum { JOB_APPLY = 1, JOB_HELPER };
 
-#define JOB_INLINE 192      /* argument + small result, inside the job */
-#define JOB_FAILS 16        /* item failures a helper records per dispatch */
+#define JOB_INLINE 256      /* argument + small result, inside the job */
+#define JOB_FAILS 8         /* item failures a helper records per dispatch
+                               (in the same room: a job is one or the other) */
 
 /* A failed map item as a worker records it. */
 typedef struct {
@@ -105,9 +106,12 @@ typedef struct job_shm {
     batch_shm *batch;
     _Atomic uint64_t cur;       /* item running now */
     uint32_t nfail;             /* fails recorded this dispatch */
-    job_fail fails[JOB_FAILS];
 
-    _Alignas(16) unsigned char inline_buf[JOB_INLINE];
+    union {
+        _Alignas(16) unsigned char inline_buf[JOB_INLINE]; /* apply: argument,
+                                                               small result */
+        job_fail fails[JOB_FAILS];                          /* helper */
+    };
 } job_shm;
 
 typedef struct job job;

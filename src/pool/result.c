@@ -151,8 +151,7 @@ int mp_pool_apply_async(mp_pool *p, mp_task_fn fn, const void *arg, size_t len,
     s->fn = fn;
     s->len = len;
     s->timeout_ns = timeout_ns;
-    if (opts)
-        j->opts = *opts;
+    j->opts = opts ? *opts : (mp_task_opts){0};
     j->notify = j->opts.callback || j->opts.error_callback;
     atomic_store_explicit(&s->notify, j->notify, memory_order_relaxed);
     j->done = apply_done;
