@@ -165,6 +165,7 @@ void mp__pool_report_cancel(pool_core *c, job *j)
 void mp__pool_dispatch(pool_core *c, job *j)
 {
     mp__job_queue(j->shm, ++c->next_seq);
+    j->ring_pos = c->tail;
     if (c->pend_head == NULL && mp__ring_push(&c->s->ring, &c->tail, j->shm))
         return;
     j->pending = true;
@@ -190,7 +191,8 @@ void mp__pool_refill(pool_core *c)
     if (!atomic_load(&c->pending))
         return;
     pthread_mutex_lock(&c->lock);
-    while (c->pend_head && mp__ring_push(&c->s->ring, &c->tail, c->pend_head->shm)) {
+    while (c->pend_head && (c->pend_head->ring_pos = c->tail,
+                            mp__ring_push(&c->s->ring, &c->tail, c->pend_head->shm))) {
         job *j = c->pend_head;
         j->pending = false;
         c->pend_head = j->next;

@@ -141,6 +141,7 @@ struct job {
     void *block;                /* argument block, kept while cached */
     size_t block_size;
     bool pending;               /* waiting for room in the ring */
+    uint64_t ring_pos;          /* where it went in the ring (spin or not) */
     bool notify;                /* its end must reach the supervisor
                                    (the private copy of shm->notify) */
     _Atomic bool reported;      /* its callback has run */

@@ -190,13 +190,19 @@ int mp_result_wait(mp_result *r, double timeout)
         return rc;
     if (result_final(j))
         return 0;
-    /* Spin for a task that runs, or that an idle worker is about to take;
-     * not for one queued behind busy workers: it will not end within a
-     * spin, and spinning would take a CPU from them. */
-    ring *rg = &j->core->s->ring;
+    /* Spin for a task that runs, or that a worker is about to take (an
+     * idle one, or the next to be free: a few places from the ring's
+     * head); not for one queued far behind busy workers: it will not end
+     * within a spin, and spinning would take a CPU from them. */
+    pool_core *c = j->core;
+    ring *rg = &c->s->ring;
     uint32_t st = job_state(j->shm);
-    bool spin = st == JOB_RUNNING || st == JOB_ENDED ||
-                (st == JOB_QUEUED && (atomic_load(&rg->spinners) || atomic_load(&rg->sleepers)));
+    bool spin = st == JOB_RUNNING || st == JOB_ENDED;
+    if (st == JOB_QUEUED) {
+        uint64_t head = atomic_load_explicit(&rg->head, memory_order_relaxed);
+        spin = atomic_load(&rg->spinners) || atomic_load(&rg->sleepers) ||
+               (!j->pending && j->ring_pos < head + 2 * (uint64_t)c->nworkers);
+    }
     rc = mp__wait_word(&j->shm->state, &j->shm->waiters, final_cond, j, deadline,
                        spin ? MP__WAIT_SPIN : 0);
     return rc < 0 ? MP_ETIMEDOUT : 0;
