@@ -42,7 +42,7 @@ static void bench_map(const char *name, unsigned workers, mp_pool_kind kind, boo
      * in a map is not fixed. */
     for (int i = 0; i < 30; i++)
         map_body(&m, ITEMS);
-    mp_bench_run(name, "mproc", MP_BENCH_OPS_PER_S, 0, map_body, &m, ITEMS, 0);
+    mp_bench_run(name, "mproc", MP_BENCH_OPS_PER_S, 0, map_body, &m, ITEMS, MP_BENCH_MANY);
     mp_pool_free(m.pool);
     if (shared) {
         mp_shared_free(m.in);
@@ -89,7 +89,7 @@ static void bench_slow(void)
     for (int64_t i = 0; i < SLOW_ITEMS; i++)
         m.in[i] = i;
     mp_bench_run("pool.map_10us", "mproc", MP_BENCH_OPS_PER_S, 0, slow_body, &m,
-                 mp_bench_n(SLOW_ITEMS), 0);
+                 mp_bench_n(SLOW_ITEMS), MP_BENCH_MANY);
     mp_pool_free(m.pool);
     mp_shared_free(m.in);
     mp_shared_free(m.out);
@@ -164,21 +164,25 @@ int main(void)
     m.out = malloc(ITEMS * sizeof(int64_t));
     for (int64_t i = 0; i < ITEMS; i++)
         m.in[i] = i;
-    mp_bench_run("threadpool.map_1M", "posix", MP_BENCH_OPS_PER_S, 0, map_posix, &m, ITEMS, 0);
+    mp_bench_run("threadpool.map_1M", "posix", MP_BENCH_OPS_PER_S, 0, map_posix, &m,
+                 ITEMS, MP_BENCH_MANY);
     free(m.in);
     free(m.out);
 
     mp_pool *p;
     MP_BENCH_CHECK(mp_pool_new(&p, &(mp_pool_opts){.workers = 2}) == 0);
-    mp_bench_run("pool.apply_rtt", "mproc", MP_BENCH_US_PER_OP, 0, rtt_body, p, mp_bench_n(20000), 0);
+    mp_bench_run("pool.apply_rtt", "mproc", MP_BENCH_US_PER_OP, 0, rtt_body, p,
+                 mp_bench_n(20000), 0);
     inflight_body(p, 10000); /* warm: 10,000 jobs made once, then reused */
-    mp_bench_run("pool.apply_async_10k", "mproc", MP_BENCH_OPS_PER_S, 0, inflight_body, p, 10000, 0);
+    mp_bench_run("pool.apply_async_10k", "mproc", MP_BENCH_OPS_PER_S, 0, inflight_body, p,
+                 10000, MP_BENCH_MANY);
     mp_pool_free(p);
     MP_BENCH_CHECK(mp_pool_new(&p, &(mp_pool_opts){.workers = 2, .kind = MP_POOL_THREAD}) == 0);
     inflight_body(p, 10000);
     mp_bench_run("threadpool.apply_async_10k", "mproc", MP_BENCH_OPS_PER_S, 0, inflight_body, p,
-                 10000, 0);
+                 10000, MP_BENCH_MANY);
     mp_pool_free(p);
-    mp_bench_run("pool.start", "mproc", MP_BENCH_US_PER_OP, 0, start_body, NULL, mp_bench_n(200), 0);
+    mp_bench_run("pool.start", "mproc", MP_BENCH_US_PER_OP, 0, start_body, NULL,
+                 mp_bench_n(200), 0);
     return 0;
 }

@@ -69,16 +69,16 @@ int main()
                                "pool.map_chunks_shared_1M_w2", "pool.map_chunks_1M_w2",
                                "threadpool.map_chunks_1M"};
         for (const char *name : maps2)
-            mp_bench_run(name, "tbb", MP_BENCH_OPS_PER_S, 0, tbb_map, nullptr, ITEMS, 0);
+            mp_bench_run(name, "tbb", MP_BENCH_OPS_PER_S, 0, tbb_map, nullptr, ITEMS, MP_BENCH_MANY);
         mp_bench_run("pool.map_10us", "tbb", MP_BENCH_OPS_PER_S, 0, tbb_slow, nullptr,
-                     mp_bench_n(SLOW_ITEMS), 0);
+                     mp_bench_n(SLOW_ITEMS), MP_BENCH_MANY);
     }
     {
         tbb::global_control ten(tbb::global_control::max_allowed_parallelism, 10);
         mp_bench_run("pool.map_shared_1M_w10", "tbb", MP_BENCH_OPS_PER_S, 0, tbb_map, nullptr,
-                     ITEMS, 0);
+                     ITEMS, MP_BENCH_MANY);
         mp_bench_run("pool.map_chunks_shared_1M_w10", "tbb", MP_BENCH_OPS_PER_S, 0, tbb_map,
-                     nullptr, ITEMS, 0);
+                     nullptr, ITEMS, MP_BENCH_MANY);
     }
     return 0;
 }

@@ -237,22 +237,26 @@ int main(void)
                                   "threadpool.map_chunks_1M"};
     threads = 2;
     for (size_t i = 0; i < 6; i++)
-        mp_bench_run(maps2[i], "openmp", MP_BENCH_OPS_PER_S, 0, omp_map, NULL, ITEMS, 0);
+        mp_bench_run(maps2[i], "openmp", MP_BENCH_OPS_PER_S, 0, omp_map, NULL,
+                     ITEMS, MP_BENCH_MANY);
     threads = 10;
-    mp_bench_run("pool.map_shared_1M_w10", "openmp", MP_BENCH_OPS_PER_S, 0, omp_map, NULL, ITEMS, 0);
+    mp_bench_run("pool.map_shared_1M_w10", "openmp", MP_BENCH_OPS_PER_S, 0, omp_map, NULL,
+                 ITEMS, MP_BENCH_MANY);
     mp_bench_run("pool.map_chunks_shared_1M_w10", "openmp", MP_BENCH_OPS_PER_S, 0, omp_map, NULL,
-                 ITEMS, 0);
+                 ITEMS, MP_BENCH_MANY);
     threads = 2;
     mp_bench_run("pool.map_10us", "openmp", MP_BENCH_OPS_PER_S, 0, omp_slow, NULL,
-                 mp_bench_n(SLOW_ITEMS), 0);
+                 mp_bench_n(SLOW_ITEMS), MP_BENCH_MANY);
 
     setenv("UV_THREADPOOL_SIZE", "2", 1);
     uv_loop_t *loop = uv_default_loop();
     uv_inflight(loop, 10000); /* warm: the thread pool starts */
-    mp_bench_run("pool.apply_async_10k", "libuv", MP_BENCH_OPS_PER_S, 0, uv_inflight, loop, 10000, 0);
+    mp_bench_run("pool.apply_async_10k", "libuv", MP_BENCH_OPS_PER_S, 0, uv_inflight, loop,
+                 10000, MP_BENCH_MANY);
     mp_bench_run("threadpool.apply_async_10k", "libuv", MP_BENCH_OPS_PER_S, 0, uv_inflight, loop,
-                 10000, 0);
-    mp_bench_run("pool.apply_rtt", "libuv", MP_BENCH_US_PER_OP, 0, uv_rtt, loop, mp_bench_n(20000), 0);
+                 10000, MP_BENCH_MANY);
+    mp_bench_run("pool.apply_rtt", "libuv", MP_BENCH_US_PER_OP, 0, uv_rtt, loop,
+                 mp_bench_n(20000), 0);
 
     cv_pool cp;
     memset(&cp, 0, sizeof cp);
@@ -262,9 +266,11 @@ int main(void)
     for (int i = 0; i < 2; i++)
         MP_BENCH_CHECK(pthread_create(&cp.th[i], NULL, cv_worker, &cp) == 0);
     mp_bench_run("threadpool.apply_async_10k", "condvar", MP_BENCH_OPS_PER_S, 0, cv_inflight, &cp,
-                 10000, 0);
-    mp_bench_run("pool.apply_async_10k", "condvar", MP_BENCH_OPS_PER_S, 0, cv_inflight, &cp, 10000, 0);
-    mp_bench_run("pool.apply_rtt", "condvar", MP_BENCH_US_PER_OP, 0, cv_rtt, &cp, mp_bench_n(20000), 0);
+                 10000, MP_BENCH_MANY);
+    mp_bench_run("pool.apply_async_10k", "condvar", MP_BENCH_OPS_PER_S, 0, cv_inflight, &cp,
+                 10000, MP_BENCH_MANY);
+    mp_bench_run("pool.apply_rtt", "condvar", MP_BENCH_US_PER_OP, 0, cv_rtt, &cp,
+                 mp_bench_n(20000), 0);
     pthread_mutex_lock(&cp.lock);
     cp.stop = 1;
     pthread_cond_broadcast(&cp.work);
