@@ -8,6 +8,7 @@
 #include <sys/resource.h>
 
 #include "mp_test.h"
+#include "os/os.h"
 #include "test_pool_common.h"
 
 /* Waits for every worker of the pool at a barrier: it returns only once
@@ -238,5 +239,51 @@ Test(pool_limits, item_deadline_after_quick_items, .timeout = MP_TMO(30))
         free(errs);
         cr_assert_eq(outs[4], 0.05);
     }
+    mp_pool_free(p);
+}
+
+/* ---- out of memory ---- */
+
+static void *no_realloc(void *p, size_t n)
+{
+    (void)p;
+    (void)n;
+    errno = ENOMEM;
+    return NULL;
+}
+
+/* A map whose failures cannot all be recorded fails with -ENOMEM: it
+ * never reports success (or only some failures) for items never written. */
+Test(pool_limits, map_that_cannot_record_failures_fails, .timeout = MP_TMO(30))
+{
+    mp_pool *p;
+    mp_expect_rc(mp_pool_new(&p, &(mp_pool_opts){.workers = 2}), 0);
+    enum { N = 100 };
+    int in[N], out[N];
+    for (int i = 0; i < N; i++)
+        in[i] = ITEM_FAIL;
+    mp__os.realloc = no_realloc;
+    int rc = mp_pool_map(p, map_item, in, N, sizeof(int), out, sizeof(int), 10);
+    mp_iter *it;
+    int irc = mp_pool_imap(p, map_item, in, N, sizeof(int), sizeof(int), 10, true, &it);
+    int first = 0;
+    if (irc == 0) {
+        size_t idx;
+        int v;
+        first = mp_iter_next(it, &v, &idx, MP_TMO(10));
+        mp_iter_free(it);
+    }
+    mp__os.realloc = realloc;
+    mp_expect_rc(rc, -ENOMEM);
+    mp_expect_rc(irc, 0);
+    mp_expect_rc(first, -ENOMEM);
+    /* With memory back, the same map reports each failure. */
+    mp_map_error *errs = NULL;
+    size_t nerrs = 0;
+    mp_expect_rc(mp_pool_map_ex(p, map_item, in, N, sizeof(int), out, sizeof(int), 10, &errs,
+                                &nerrs),
+                 MP_ETASK);
+    cr_assert_eq(nerrs, N);
+    free(errs);
     mp_pool_free(p);
 }

@@ -24,6 +24,7 @@ struct mp__os_calls {
     int (*madvise)(void *addr, size_t len, int advice);
     pid_t (*fork)(void);
     int (*pidfd_open)(pid_t pid, unsigned flags); /* returns fd or -1/errno */
+    void *(*realloc)(void *p, size_t size);       /* growing lists (a map's failures) */
 };
 extern struct mp__os_calls mp__os;
 

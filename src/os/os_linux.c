@@ -44,6 +44,7 @@ struct mp__os_calls mp__os = {
     .madvise = madvise,
     .fork = fork,
     .pidfd_open = sys_pidfd_open,
+    .realloc = realloc,
 };
 
 /* ---- clocks ---- */

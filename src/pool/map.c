@@ -37,7 +37,7 @@ static int add_err(map_batch *mb, uint64_t index, const mp_task_info *info)
 {
     if (mb->nerrs == mb->cap) {
         size_t cap = mb->cap ? mb->cap * 2 : 16;
-        mp_map_error *e = realloc(mb->errs, cap * sizeof *e);
+        mp_map_error *e = mp__os.realloc(mb->errs, cap * sizeof *e);
         if (e == NULL) {
             mb->oom = true; /* the map fails with -ENOMEM, never reports success */
             return -ENOMEM;
