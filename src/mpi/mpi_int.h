@@ -5,6 +5,10 @@
  *                 and map chunks to the worker ranks and ends their jobs
  *   mpi_rank.c    the worker ranks: run what rank 0 sends in a local
  *                 process pool and answer
+ *   mpi_comm.c    what the two sides share: the job's state, messaging
+ *
+ * mpi_job.c starts the sender or a rank's life; both use mpi_comm.c; none
+ * calls back up.
  *
  * All MPI calls are made by one thread at a time: rank 0's sender while a
  * pool is open, the main thread otherwise; MPI is initialized with
@@ -67,7 +71,7 @@ _Static_assert(sizeof(task_msg) % 16 == 0, "items stay aligned");
 
 static inline size_t mpi_align8(size_t v) { return (v + 7) & ~(size_t)7; }
 
-/* The process's place in the MPI job (mpi_job.c). */
+/* The process's place in the MPI job (mpi_comm.c; joined by mpi_job.c). */
 typedef struct {
     pthread_mutex_t lock;
     pid_t pid;                  /* the process that joined the job */
