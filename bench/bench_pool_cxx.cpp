@@ -37,21 +37,12 @@ static double tbb_map(void *, uint64_t n)
     return t;
 }
 
-static int64_t spin_item(int64_t x)
-{
-    double end = mp_bench_now() + 10e-6;
-    int64_t v = x;
-    while (mp_bench_now() < end)
-        v = v * 6364136223846793005LL + 1;
-    return v | 1;
-}
-
 static double tbb_slow(void *, uint64_t n)
 {
     double t0 = mp_bench_now();
     tbb::parallel_for(tbb::blocked_range<uint64_t>(0, n), [](const tbb::blocked_range<uint64_t> &r) {
         for (uint64_t i = r.begin(); i != r.end(); ++i)
-            out[i] = spin_item((int64_t)i);
+            out[i] = mp_bench_spin_item((int64_t)i);
     });
     double t = mp_bench_now() - t0;
     for (uint64_t i = 0; i < n; i++)

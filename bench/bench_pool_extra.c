@@ -45,23 +45,13 @@ static double omp_map(void *ctx, uint64_t n)
     return t;
 }
 
-/* An item of about 10 us of work, as bench_pool.c's. */
-static int64_t spin_item(int64_t x)
-{
-    double end = mp_bench_now() + 10e-6;
-    int64_t v = x;
-    while (mp_bench_now() < end)
-        v = v * 6364136223846793005LL + 1;
-    return v | 1;
-}
-
 static double omp_slow(void *ctx, uint64_t n)
 {
     (void)ctx;
     double t0 = mp_bench_now();
 #pragma omp parallel for schedule(dynamic, 16) num_threads(threads)
     for (uint64_t i = 0; i < n; i++)
-        out[i] = spin_item((int64_t)i);
+        out[i] = mp_bench_spin_item((int64_t)i);
     double t = mp_bench_now() - t0;
     for (uint64_t i = 0; i < n; i++)
         MP_BENCH_CHECK(out[i] & 1);

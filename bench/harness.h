@@ -62,6 +62,17 @@ static int mp_bench__cmp(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+/* About 10 us of work on x (the pool's "10 us items", the same on every
+ * side); odd, so that a result is seen to be written. */
+static inline int64_t mp_bench_spin_item(int64_t x)
+{
+    double end = mp_bench_now() + 10e-6;
+    int64_t v = x;
+    while (mp_bench_now() < end)
+        v = v * 6364136223846793005LL + 1;
+    return v | 1;
+}
+
 /* Run body: one warm-up, then `runs` measured runs (0: 7, or 3 when quick).
  * Prints the JSON line on stdout and returns the median figure. */
 static inline double mp_bench_run(const char *bench, const char *impl,
