@@ -9,6 +9,7 @@
 
 #include "mp_test.h"
 #include "os/os.h"
+#include "pool/job.h"
 #include "test_pool_common.h"
 
 /* Waits for every worker of the pool at a barrier: it returns only once
@@ -286,4 +287,49 @@ Test(pool_limits, map_that_cannot_record_failures_fails, .timeout = MP_TMO(30))
     cr_assert_eq(nerrs, N);
     free(errs);
     mp_pool_free(p);
+}
+
+/* ---- a task that scribbles over the shared heap ---- */
+
+/* Writes over the shared half of its own job (all but the state word: its
+ * task, sequence, links, result pointer...) and over the jobs beside it in
+ * the heap: garbage where the parent keeps nothing of its own. */
+static int scribble(const void *arg, size_t len, mp_buf *res)
+{
+    (void)len;
+    (void)res;
+    unsigned char *mine = (unsigned char *)arg - offsetof(job_shm, inline_buf);
+    memset(mine + offsetof(job_shm, kind), 0xa5,
+           offsetof(job_shm, inline_buf) - offsetof(job_shm, kind));
+    return 0;
+}
+
+/* The worst a task can do to the shared heap spoils results (a result may
+ * never come), never the parent: it does not crash, the pool goes on, and
+ * it ends. */
+Test(pool_limits, scribbling_task_spoils_results_not_the_parent, .timeout = MP_TMO(60))
+{
+    for (int kind = 0; kind < 2; kind++) {
+        mp_pool *p;
+        mp_expect_rc(mp_pool_new(&p, &(mp_pool_opts){.workers = 2, .kind = kind}), 0);
+        for (int round = 0; round < 20; round++) {
+            mp_result *r;
+            slow_cb cb = {0};
+            mp_task_opts o = {.callback = slow_ok, .error_callback = slow_err, .ud = &cb};
+            mp_expect_rc(mp_pool_apply_async(p, scribble, "x", 1, round % 2 ? &o : NULL, &r), 0);
+            int rc = mp_result_get(r, 0.5, NULL, NULL);
+            cr_assert(rc == 0 || rc == MP_ETIMEDOUT || rc < 0, "%d", rc);
+            mp_result_free(r);
+            /* ... and the pool still answers. */
+            mp_expect_rc(submit(p, OP_SQUARE, round, NULL, NULL, &r), 0);
+            int v;
+            const void *out;
+            size_t n;
+            mp_expect_rc(mp_result_get(r, MP_TMO(10), &out, &n), 0);
+            memcpy(&v, out, sizeof v);
+            cr_assert_eq(v, round * round);
+            mp_result_free(r);
+        }
+        mp_pool_free(p);
+    }
 }

@@ -30,6 +30,9 @@
 /* A helper (map) being worked through. */
 typedef struct helper {
     job_shm *j;
+    map_batch *mb;              /* its map, as the parent made it: the shape
+                                   (geom) is read from there, never from
+                                   the shared heap */
     unsigned out;               /* its chunks out to ranks */
     bool claiming;              /* it may still have chunks to claim */
     struct helper *next;
@@ -115,20 +118,20 @@ static void helper_maybe_end(sender *sd, helper *h)
  * answer says which), then the chunk is done. */
 static void fail_items(sender *sd, helper *h, uint32_t k, uint32_t start, const mp_task_info *info)
 {
-    batch_shm *b = h->j->batch;
+    const batch_geom *g = &h->mb->geom;
     size_t first;
     uint32_t count;
-    mp__batch_range(b, k, &first, &count);
+    mp__batch_range(g, k, &first, &count);
     for (uint32_t i = start; i < count; i++)
         mp__map_fail_item(sd->c, h->j, first + i, info);
-    mp__batch_done(b, k);
+    mp__batch_done(h->mb->shm, k, g->nchunks);
 }
 
 static void end_chunk(sender *sd, out_slot *o, const result_msg *r, const char *body,
                       size_t body_len)
 {
     helper *h = o->h;
-    batch_shm *b = h->j->batch;
+    const batch_geom *b = &h->mb->geom;
     size_t first;
     uint32_t count;
     mp__batch_range(b, o->k, &first, &count);
@@ -159,7 +162,7 @@ static void end_chunk(sender *sd, out_slot *o, const result_msg *r, const char *
         for (size_t i = 0; i < r->nerrs; i++)
             if (e[i].index < n)
                 mp__map_fail_item(sd->c, h->j, first + o->start + e[i].index, &e[i].info);
-        mp__batch_done(b, o->k);
+        mp__batch_done(h->mb->shm, o->k, b->nchunks);
     }
     h->out--;
     helper_maybe_end(sd, h);
@@ -197,11 +200,13 @@ static int send_task(sender *sd, unsigned w, out_slot *o, mp__anyfn fn, task_msg
 /* Send chunk k of helper h to rank w. */
 static void send_chunk(sender *sd, unsigned w, out_slot *o, helper *h, uint32_t k)
 {
-    batch_shm *b = h->j->batch;
+    const batch_geom *b = &h->mb->geom;
     size_t first;
     uint32_t count;
     mp__batch_range(b, k, &first, &count);
-    uint32_t start = b->chunks[k].start;
+    uint32_t start = h->mb->shm->chunks[k].start;
+    if (start > count)
+        start = count;
     task_msg t = {.kind = TASK_CHUNK, .count = count - start, .in_size = b->in_size,
                   .out_size = b->out_size, .flags = b->range ? TASK_RANGE : 0};
     t.len = (uint64_t)t.count * b->in_size;
@@ -230,7 +235,7 @@ static bool send_next(sender *sd, unsigned w)
         helper *h = sd->helpers;
         while (h) {
             if (h->claiming) {
-                int k = mp__batch_claim(h->j->batch, 0);
+                int k = mp__batch_claim(h->mb->shm, 0, h->mb->geom.nchunks);
                 if (k >= 0) {
                     send_chunk(sd, w, o, h, (uint32_t)k);
                     return true;
@@ -261,13 +266,20 @@ static bool send_next(sender *sd, unsigned w)
                 return false;
             }
             nh->j = j;
-            nh->claiming = true;
+            nh->mb = mp__map_of(sd->c, j);
+            nh->claiming = nh->mb != NULL; /* (none: a scribbled job) */
             nh->next = sd->helpers;
             sd->helpers = nh;
+            helper_maybe_end(sd, nh); /* (ends it at once if so) */
             continue;
         }
-        task_msg t = {.kind = TASK_APPLY, .len = j->len, .timeout_ns = j->timeout_ns};
-        int rc = send_task(sd, w, o, (mp__anyfn)j->fn, &t, j->arg);
+        mp_task_fn fn;
+        const void *arg;
+        size_t len;
+        int rc = mp__job_task(sd->c, j, &fn, &arg, &len);
+        task_msg t = {.kind = TASK_APPLY, .len = len, .timeout_ns = j->timeout_ns};
+        if (rc == 0)
+            rc = send_task(sd, w, o, (mp__anyfn)fn, &t, arg);
         if (rc < 0) {
             fail_apply(sd, j, rc);
             continue;

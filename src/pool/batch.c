@@ -21,15 +21,13 @@
 
 batch_shm *mp__batch_new(uint32_t nchunks, int *err)
 {
-    size_t size = sizeof(batch_shm) + (size_t)nchunks * sizeof(batch_chunk);
-    size_t order_at = (size + 15) & ~(size_t)15;
-    batch_shm *b = mp__heap_alloc(order_at + (size_t)nchunks * sizeof(uint32_t), err);
+    batch_shm *b =
+        mp__heap_alloc(mp__batch_order_at(nchunks) + (size_t)nchunks * sizeof(uint32_t), err);
     if (b == NULL)
         return NULL;
-    memset(b, 0, size);
-    b->nchunks = nchunks;
-    b->order = (uint32_t *)(void *)((char *)b + order_at);
-    memset(b->order, 0xff, (size_t)nchunks * sizeof(uint32_t));
+    memset(b, 0, sizeof(batch_shm) + (size_t)nchunks * sizeof(batch_chunk));
+    b->geom.nchunks = nchunks;
+    memset(mp__batch_order(b, nchunks), 0xff, (size_t)nchunks * sizeof(uint32_t));
     return b;
 }
 
@@ -39,13 +37,13 @@ void mp__batch_free(batch_shm *b)
         mp__heap_free(b);
 }
 
-int mp__batch_claim(batch_shm *b, unsigned w)
+int mp__batch_claim(batch_shm *b, unsigned w, uint32_t nchunks)
 {
     if (atomic_load_explicit(&b->stop, memory_order_relaxed))
         return BATCH_OVER;
     uint32_t h = atomic_load_explicit(&b->hint, memory_order_acquire);
     bool taken_below = true; /* every chunk from h to k is taken */
-    for (uint32_t k = h; k < b->nchunks; k++) {
+    for (uint32_t k = h; k < nchunks; k++) {
         _Atomic uint32_t *cw = &b->chunks[k].claim;
         uint32_t c = atomic_load_explicit(cw, memory_order_acquire);
         if (c == CHUNK_WAIT)
@@ -60,19 +58,19 @@ int mp__batch_claim(batch_shm *b, unsigned w)
         if (c == CHUNK_FREE)
             taken_below = false; /* lost a race: it is someone's now */
     }
-    if (taken_below && h < b->nchunks)
-        atomic_compare_exchange_strong(&b->hint, &h, b->nchunks);
+    if (taken_below && h < nchunks)
+        atomic_compare_exchange_strong(&b->hint, &h, nchunks);
     return BATCH_OVER;
 }
 
-void mp__batch_done(batch_shm *b, uint32_t k)
+void mp__batch_done(batch_shm *b, uint32_t k, uint32_t nchunks)
 {
     atomic_store_explicit(&b->chunks[k].claim, CHUNK_DONE, memory_order_release);
     uint32_t pos = atomic_fetch_add(&b->ndone, 1);
-    if (pos < b->nchunks)
-        atomic_store_explicit(&b->order[pos], k, memory_order_release);
+    if (pos < nchunks)
+        atomic_store_explicit(&mp__batch_order(b, nchunks)[pos], k, memory_order_release);
     atomic_fetch_add(&b->events, 1);
-    if (b->wake_each || pos + 1 >= b->nchunks)
+    if (b->wake_each || pos + 1 >= nchunks)
         mp__wake_word(&b->events, &b->waiters);
 }
 
@@ -89,9 +87,9 @@ void mp__batch_reset(batch_shm *b, uint32_t k, uint32_t start)
     mp__wake_word(&b->events, &b->waiters);
 }
 
-int mp__batch_held_by(batch_shm *b, unsigned w)
+int mp__batch_held_by(batch_shm *b, uint32_t nchunks, unsigned w)
 {
-    for (uint32_t k = 0; k < b->nchunks; k++)
+    for (uint32_t k = 0; k < nchunks; k++)
         if (atomic_load(&b->chunks[k].claim) == CHUNK_CLAIMED + w)
             return (int)k;
     return -1;

@@ -45,7 +45,11 @@ typedef struct {
     uint32_t start;             /* first item of the chunk left to run */
 } batch_chunk;
 
-typedef struct batch_shm {
+/* A batch's shape: what is to be computed and where.  The parent keeps its
+ * own copy (map.c's map_batch) and reads only that one: the workers' copy
+ * in the shared heap may be scribbled over, and the parent must never
+ * copy to or from an address a worker could have changed. */
+typedef struct {
     mp_map_fn fn;               /* per element, or (range) an mp_chunk_fn */
     uint32_t range;             /* fn takes runs (mp_pool_map_chunks) */
     const char *in;             /* in place: the caller's arrays; staged: */
@@ -57,6 +61,10 @@ typedef struct batch_shm {
     uint32_t stage_in;          /* staged: whether in, out are staged */
     uint32_t stage_out;
     int64_t timeout_ns;         /* per item; 0: none */
+} batch_geom;
+
+typedef struct batch_shm {
+    batch_geom geom;            /* the workers' copy */
     _Alignas(64) _Atomic uint32_t hint; /* no free chunk below this */
     _Atomic uint32_t stop;      /* claim nothing more (cancelled) */
     _Atomic uint32_t any_fail;  /* an item failed: see map.c */
@@ -69,9 +77,21 @@ typedef struct batch_shm {
     _Atomic uint32_t waiters;
     _Alignas(64) _Atomic uint32_t staged; /* futex: bumped at every staging */
     _Atomic uint32_t stage_waiters;
-    uint32_t *order;            /* chunks in the order they were done */
-    batch_chunk chunks[];
+    batch_chunk chunks[];       /* then, 16-aligned, the nchunks entries of
+                                   `order`: chunks in the order they were done */
 } batch_shm;
+
+static inline size_t mp__batch_order_at(uint32_t nchunks)
+{
+    return (sizeof(batch_shm) + (size_t)nchunks * sizeof(batch_chunk) + 15) & ~(size_t)15;
+}
+
+/* The order array of a batch of nchunks chunks (an address computed, not
+ * read from shared memory). */
+static inline _Atomic uint32_t *mp__batch_order(batch_shm *b, uint32_t nchunks)
+{
+    return (_Atomic uint32_t *)(void *)((char *)b + mp__batch_order_at(nchunks));
+}
 
 /* A batch of nchunks chunks in the shared heap, all WAIT, order unset.
  * NULL and *err on failure. */
@@ -79,37 +99,41 @@ batch_shm *mp__batch_new(uint32_t nchunks, int *err);
 void mp__batch_free(batch_shm *b);
 
 /* Items of chunk k: the first's index in *first, how many in *count. */
-static inline void mp__batch_range(const batch_shm *b, uint32_t k, size_t *first, uint32_t *count)
+static inline void mp__batch_range(const batch_geom *g, uint32_t k, size_t *first,
+                                   uint32_t *count)
 {
-    *first = (size_t)k * b->chunk;
-    size_t left = b->n - *first;
-    *count = left < b->chunk ? (uint32_t)left : b->chunk;
+    *first = (size_t)k * g->chunk;
+    size_t left = g->n - *first;
+    *count = left < g->chunk ? (uint32_t)left : g->chunk;
 }
 
 /* Where chunk k's first input and output are (in place or staged). */
-static inline const char *mp__batch_in(const batch_shm *b, uint32_t k)
+static inline const char *mp__batch_in(const batch_geom *g, uint32_t k)
 {
-    if (b->stage_in)
-        return b->in + (size_t)(k % b->window) * b->chunk * b->in_size;
-    return b->in + (size_t)k * b->chunk * b->in_size;
+    if (g->stage_in)
+        return g->in + (size_t)(k % g->window) * g->chunk * g->in_size;
+    return g->in + (size_t)k * g->chunk * g->in_size;
 }
 
-static inline char *mp__batch_out(const batch_shm *b, uint32_t k)
+static inline char *mp__batch_out(const batch_geom *g, uint32_t k)
 {
-    if (b->stage_out)
-        return b->out + (size_t)(k % b->window) * b->chunk * b->out_size;
-    return b->out + (size_t)k * b->chunk * b->out_size;
+    if (g->stage_out)
+        return g->out + (size_t)(k % g->window) * g->chunk * g->out_size;
+    return g->out + (size_t)k * g->chunk * g->out_size;
 }
 
-/* (worker w) Claim a chunk: its index, BATCH_NONE or BATCH_OVER. */
-MP_INTERNAL int mp__batch_claim(batch_shm *b, unsigned w);
-/* (worker, supervisor) Chunk k is done: record it and wake the waiters. */
-MP_INTERNAL void mp__batch_done(batch_shm *b, uint32_t k);
+/* (worker w) Claim a chunk: its index, BATCH_NONE or BATCH_OVER.  Past
+ * nchunks (from the parent's geometry, for the parent's own claims) nothing
+ * is looked at. */
+MP_INTERNAL int mp__batch_claim(batch_shm *b, unsigned w, uint32_t nchunks);
+/* (worker, supervisor) Chunk k of nchunks is done: record it and wake the
+ * waiters. */
+MP_INTERNAL void mp__batch_done(batch_shm *b, uint32_t k, uint32_t nchunks);
 /* (worker w stopping, supervisor for a dead w) Chunk k goes back to be
  * claimed again from item start (of the chunk). */
 void mp__batch_reset(batch_shm *b, uint32_t k, uint32_t start);
 /* (supervisor) The chunk worker w holds, or -1. */
-int mp__batch_held_by(batch_shm *b, unsigned w);
+int mp__batch_held_by(batch_shm *b, uint32_t nchunks, unsigned w);
 /* (map caller) Chunk k's input is staged: it may be claimed. */
 void mp__batch_staged(batch_shm *b, uint32_t k);
 /* (worker) Wait until staging has moved on from `seen` (the `staged`

@@ -63,7 +63,8 @@ int mp__pool_imap_fn(mp_pool *p, mp_map_fn fn, bool range, const void *in, size_
 static int64_t next_chunk(mp_iter *it)
 {
     batch_shm *b = it->mb->shm;
-    if (it->taken >= b->nchunks)
+    uint32_t nchunks = it->mb->geom.nchunks;
+    if (it->taken >= nchunks)
         return -1;
     if (it->ordered) {
         uint32_t k = it->taken;
@@ -73,8 +74,9 @@ static int64_t next_chunk(mp_iter *it)
     }
     if (atomic_load(&b->ndone) <= it->taken)
         return -1;
-    uint32_t k = atomic_load_explicit(&b->order[it->taken], memory_order_acquire);
-    return k == UINT32_MAX ? -1 : (int64_t)k; /* (being written) */
+    uint32_t k = atomic_load_explicit(&mp__batch_order(b, nchunks)[it->taken],
+                                      memory_order_acquire);
+    return k >= nchunks ? -1 : (int64_t)k; /* (being written, or scribbled) */
 }
 
 static bool chunk_ready(void *arg)
@@ -100,7 +102,7 @@ static int enter_chunk(mp_iter *it, int64_t deadline)
     }
     size_t first;
     uint32_t cnt;
-    mp__batch_range(b, (uint32_t)k, &first, &cnt);
+    mp__batch_range(&mb->geom, (uint32_t)k, &first, &cnt);
     free(it->cerrs);
     it->cerrs = NULL;
     it->ncerrs = it->cerr_pos = 0;
@@ -150,7 +152,7 @@ int mp_iter_next(mp_iter *it, void *out, size_t *index, double timeout)
     int rc = mp__deadline(timeout, &deadline);
     if (rc < 0)
         return rc;
-    batch_shm *b = it->mb->shm;
+    const batch_geom *b = &it->mb->geom;
     if (it->yielded == b->n)
         return MP_EDONE;
     if (!it->in_chunk && (rc = enter_chunk(it, deadline)) < 0)
@@ -176,14 +178,15 @@ int mp__iter_wait_all(mp_iter *it, double timeout, void *out, mp_map_error **err
                       size_t *nerrs)
 {
     map_batch *mb = it->mb;
-    batch_shm *b = mb->shm;
+    batch_shm *bs = mb->shm;
+    const batch_geom *b = &mb->geom;
     int64_t deadline;
     int rc = mp__deadline(timeout, &deadline);
     if (rc < 0)
         return rc;
-    if (mp__wait_word(&b->events, &b->waiters, batch_over, mb, deadline, MP__WAIT_SPIN) < 0)
+    if (mp__wait_word(&bs->events, &bs->waiters, batch_over, mb, deadline, MP__WAIT_SPIN) < 0)
         return MP_ETIMEDOUT;
-    if (atomic_load(&b->ndone) < b->nchunks)
+    if (atomic_load(&bs->ndone) < b->nchunks)
         return MP_ECANCELED;
     pthread_mutex_lock(&mb->lock);
     if (mb->oom) {
@@ -208,7 +211,7 @@ void mp_iter_free(mp_iter *it)
     map_batch *mb = it->mb;
     mp__map_cancel(mb);
     mp__map_wait_helpers(mb); /* nobody writes the output any more */
-    batch_shm *b = mb->shm;
+    const batch_geom *b = &mb->geom;
     if (b->out) {
         if (mp__heap_contains(b->out))
             mp__heap_free(b->out);

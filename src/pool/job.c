@@ -171,6 +171,7 @@ static int enter(job_table *t, job *j)
         atomic_store(&t->njobs, id + 1);
     }
     j->shm->id = id;
+    j->id = id;
     atomic_store_explicit(&atomic_load(&t->dir[id / JOB_PAGE])[id % JOB_PAGE], j,
                           memory_order_release);
     return 0;
@@ -214,6 +215,7 @@ job *mp__job_get(pool_core *c, job_table *t)
      * job spuriously, which every wait tolerates. */
     job_shm *s = j->shm;
     atomic_store_explicit(&s->state, JOB_FREE, memory_order_relaxed);
+    s->id = j->id; /* (a task may have scribbled over it) */
     s->kind = 0;
     atomic_store_explicit(&s->notify, 0, memory_order_relaxed);
     s->nfds = 0;
@@ -271,7 +273,7 @@ void mp__jobs_trim(job_table *t)
     job *list = t->trash;
     t->trash = NULL;
     for (job *j = list; j; j = j->next) {
-        uint32_t id = j->shm->id;
+        uint32_t id = j->id;
         atomic_store(&atomic_load(&t->dir[id / JOB_PAGE])[id % JOB_PAGE], NULL);
         if (t->nfree_ids == t->cap_ids) {
             size_t cap = t->cap_ids ? t->cap_ids * 2 : 256;

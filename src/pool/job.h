@@ -128,14 +128,20 @@ typedef void (*job_done_fn)(job *j, int how, const mp_task_info *died, unsigned 
 
 struct job {
     job_shm *shm;
+    uint32_t id;                /* in the table (the shared half's copy is
+                                   written again at every reuse) */
     pool_core *core;
     job_done_fn done;           /* completion hook */
     map_batch *batch;           /* helper: its batch (map.c's) */
     batch_shm *bs;              /* ... and the batch's shared half */
     uint64_t collected_seq;     /* (supervisor) dispatch already ended */
     job *next;                  /* free list, pending list */
-    job *next_retired;          /* (supervisor) batched retirement */
+    job *next_retired;          /* (supervisor) a done stack's walk */
+    bool walked;                /* (supervisor) in that walk already */
     mp_task_opts opts;          /* callbacks */
+    mp_task_fn fn;              /* the task, as submitted (the shared half's */
+    const void *arg;            /*   copy may be scribbled over) */
+    size_t len;
     int fds[MP_TASK_MAX_FDS];   /* duplicates of the task's descriptors */
     uint32_t nfds;
     void *block;                /* argument block, kept while cached */

@@ -67,21 +67,30 @@ static void helper_done(job *j, int how, const mp_task_info *died, unsigned w)
     job_shm *s = j->shm;
     pool_core *c = mb->c;
     pthread_mutex_lock(&mb->lock);
+    /* (Read from shared memory: each record is kept within the map.) */
     uint32_t nf = s->nfail < JOB_FAILS ? s->nfail : JOB_FAILS;
-    for (uint32_t i = 0; i < nf; i++)
-        for (uint32_t k = 0; k < s->fails[i].count || k == 0; k++)
-            add_err(mb, s->fails[i].index + k, &s->fails[i].info);
+    for (uint32_t i = 0; i < nf; i++) {
+        job_fail f = s->fails[i];
+        if (f.index >= mb->geom.n)
+            continue;
+        uint64_t count = f.count ? f.count : 1;
+        if (count > mb->geom.n - f.index)
+            count = mb->geom.n - f.index;
+        for (uint64_t x = 0; x < count; x++)
+            add_err(mb, f.index + x, &f.info);
+    }
     s->nfail = 0;
-    int k = how == JOB_END_CANCELED ? -1 : mp__batch_held_by(b, w);
+    const batch_geom *g = &mb->geom; /* ours: not the shared copy */
+    int k = how == JOB_END_CANCELED ? -1 : mp__batch_held_by(b, g->nchunks, w);
     if (k >= 0) {
         size_t first;
         uint32_t count;
-        mp__batch_range(b, (uint32_t)k, &first, &count);
+        mp__batch_range(g, (uint32_t)k, &first, &count);
         uint32_t start = b->chunks[k].start;
         uint64_t item = atomic_load(&s->cur);
         if (how == JOB_END_DIED && item >= first && item < first + count) {
             /* The item its worker died on, or with runs the whole run. */
-            uint32_t end = b->range ? count : (uint32_t)(item - first) + 1;
+            uint32_t end = g->range ? count : (uint32_t)(item - first) + 1;
             if (died->code != MP_ECANCELED) {
                 for (uint64_t i = item; i < first + end; i++)
                     add_err(mb, i, died);
@@ -90,13 +99,13 @@ static void helper_done(job *j, int how, const mp_task_info *died, unsigned w)
             start = end;
         }
         if (start >= count)
-            mp__batch_done(b, (uint32_t)k);
+            mp__batch_done(b, (uint32_t)k, g->nchunks);
         else
             mp__batch_reset(b, (uint32_t)k, start);
     }
     uint32_t st = job_state(s);
     bool more = !atomic_load(&b->stop) && !mp__pool_terminated(c) &&
-                atomic_load(&b->ndone) < b->nchunks;
+                atomic_load(&b->ndone) < g->nchunks;
     if ((how == JOB_END_DIED || st == JOB_STOPPED) && more) {
         pthread_mutex_unlock(&mb->lock);
         mp__pool_dispatch_locked(c, j); /* the same helper, another dispatch */
@@ -110,12 +119,20 @@ static void helper_done(job *j, int how, const mp_task_info *died, unsigned w)
     mp__map_unref(mb);
 }
 
+map_batch *mp__map_of(pool_core *c, job_shm *s)
+{
+    job *j = mp__job_of(&c->jobs, s);
+    return j && j->done == helper_done ? j->batch : NULL;
+}
+
 int mp__map_fail_item(pool_core *c, job_shm *s, uint64_t index, const mp_task_info *info)
 {
     job *j = mp__job_of(&c->jobs, s);
     if (j == NULL || j->batch == NULL)
         return -EINVAL;
     map_batch *mb = j->batch;
+    if (index >= mb->geom.n)
+        return -EINVAL;
     pthread_mutex_lock(&mb->lock);
     int rc = add_err(mb, index, info);
     pthread_mutex_unlock(&mb->lock);
@@ -144,7 +161,7 @@ int mp__map_add_helpers(map_batch *mb, unsigned n)
         }
         j->shm->kind = JOB_HELPER;
         j->shm->batch = b;
-        j->shm->timeout_ns = b->timeout_ns;
+        j->shm->timeout_ns = mb->geom.timeout_ns;
         atomic_store(&j->shm->cur, BATCH_NO_ITEM);
         atomic_store(&j->shm->notify, 1);
         j->notify = true;
@@ -212,44 +229,45 @@ void mp__map_unref(map_batch *mb)
 /* Copy chunk k's input into its window slot and let it be claimed. */
 static void stage_chunk(map_batch *mb, uint32_t k)
 {
-    batch_shm *b = mb->shm;
+    const batch_geom *g = &mb->geom;
     size_t first;
     uint32_t count;
-    mp__batch_range(b, k, &first, &count);
-    if (b->stage_in)
-        memcpy((char *)mp__batch_in(b, k), mb->user_in + first * b->in_size,
-               (size_t)count * b->in_size);
-    mp__batch_staged(b, k);
+    mp__batch_range(g, k, &first, &count);
+    if (g->stage_in)
+        memcpy((char *)mp__batch_in(g, k), mb->user_in + first * g->in_size,
+               (size_t)count * g->in_size);
+    mp__batch_staged(mb->shm, k);
 }
 
 void mp__map_pump(map_batch *mb)
 {
     batch_shm *b = mb->shm;
-    if (b->window == 0)
+    const batch_geom *g = &mb->geom;
+    if (g->window == 0)
         return;
     for (uint32_t k = mb->next_copy; k < mb->next_stage; k++) {
         if (mb->copied[k] ||
             atomic_load_explicit(&b->chunks[k].claim, memory_order_acquire) != CHUNK_DONE)
             continue;
-        if (b->stage_out && b->out_size) {
+        if (g->stage_out && g->out_size) {
             size_t first;
             uint32_t count;
-            mp__batch_range(b, k, &first, &count);
-            memcpy(mb->user_out + first * b->out_size, mp__batch_out(b, k),
-                   (size_t)count * b->out_size);
+            mp__batch_range(g, k, &first, &count);
+            memcpy(mb->user_out + first * g->out_size, mp__batch_out(g, k),
+                   (size_t)count * g->out_size);
         }
         mb->copied[k] = 1;
     }
     while (mb->next_copy < mb->next_stage && mb->copied[mb->next_copy])
         mb->next_copy++;
-    while (mb->next_stage < b->nchunks &&
-           (mb->next_stage < b->window || mb->copied[mb->next_stage - b->window]))
+    while (mb->next_stage < g->nchunks &&
+           (mb->next_stage < g->window || mb->copied[mb->next_stage - g->window]))
         stage_chunk(mb, mb->next_stage++);
 }
 
 bool mp__map_over(map_batch *mb)
 {
-    if (atomic_load(&mb->shm->ndone) >= mb->shm->nchunks)
+    if (atomic_load(&mb->shm->ndone) >= mb->geom.nchunks)
         return true;
     pthread_mutex_lock(&mb->lock);
     bool over = mb->helpers_out == 0;
@@ -300,7 +318,7 @@ void mp__map_sort_errors(map_batch *mb)
 /* Staging: the window's slots and where they go.  0 or -ENOMEM. */
 static int setup_staging(map_batch *mb, bool stage_in, bool stage_out, bool whole)
 {
-    batch_shm *b = mb->shm;
+    batch_geom *b = &mb->geom;
     size_t isz = stage_in ? b->in_size : 0, osz = stage_out ? b->out_size : 0;
     size_t per = (size_t)b->chunk * (isz + osz);
     uint32_t w = b->nchunks;
@@ -369,7 +387,8 @@ int mp__map_start(mp_pool *p, mp_map_fn fn, bool range, const void *in, size_t n
         mp__map_unref(mb);
         return rc ? rc : -ENOMEM;
     }
-    batch_shm *b = mb->shm;
+    batch_geom *b = &mb->geom; /* the parent's copy; the workers get theirs below */
+    b->nchunks = (uint32_t)nchunks;
     b->fn = fn;
     b->range = range;
     b->n = n;
@@ -396,10 +415,11 @@ int mp__map_start(mp_pool *p, mp_map_fn fn, bool range, const void *in, size_t n
         }
     }
     rc = stage_in || stage_out ? setup_staging(mb, stage_in, stage_out, !blocking) : 0;
-    b->wake_each = !blocking || stage_in || stage_out;
+    mb->shm->geom = *b;
+    mb->shm->wake_each = !blocking || stage_in || stage_out;
     if (rc == 0 && !stage_in)
         for (uint32_t k = 0; k < b->nchunks; k++)
-            atomic_init(&b->chunks[k].claim, CHUNK_FREE);
+            atomic_init(&mb->shm->chunks[k].claim, CHUNK_FREE);
     if (rc == 0 && stage_in) {
         /* imap: all now (it goes on while nobody looks); map: the first
          * chunk, the rest while the workers run (mp_pool_map_ex's loop). */
@@ -456,6 +476,7 @@ static int map_run(mp_pool *p, mp_map_fn fn, bool range, const void *in, size_t 
     if (rc < 0)
         return rc;
     batch_shm *b = mb->shm;
+    uint32_t nchunks = mb->geom.nchunks;
     /* While the map is not done, every GROW_NS as many helpers again as it
      * has (up to one a worker): slow or blocking items get every worker,
      * quick ones finish before more processes than CPUs compete. */
@@ -476,7 +497,7 @@ static int map_run(mp_pool *p, mp_map_fn fn, bool range, const void *in, size_t 
         }
         mp__wait_word(&b->events, &b->waiters, event_moved, &e, until, MP__WAIT_SPIN);
     }
-    bool complete = atomic_load(&b->ndone) >= b->nchunks;
+    bool complete = atomic_load(&b->ndone) >= nchunks;
     mp__map_cancel(mb); /* helpers still queued have nothing to do */
     if (!complete)
         mp__map_wait_helpers(mb); /* the staging must outlive them */

@@ -13,6 +13,7 @@
 struct map_batch {
     pool_core *c;
     batch_shm *shm;
+    batch_geom geom;            /* the shape, as we made it (batch.h) */
     _Atomic int refs;           /* the caller, and each helper not yet ended */
     pthread_mutex_t lock;       /* everything below but the staging fields */
     unsigned helpers_out;       /* helper jobs not yet ended for good */
@@ -60,6 +61,15 @@ void mp__map_sort_errors(map_batch *mb);
  * helper). */
 MP_INTERNAL int mp__map_fail_item(pool_core *c, job_shm *s, uint64_t index,
                                   const mp_task_info *info);
+
+/* (MPI's sender, in this process) The map a helper job works for, found
+ * through the parent's job table, not the shared half: NULL if s is no
+ * helper of the pool's. */
+MP_INTERNAL map_batch *mp__map_of(pool_core *c, job_shm *s);
+/* (MPI's sender) An apply job's task as submitted: 0, or -EINVAL if s is
+ * no task of the pool's. */
+MP_INTERNAL int mp__job_task(pool_core *c, job_shm *s, mp_task_fn *fn, const void **arg,
+                             size_t *len);
 
 /* ---- iterators, for MPI worker ranks (iter.c) ---- */
 /* Cancel an iterator's work not yet started (mp_iter_free without the

@@ -20,6 +20,7 @@
 #include "mproc/error.h"
 #include "os/os.h"
 #include "pool/core.h"
+#include "pool/map.h"
 #include "wait_int.h"
 
 static int64_t seconds_to_ns(double t)
@@ -150,6 +151,9 @@ int mp_pool_apply_async(mp_pool *p, mp_task_fn fn, const void *arg, size_t len,
     s->kind = JOB_APPLY;
     s->fn = fn;
     s->len = len;
+    j->fn = fn;
+    j->arg = s->arg;
+    j->len = len;
     s->timeout_ns = timeout_ns;
     j->opts = opts ? *opts : (mp_task_opts){0};
     j->notify = j->opts.callback || j->opts.error_callback;
@@ -165,6 +169,17 @@ int mp_pool_apply_async(mp_pool *p, mp_task_fn fn, const void *arg, size_t len,
     pthread_mutex_unlock(&c->lock);
     mp__pool_ref(c);
     *out = (mp_result *)j;
+    return 0;
+}
+
+int mp__job_task(pool_core *c, job_shm *s, mp_task_fn *fn, const void **arg, size_t *len)
+{
+    job *j = mp__job_of(&c->jobs, s);
+    if (j == NULL || j->done != apply_done)
+        return -EINVAL;
+    *fn = j->fn;
+    *arg = j->arg;
+    *len = j->len;
     return 0;
 }
 

@@ -34,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "heap_int.h"
 #include "mproc/error.h"
 #include "os/os.h"
 #include "pool/batch.h"
@@ -59,23 +60,29 @@ static void collect_worker(pool_core *c, unsigned w)
 {
     job_shm *list = atomic_exchange_explicit(&c->s->workers[w].done_head, NULL,
                                              memory_order_acquire);
-    job_shm *rev = NULL;
-    /* (A stack: reversed, so that jobs end in the order they were pushed.)
-     * Links were written by the worker: each is checked before it is
-     * followed, and a bad one ends the walk. */
-    while (list && mp__job_of(&c->jobs, list)) {
-        job_shm *n = list->next_done;
-        list->next_done = rev;
-        rev = list;
-        list = n;
+    /* The links were written in shared memory: the walk goes on through
+     * any link that points into the heap (reading there is safe), at most
+     * as many steps as there are jobs (a scribbled link may make a cycle),
+     * and ends only jobs that are ours (mp__job_of), each once. */
+    job *mine = NULL; /* ours, oldest first once the walk is over */
+    size_t steps = atomic_load(&c->jobs.njobs) + 1;
+    for (; list && steps-- > 0; list = list->next_done) {
+        if (((uintptr_t)list & 15) || !mp__heap_contains(list) ||
+            !mp__heap_contains((const char *)list + sizeof *list - 1))
+            break;
+        job *j = mp__job_of(&c->jobs, list);
+        if (j == NULL || j->walked)
+            continue;
+        j->walked = true;
+        j->next_retired = mine;
+        mine = j;
     }
-    while (rev) {
-        job_shm *n = rev->next_done;
-        job *j = mp__job_of(&c->jobs, rev);
+    while (mine) {
+        job *j = mine;
+        mine = j->next_retired;
+        j->walked = false;
         c->backoff_ns = 0; /* workers get work done: no start-up crash loop */
-        if (j)
-            end_dispatch(c, j, JOB_END_NORMAL, NULL, w);
-        rev = n;
+        end_dispatch(c, j, JOB_END_NORMAL, NULL, w);
     }
 }
 

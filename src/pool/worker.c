@@ -193,8 +193,10 @@ static void run_apply(pool_shm *s, unsigned w, job_shm *j, bool process)
 static unsigned run_helper(pool_shm *s, unsigned w, job_shm *j, unsigned budget)
 {
     batch_shm *b = j->batch;
-    const mp_map_fn fn = b->fn;
-    const size_t isz = b->in_size, osz = b->out_size;
+    const batch_geom *g = &b->geom;
+    const mp_map_fn fn = g->fn;
+    const size_t isz = g->in_size, osz = g->out_size;
+    const uint32_t nchunks = g->nchunks;
     const bool timed = j->timeout_ns != 0;
     worker_slot *ws = &s->workers[w];
     unsigned ran = 0;
@@ -202,7 +204,7 @@ static unsigned run_helper(pool_shm *s, unsigned w, job_shm *j, unsigned budget)
     uint32_t nfail = j->nfail;
     for (;;) {
         uint32_t seen = atomic_load(&b->staged);
-        int k = mp__batch_claim(b, w);
+        int k = mp__batch_claim(b, w, nchunks);
         if (k == BATCH_OVER)
             break;
         if (k == BATCH_NONE) {
@@ -212,12 +214,12 @@ static unsigned run_helper(pool_shm *s, unsigned w, job_shm *j, unsigned budget)
         }
         size_t first;
         uint32_t count;
-        mp__batch_range(b, (uint32_t)k, &first, &count);
+        mp__batch_range(g, (uint32_t)k, &first, &count);
         uint32_t i = b->chunks[k].start;
-        const char *in = mp__batch_in(b, (uint32_t)k) + (size_t)i * isz;
-        char *out = mp__batch_out(b, (uint32_t)k) + (size_t)i * osz;
+        const char *in = mp__batch_in(g, (uint32_t)k) + (size_t)i * isz;
+        char *out = mp__batch_out(g, (uint32_t)k) + (size_t)i * osz;
         uint32_t had = nfail;
-        if (b->range && i < count) {
+        if (g->range && i < count) {
             /* One call for the rest of the chunk. */
             if (timed)
                 atomic_store_explicit(&j->item_start, mp__now_ns(), memory_order_relaxed);
@@ -259,7 +261,7 @@ static unsigned run_helper(pool_shm *s, unsigned w, job_shm *j, unsigned budget)
             stopped = true;
             break;
         }
-        mp__batch_done(b, (uint32_t)k);
+        mp__batch_done(b, (uint32_t)k, nchunks);
         atomic_fetch_add_explicit(&ws->tasks, 1, memory_order_relaxed);
         ran++;
         if (budget && ran >= budget) {
