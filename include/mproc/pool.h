@@ -151,10 +151,14 @@ MP_API int mp_result_wait_all(mp_result *const *rs, size_t n, double timeout);
 MP_API void mp_result_free(mp_result *r);
 
 /* out[i] = fn(in[i]) for i < n (elements of in_size and out_size bytes),
- * spread over the workers in chunks of chunksize items (0: automatic, about
- * four chunks per worker).  Waits for every item.  Returns 0, or the error
- * of the lowest failed item (MP_ETASK, MP_EWORKER, MP_EDEADLINE); every
- * other item is still computed.  Errors: -EINVAL, MP_ECLOSED, -ENOMEM. */
+ * spread over the workers in chunks of chunksize items that they take as
+ * they come free (0: automatic, about 16 chunks per worker; about four, as
+ * Python's, with maxtasksperchild, which counts a chunk as a task).  Waits
+ * for every item.  Returns 0, or the error of the lowest failed item
+ * (MP_ETASK, MP_EWORKER, MP_EDEADLINE); every other item is still
+ * computed.  Errors: -EINVAL, MP_ECLOSED, -ENOMEM (also when a failure
+ * could not be recorded: the map never reports success for items it did
+ * not write). */
 MP_API int mp_pool_map(mp_pool *p, mp_map_fn fn, const void *in, size_t n, size_t in_size,
                        void *out, size_t out_size, size_t chunksize);
 
