@@ -3,6 +3,7 @@
  * and its waiters see it end. */
 // labels: unit
 #include <mproc.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <sys/resource.h>
@@ -334,4 +335,49 @@ Test(pool_limits, scribbling_task_spoils_results_not_the_parent, .timeout = MP_T
         }
         mp_pool_free(p);
     }
+}
+
+/* ---- terminate during a map ---- */
+
+static mp_sem *started_sem;
+
+static int start_then_hang(const void *in, void *out)
+{
+    (void)in;
+    (void)out;
+    mp_sem_release(started_sem);
+    for (;;)
+        pause();
+    return 0;
+}
+
+typedef struct {
+    mp_pool *p;
+    int rc;
+} map_run;
+
+static void *map_thread(void *arg)
+{
+    map_run *m = arg;
+    int in[2] = {0, 1}, out[2];
+    m->rc = mp_pool_map(m->p, start_then_hang, in, 2, sizeof(int), out, sizeof(int), 1);
+    return NULL;
+}
+
+/* Chunks whose workers terminate kills are not done: the map says
+ * MP_ECANCELED, never success for items that never ran to their end. */
+Test(pool_limits, terminate_during_a_map_cancels_it, .timeout = MP_TMO(30))
+{
+    mp_expect_rc(mp_sem_new(&started_sem, 0, 0), 0);
+    map_run m = {.rc = 1};
+    mp_expect_rc(mp_pool_new(&m.p, &(mp_pool_opts){.workers = 2}), 0);
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, map_thread, &m), 0);
+    mp_expect_rc(mp_sem_acquire(started_sem, MP_TMO(10)), 0);
+    mp_expect_rc(mp_sem_acquire(started_sem, MP_TMO(10)), 0);
+    mp_expect_rc(mp_pool_terminate(m.p), 0);
+    pthread_join(th, NULL);
+    mp_expect_rc(m.rc, MP_ECANCELED);
+    mp_pool_free(m.p);
+    mp_sem_free(started_sem);
 }

@@ -88,16 +88,17 @@ static void helper_done(job *j, int how, const mp_task_info *died, unsigned w)
         mp__batch_range(g, (uint32_t)k, &first, &count);
         uint32_t start = b->chunks[k].start;
         uint64_t item = atomic_load(&s->cur);
-        if (how == JOB_END_DIED && item >= first && item < first + count) {
+        if (how == JOB_END_DIED && item >= first && item < first + count &&
+            died->code != MP_ECANCELED) {
             /* The item its worker died on, or with runs the whole run. */
             uint32_t end = g->range ? count : (uint32_t)(item - first) + 1;
-            if (died->code != MP_ECANCELED) {
-                for (uint64_t i = item; i < first + end; i++)
-                    add_err(mb, i, died);
-                atomic_store(&b->any_fail, 1);
-            }
+            for (uint64_t i = item; i < first + end; i++)
+                add_err(mb, i, died);
+            atomic_store(&b->any_fail, 1);
             start = end;
         }
+        /* (Killed by terminate or a restart: the item did not fail, it
+         * did not run; the chunk is not done.) */
         if (start >= count)
             mp__batch_done(b, (uint32_t)k, g->nchunks);
         else
