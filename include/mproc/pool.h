@@ -18,7 +18,7 @@
  * worker and read in place by mp_result_get.  map over arrays allocated
  * with mp_shared_alloc reads and writes them in place, without any copy.
  *
- * Callbacks run one at a time on the pool's collector thread, in the
+ * Callbacks run one at a time on the pool's supervisor thread, in the
  * parent.  They must not block.  Submitting tasks from a callback never
  * blocks; mp_pool_close, _terminate, _join and _free called from a callback
  * of the same pool return -EDEADLK (or, for _free, do nothing).

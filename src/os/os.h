@@ -106,7 +106,7 @@ int mp__fd_wait_readable(int fd, int64_t deadline);
  * that forked us.  Returns 0, or -ESRCH if that parent is already gone. */
 int mp__die_with_parent(pid_t parent, int sig);
 
-/* ---- readiness of many descriptors (the pool's collector) ---- */
+/* ---- readiness of many descriptors (the pool's supervisor) ---- */
 /* A poller watches descriptors for readability; each carries a 64-bit tag.
  * Returns the poller fd or -errno. */
 int mp__poller_new(void);

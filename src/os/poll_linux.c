@@ -1,5 +1,5 @@
 /* Readiness of many descriptors (epoll) and cross-process notifiers
- * (eventfd): what the pool's collector thread sleeps on. */
+ * (eventfd): what the pool's supervisor thread sleeps on. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <pthread.h>

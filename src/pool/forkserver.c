@@ -117,7 +117,7 @@ static _Noreturn void server_main(pool_shm *s, int sock, pid_t parent)
     signal(SIGINT, SIG_IGN);
     /* Our own descriptors go above every one inherited from the parent, so
      * that a new worker drops them with one close_range and keeps the
-     * parent's.  (The collector that forked us blocks every signal, so
+     * parent's.  (The supervisor that forked us blocks every signal, so
      * SIGCHLD is blocked, as the child watch needs.) */
     int high = mp__fd_high_water();
     if (high < 0)
