@@ -205,9 +205,9 @@ static bool in_heap(const void *p, size_t bytes)
 static size_t auto_chunk(size_t n, unsigned nw, unsigned maxtasks)
 {
     /* With maxtasksperchild, chunks are tasks: as Python, about four a
-     * worker.  Otherwise smaller ones, shared out as workers come free,
+     * worker.  Otherwise small ones (64 a worker), shared out as workers come free,
      * so that a late worker or a slow item leaves no one idle at the end. */
-    size_t parts = (size_t)nw * (maxtasks ? 4 : 16);
+    size_t parts = (size_t)nw * (maxtasks ? 4 : 64);
     size_t chunk = n / parts + (n % parts ? 1 : 0);
     return chunk ? chunk : 1;
 }

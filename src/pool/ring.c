@@ -154,8 +154,11 @@ bool mp__ring_idle(ring *r, bool parallel, int64_t spin_ns)
         bool found = false;
         unsigned rounds = 0;
         do {
-            for (int i = 0; i < 32 && !(found = mp__ring_ready(r)); i++)
-                mp__cpu_relax();
+            /* Look at the ring every few pauses, not at every one: each look
+             * pulls the line the producer is writing, and slows it. */
+            for (int i = 0; i < 4 && !(found = mp__ring_ready(r)); i++)
+                for (int k = 0; k < 8; k++)
+                    mp__cpu_relax();
             if (!found && ++rounds % 8 == 0)
                 mp__yield(); /* more threads than CPUs: let them run */
         } while (!found && !atomic_load(&r->stopping) && mp__now_ns() < end);
