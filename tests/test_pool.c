@@ -724,11 +724,14 @@ Test(pool, fork_server_killed_fails_tasks_and_closes_the_pool, .timeout = MP_TMO
     int rc;
     double end = mp_test_now() + MP_TMO(10);
     while ((rc = submit(p, OP_SQUARE, 1, NULL, NULL, &r)) == 0 && mp_test_now() < end) {
-        /* Until the collector has seen the server go, tasks may still be
-         * accepted: they end cancelled. */
+        /* Until the supervisor has seen the server go, tasks may still be
+         * accepted: they end cancelled, or failed, or done (a worker that
+         * took one in the moment between the kill and the server's exit,
+         * when its death signal comes, ran it). */
         int v;
         rc = get_int(r, &v);
-        cr_assert(rc == MP_ECANCELED || rc == MP_EWORKER, "%s", mp_errname(rc));
+        cr_assert(rc == MP_ECANCELED || rc == MP_EWORKER || (rc == 0 && v == 1), "%s",
+                  mp_errname(rc));
         mp_result_free(r);
     }
     mp_expect_rc(rc, MP_ECLOSED);
