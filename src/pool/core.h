@@ -21,10 +21,10 @@
  *
  *   mp_pool_new        started (supervisor)      close (user)
  *   ──────────► STARTING ─────────────► RUNNING ─────────────► CLOSED
- *                  │ start failed          │ terminate (user,     │ terminate
- *                  │                       │  server died)        ▼
- *                  │                       └──────────────► TERMINATING
- *                  ▼                                              │
+ *                  │                       │ terminate (user,     │ terminate
+ *                  │ start failed          │  server died)        ▼
+ *                  └───────────────────────┴──────────────► TERMINATING
+ *                                                                 │
  *               STOPPED ◄──── stopped (supervisor: every task     │
  *                  │          ended, workers gone, callbacks run) ◄┘ (and from CLOSED)
  *                  │ join (user)
