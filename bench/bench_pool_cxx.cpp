@@ -1,7 +1,9 @@
 // The pool's C++ peer: oneTBB parallel_for on the same work as
 // bench_pool.c's maps (x * 3 over 1,000,000 int64, and items of 10 us),
 // with as many threads as mproc's pools have workers (global_control).
-// Prints the same bench names as bench_pool.c, impl "tbb".
+// Prints the same bench names as bench_pool.c, impl "tbb" (an inlined
+// loop: the chunk form's peer) and "tbb-call" (a call per element: the
+// per-element form's).
 #include <tbb/blocked_range.h>
 #include <tbb/global_control.h>
 #include <tbb/parallel_for.h>
@@ -37,6 +39,31 @@ static double tbb_map(void *, uint64_t n)
     return t;
 }
 
+// The per-element form's peer: the same function called through a pointer
+// for each element, as mproc's per-element map (and any library taking a
+// C function) must call it; the lambda above is inlined and vectorized.
+static int triple(const void *i, void *o)
+{
+    *(int64_t *)o = *(const int64_t *)i * 3;
+    return 0;
+}
+
+static int (*volatile map_fn)(const void *, void *) = triple;
+
+static double tbb_map_call(void *, uint64_t n)
+{
+    std::memset(out.data(), 0, n * sizeof(int64_t));
+    int (*fn)(const void *, void *) = map_fn;
+    double t0 = mp_bench_now();
+    tbb::parallel_for(tbb::blocked_range<uint64_t>(0, n), [fn](const tbb::blocked_range<uint64_t> &r) {
+        for (uint64_t i = r.begin(); i != r.end(); ++i)
+            fn(&in[i], &out[i]);
+    });
+    double t = mp_bench_now() - t0;
+    check_out(n);
+    return t;
+}
+
 static double tbb_slow(void *, uint64_t n)
 {
     double t0 = mp_bench_now();
@@ -61,6 +88,10 @@ int main()
                                "threadpool.map_chunks_1M"};
         for (const char *name : maps2)
             mp_bench_run(name, "tbb", MP_BENCH_OPS_PER_S, 0, tbb_map, nullptr, ITEMS, MP_BENCH_MANY);
+        const char *calls2[] = {"pool.map_shared_1M_w2", "pool.map_1M_w2", "threadpool.map_1M"};
+        for (const char *name : calls2)
+            mp_bench_run(name, "tbb-call", MP_BENCH_OPS_PER_S, 0, tbb_map_call, nullptr, ITEMS,
+                         MP_BENCH_MANY);
         mp_bench_run("pool.map_10us", "tbb", MP_BENCH_OPS_PER_S, 0, tbb_slow, nullptr,
                      mp_bench_n(SLOW_ITEMS), MP_BENCH_MANY);
     }
@@ -68,6 +99,8 @@ int main()
         tbb::global_control ten(tbb::global_control::max_allowed_parallelism, 10);
         mp_bench_run("pool.map_shared_1M_w10", "tbb", MP_BENCH_OPS_PER_S, 0, tbb_map, nullptr,
                      ITEMS, MP_BENCH_MANY);
+        mp_bench_run("pool.map_shared_1M_w10", "tbb-call", MP_BENCH_OPS_PER_S, 0, tbb_map_call,
+                     nullptr, ITEMS, MP_BENCH_MANY);
         mp_bench_run("pool.map_chunks_shared_1M_w10", "tbb", MP_BENCH_OPS_PER_S, 0, tbb_map,
                      nullptr, ITEMS, MP_BENCH_MANY);
     }

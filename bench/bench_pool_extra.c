@@ -256,8 +256,8 @@ int main(void)
     for (size_t i = 0; i < 6; i++)
         mp_bench_run(maps2[i], "openmp", MP_BENCH_OPS_PER_S, 0, omp_map, NULL,
                      ITEMS, MP_BENCH_MANY);
-    static const char *calls2[] = {"pool.map_shared_1M_w2", "threadpool.map_1M"};
-    for (size_t i = 0; i < 2; i++)
+    static const char *calls2[] = {"pool.map_shared_1M_w2", "pool.map_1M_w2", "threadpool.map_1M"};
+    for (size_t i = 0; i < 3; i++)
         mp_bench_run(calls2[i], "openmp-call", MP_BENCH_OPS_PER_S, 0, omp_map_call, NULL, ITEMS,
                      MP_BENCH_MANY);
     threads = 10;

@@ -187,6 +187,7 @@ def markdown(rows, targets, when):
 
 
 PEERS = ("tbb", "openmp", "libuv", "condvar", "boost", "zmq", "swapcontext")
+CALL_PEERS = ("tbb-call", "openmp-call")
 
 
 def peers(rows):
@@ -200,9 +201,15 @@ def peers(rows):
            "with as many threads as the pool has workers, libuv "
            "`uv_queue_work`, a minimal condition-variable pool, "
            "Boost.Interprocess, ZeroMQ, `swapcontext`).  The ratio is to the "
-           "best peer: above 1 mproc is faster.", "",
-           "| benchmark | unit | mproc | best peer | its figure | × best peer |",
-           "|---|---|---|---|---|---|"]
+           "best peer: above 1 mproc is faster.  The per-element maps "
+           "(`mp_pool_map`: a call through a function pointer per element) "
+           "are also set beside the same peers calling the same function per "
+           "element (`tbb-call`, `openmp-call`; last column): the peers' own "
+           "loops are inlined and vectorized, which is what the chunk form "
+           "(`*_chunks` rows) gives a C function.", "",
+           "| benchmark | unit | mproc | best peer | its figure | × best peer "
+           "| × best peer calling per element |",
+           "|---|---|---|---|---|---|---|"]
     for n in names:
         row = rows[n]
         cands = [(speedup(row, p), p) for p in PEERS if p in row]
@@ -210,9 +217,11 @@ def peers(rows):
         if not cands:
             continue
         ratio, best = min(cands)  # the peer mproc is least ahead of
-        out.append("| %s | %s | %s | %s | %s | %s |" % (
+        calls = [speedup(row, p) for p in CALL_PEERS if p in row]
+        calls = [c for c in calls if c is not None]
+        out.append("| %s | %s | %s | %s | %s | %s | %s |" % (
             n, row["mproc"]["metric"], cell(row, "mproc"), best, cell(row, best),
-            fmt(ratio)))
+            fmt(ratio), fmt(min(calls)) if calls else "–"))
     return out
 
 
