@@ -567,20 +567,40 @@ int mp_queue_join(mp_queue *q, double timeout)
     return 0;
 }
 
-int mp_queue_close(mp_queue *q)
+int mp_queue_shutdown(mp_queue *q, bool immediate)
 {
     if (q == NULL)
         return -EINVAL;
     if (q->fifo != NULL) {
-        mp__fifo_close(q->fifo);
+        mp__fifo_shutdown(q->fifo, immediate);
         return 0;
     }
+    bool dropped = false;
     lock(q);
     q->closed = true;
+    if (immediate) {
+        /* Python's shutdown(immediate=True): what is queued is dropped,
+         * and each dropped message counts as done for join. */
+        uint64_t n = 0;
+        while (queued(q) > 0) {
+            msg_put(q, pop(q));
+            n++;
+        }
+        uint64_t d = load64(&q->done), puts = load64(&q->puts);
+        commit64(&q->done, puts - d < n ? puts : d + n);
+        dropped = n > 0;
+    }
     unlock(q);
     bump(&q->items, &q->get_sleepers, INT32_MAX);
     bump(&q->space, &q->put_sleepers, INT32_MAX);
+    if (dropped)
+        bump(&q->done_word, &q->join_sleepers, INT32_MAX);
     return 0;
+}
+
+int mp_queue_close(mp_queue *q)
+{
+    return mp_queue_shutdown(q, false);
 }
 
 void mp_queue_free(mp_queue *q)

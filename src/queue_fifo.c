@@ -395,9 +395,59 @@ int mp__fifo_join(mp__fifo *f, int64_t deadline)
                : 0;
 }
 
-void mp__fifo_close(mp__fifo *f)
+/* Drop every queued message (both locks held, the queue closed, so no
+ * put is under way and none can start).  The drop is committed by one
+ * store of `head`; the blocks of big messages are freed after it (a
+ * process killed in between leaks them, never frees one twice).  Returns
+ * the messages dropped. */
+static uint32_t drop_all(mp__fifo *f)
+{
+    uint64_t h = atomic_load(&f->head), t = atomic_load(&f->tail);
+    ring *r = atomic_load_explicit(&f->r, memory_order_relaxed);
+    atomic_store_explicit(&f->head, t, memory_order_release); /* commit */
+    f->tail_seen = t;
+    for (uint32_t pos = pos_of(h); pos != pos_of(t);) {
+        uint32_t hdr[2];
+        ring_read(r, byte_at(pos), hdr, sizeof hdr);
+        if (hdr[1] == KIND_BLOCK) {
+            void *blk;
+            ring_read(r, byte_at(pos) + 8, &blk, sizeof blk);
+            mp__heap_free_any(blk);
+        }
+        pos += (uint32_t)(rec_size(hdr[0], hdr[1]) / 8);
+    }
+    return cnt_of(t) - cnt_of(h);
+}
+
+/* Count n dropped messages as done, as Python's shutdown(immediate) does
+ * (never past the messages put). */
+static void done_dropped(mp__fifo *f, uint32_t n)
+{
+    uint64_t d = atomic_load(&f->done);
+    for (;;) {
+        uint32_t puts = cnt_of(atomic_load(&f->tail));
+        uint32_t left = puts - (uint32_t)d;
+        uint64_t nd = d + (n < left ? n : left);
+        if (nd == d || atomic_compare_exchange_weak(&f->done, &d, nd))
+            break;
+    }
+}
+
+void mp__fifo_shutdown(mp__fifo *f, bool immediate)
 {
     atomic_store(&f->closed, 1);
+    if (immediate) {
+        /* Lock order: tail, then head.  A put that passed its closed
+         * check before our store has committed once we hold the tail
+         * lock; every later one sees the flag. */
+        mp__mutex_lock_forever(&f->tl);
+        mp__mutex_lock_forever(&f->hl);
+        done_dropped(f, drop_all(f));
+        mp__mutex_unlock(&f->hl);
+        mp__mutex_unlock(&f->tl);
+        atomic_fetch_add(&f->done_word, 1);
+        mp__futex_wake(&f->done_word, INT32_MAX);
+    }
     atomic_fetch_add(&f->items, 1);
     atomic_fetch_add(&f->space, 1);
     mp__futex_wake(&f->items, INT32_MAX);

@@ -23,6 +23,8 @@ size_t mp__fifo_qsize(mp__fifo *f);
 bool mp__fifo_full(mp__fifo *f);
 int mp__fifo_task_done(mp__fifo *f);
 int mp__fifo_join(mp__fifo *f, int64_t deadline);
-void mp__fifo_close(mp__fifo *f);
+/* mp_queue_shutdown: puts fail from now on; immediate: the queued
+ * messages are dropped (and count as done for join). */
+void mp__fifo_shutdown(mp__fifo *f, bool immediate);
 
 #endif

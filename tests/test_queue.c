@@ -1,5 +1,6 @@
-/* Queues: order, bounds, timeouts, sizes, task_done/join, close, growth,
- * many producers and consumers (threads and processes), bad input. */
+/* Queues: order, bounds, timeouts, sizes, task_done/join, close and
+ * shutdown, growth, many producers and consumers (threads and processes),
+ * bad input. */
 // labels: unit tsan
 #include <math.h>
 #include <mproc.h>
@@ -240,6 +241,143 @@ Test(queue, close_drains_then_reports_closed, .timeout = MP_TMO(10))
     mp_expect_rc(mp_queue_close(q), 0);
     join_ok(p);
     mp_queue_free(q);
+}
+
+/* ---- shutdown (Python 3.13's Queue.shutdown) ---- */
+
+static const mp_queue_order ORDERS[] = {MP_FIFO, MP_LIFO, MP_PRIORITY};
+
+Test(queue, shutdown_not_immediate_drains_then_closed, .timeout = MP_TMO(10))
+{
+    for (size_t k = 0; k < 3; k++) {
+        mp_queue *q = make(ORDERS[k], 0, 0);
+        for (int i = 0; i < 3; i++)
+            put_int(q, i);
+        mp_expect_rc(mp_queue_shutdown(q, false), 0);
+        int v = 9;
+        mp_expect_rc(mp_queue_put(q, &v, sizeof v, MP_FOREVER), MP_ECLOSED);
+        int sum = 0;
+        for (int i = 0; i < 3; i++)
+            sum += get_int(q);
+        cr_assert_eq(sum, 0 + 1 + 2);
+        size_t len;
+        mp_expect_rc(mp_queue_get(q, &v, sizeof v, &len, MP_FOREVER), MP_ECLOSED);
+        for (int i = 0; i < 3; i++)
+            mp_expect_rc(mp_queue_task_done(q), 0);
+        mp_expect_rc(mp_queue_join(q, 0), 0);
+        mp_queue_free(q);
+    }
+}
+
+Test(queue, shutdown_immediate_drops_and_counts_the_dropped_as_done, .timeout = MP_TMO(10))
+{
+    for (size_t k = 0; k < 3; k++) {
+        mp_queue *q = make(ORDERS[k], 0, 0);
+        for (int i = 0; i < 5; i++)
+            put_int(q, i);
+        (void)get_int(q); /* taken, not task_done'd yet */
+        mp_expect_rc(mp_queue_shutdown(q, true), 0);
+        cr_assert_eq(mp_queue_qsize(q), 0);
+        int v;
+        size_t len;
+        mp_expect_rc(mp_queue_get(q, &v, sizeof v, &len, MP_FOREVER), MP_ECLOSED);
+        mp_expect_rc(mp_queue_put(q, &v, sizeof v, 0), MP_ECLOSED);
+        /* The four dropped count as done; the one taken does not. */
+        mp_expect_rc(mp_queue_join(q, 0.02), MP_ETIMEDOUT);
+        mp_expect_rc(mp_queue_task_done(q), 0);
+        mp_expect_rc(mp_queue_join(q, 0), 0);
+        mp_expect_rc(mp_queue_task_done(q), -EOVERFLOW);
+        mp_expect_rc(mp_queue_shutdown(q, true), 0); /* again: harmless */
+        mp_queue_free(q);
+    }
+}
+
+Test(queue, shutdown_immediate_after_plain_still_drops, .timeout = MP_TMO(10))
+{
+    mp_queue *q = make(MP_FIFO, 0, 0);
+    put_int(q, 1);
+    mp_expect_rc(mp_queue_shutdown(q, false), 0);
+    mp_expect_rc(mp_queue_shutdown(q, true), 0);
+    int v;
+    size_t len;
+    mp_expect_rc(mp_queue_get(q, &v, sizeof v, &len, 0), MP_ECLOSED);
+    mp_expect_rc(mp_queue_shutdown(NULL, true), -EINVAL);
+    mp_queue_free(q);
+}
+
+Test(queue, shutdown_immediate_frees_big_messages, .timeout = MP_TMO(10))
+{
+    enum { BIG = 100 << 10 };
+    char *buf = calloc(1, BIG);
+    cr_assert_not_null(buf);
+    for (size_t k = 0; k < 3; k++) {
+        mp_queue *q = make(ORDERS[k], 0, 0);
+        mp_heap_stats before, after;
+        mp_expect_rc(mp_heap_usage(&before), 0);
+        for (int i = 0; i < 8; i++)
+            mp_expect_rc(mp_queue_put(q, buf, BIG, 0), 0);
+        mp_expect_rc(mp_queue_shutdown(q, true), 0);
+        mp_expect_rc(mp_heap_usage(&after), 0);
+        cr_assert_leq(after.in_use, before.in_use + BIG / 2,
+                      "dropped messages must go back to the heap (%zu -> %zu)",
+                      before.in_use, after.in_use);
+        mp_queue_free(q);
+    }
+    free(buf);
+}
+
+static int get_expect_closed(void *arg)
+{
+    int v;
+    size_t len;
+    return mp_queue_get(arg, &v, sizeof v, &len, MP_FOREVER) == MP_ECLOSED ? 0 : 1;
+}
+
+static int put_expect_closed(void *arg)
+{
+    int v = 1;
+    return mp_queue_put(arg, &v, sizeof v, MP_FOREVER) == MP_ECLOSED ? 0 : 1;
+}
+
+static int join_expect_done(void *arg)
+{
+    return mp_queue_join(arg, MP_FOREVER) == 0 ? 0 : 1;
+}
+
+Test(queue, shutdown_immediate_releases_joiners, .timeout = MP_TMO(20))
+{
+    for (size_t k = 0; k < 3; k++) {
+        mp_queue *q = make(ORDERS[k], 0, 0);
+        for (int i = 0; i < 3; i++)
+            put_int(q, i);
+        mp_process *j = spawn(join_expect_done, q);
+        cr_assert(!mp_test_process_gone(mp_process_pid(j), 0.05));
+        mp_expect_rc(mp_queue_shutdown(q, true), 0);
+        join_ok(j);
+        mp_queue_free(q);
+    }
+}
+
+Test(queue, shutdown_immediate_wakes_blocked_getters_and_putters, .timeout = MP_TMO(20))
+{
+    for (size_t k = 0; k < 3; k++) {
+        mp_queue *empty = make(ORDERS[k], 0, 0);
+        mp_queue *full = make(ORDERS[k], 2, 0);
+        put_int(full, 1);
+        put_int(full, 2);
+        mp_process *g = spawn(get_expect_closed, empty);
+        mp_process *p = spawn(put_expect_closed, full);
+        /* Both are blocked (they would have exited otherwise). */
+        cr_assert(!mp_test_process_gone(mp_process_pid(g), 0.05));
+        cr_assert(!mp_test_process_gone(mp_process_pid(p), 0.01));
+        mp_expect_rc(mp_queue_shutdown(empty, true), 0);
+        mp_expect_rc(mp_queue_shutdown(full, true), 0);
+        join_ok(g);
+        join_ok(p);
+        cr_assert_eq(mp_queue_qsize(full), 0);
+        mp_queue_free(empty);
+        mp_queue_free(full);
+    }
 }
 
 static int fill_bounded(void *arg)

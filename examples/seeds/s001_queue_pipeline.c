@@ -1,7 +1,8 @@
 /* Seed 001, "a queue decouples processes": one process downloads data and
  * puts it on a queue that holds at most three items; another takes the
- * items and collects them for analysis.  The producer closes the queue when
- * it is done, so the consumer knows the end without guessing from empty(). */
+ * items and collects them for analysis.  The one producer shuts the queue
+ * down when it is done (Python 3.13's Queue.shutdown()), so the consumer
+ * knows the end without guessing from empty(). */
 #include <mproc.h>
 #include <stdio.h>
 
@@ -14,7 +15,7 @@ static int download_from_web(void *arg)
             return 1;
     printf("download finished\n");
     fflush(stdout);
-    mp_queue_close(q);
+    mp_queue_shutdown(q, false);
     return 0;
 }
 

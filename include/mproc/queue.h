@@ -60,7 +60,7 @@ MP_API int mp_queue_put_prio(mp_queue *q, int prio, const void *data, size_t len
 
 /* Take the next message into buf (cap bytes), waiting at most timeout s.
  * *len gets its size.  Returns 0, MP_EEMPTY (none by the deadline),
- * MP_ECLOSED (closed and drained), MP_ETOOBIG (cap too small: *len is the
+ * MP_ECLOSED (shut down and drained), MP_ETOOBIG (cap too small: *len is the
  * size needed and the message stays queued), -EINVAL (NULL q or len, NULL
  * buf with cap > 0, NaN). */
 MP_API int mp_queue_get(mp_queue *q, void *buf, size_t cap, size_t *len, double timeout);
@@ -83,8 +83,19 @@ MP_API int mp_queue_task_done(mp_queue *q);
  * MP_ETIMEDOUT, -EINVAL. */
 MP_API int mp_queue_join(mp_queue *q, double timeout);
 
-/* Close: later puts return MP_ECLOSED; gets drain what is queued, then
- * return MP_ECLOSED.  Wakes every waiter.  Returns 0 or -EINVAL. */
+/* Shut the queue down for every process, as Python 3.13's
+ * Queue.shutdown(immediate): later puts, and puts blocked on a full queue,
+ * return MP_ECLOSED.  Not immediate: gets drain what is queued, then return
+ * MP_ECLOSED.  Immediate: what is queued is dropped (each dropped message
+ * counts as task_done'd, so mp_queue_join waiters are released once the
+ * messages taken before are done too), and blocked gets return MP_ECLOSED
+ * at once.  Wakes every waiter.  Calling it again is harmless (an
+ * immediate one after a plain one still drops).  Returns 0 or -EINVAL. */
+MP_API int mp_queue_shutdown(mp_queue *q, bool immediate);
+
+/* mp_queue_shutdown(q, false).  Not Python's Queue.close(), which concerns
+ * only the calling process (it has no C counterpart: there is no feeder
+ * thread to stop; a producer that is done simply stops putting). */
 MP_API int mp_queue_close(mp_queue *q);
 
 /* Free the queue and the messages in it (creator only; a no-op in other
