@@ -762,6 +762,12 @@ Test(pool, free_is_prompt_with_a_forked_child_alive, .timeout = MP_TMO(30))
     cr_assert_neq(mp_test_waitpid(child, MP_TMO(10)), -1);
 }
 
+static int map_run_items(const void *in, void *out, size_t count)
+{
+    memcpy(out, in, count * sizeof(int));
+    return 0;
+}
+
 Test(pool, bad_input, .timeout = MP_TMO(30))
 {
     mp_pool *p;
@@ -788,6 +794,9 @@ Test(pool, bad_input, .timeout = MP_TMO(30))
     mp_iter *it;
     mp_expect_rc(mp_pool_imap(p, map_item, in, 4, 4, 4, 0, true, NULL), -EINVAL);
     mp_expect_rc(mp_pool_imap(p, NULL, in, 4, 4, 4, 0, true, &it), -EINVAL);
+    mp_expect_rc(mp_pool_imap(p, map_item, in, SIZE_MAX / 2, 4, 4, 0, true, &it), -EOVERFLOW);
+    mp_expect_rc(mp_pool_map_chunks(p, map_run_items, in, SIZE_MAX / 2, 4, out, 4, 0, NULL, NULL),
+                 -EOVERFLOW);
     mp_expect_rc(mp_iter_next(NULL, out, NULL, 0), -EINVAL);
     mp_expect_rc(mp_result_get(NULL, 0, NULL, NULL), -EINVAL);
     mp_expect_rc(mp_result_wait(NULL, 0), -EINVAL);

@@ -34,9 +34,11 @@ typedef void (*mp_co_fn)(void *arg);
 #define MP_CO_STACK_DEFAULT ((size_t)128 * 1024)
 
 /* Create a coroutine running fn(arg) on a stack of stack_size bytes (0:
- * MP_CO_STACK_DEFAULT; at least 16 KiB), ready to run when the scheduler
- * next runs.  out NULL: detached, freed when it ends; otherwise free the
- * handle with mp_co_free.  Errors: -EINVAL, -ENOMEM. */
+ * MP_CO_STACK_DEFAULT; a size under 16 KiB is raised to 16 KiB, and every
+ * size is rounded up to whole pages, plus a guard page below it), ready to
+ * run when the scheduler next runs.  out NULL: detached, freed when it
+ * ends; otherwise free the handle with mp_co_free.  Errors: -EINVAL (fn
+ * NULL, stack_size over 1 TiB), -ENOMEM. */
 MP_API int mp_co_spawn(mp_co **out, mp_co_fn fn, void *arg, size_t stack_size);
 
 /* Release a handle.  A coroutine still running goes on, detached. */

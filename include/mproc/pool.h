@@ -152,13 +152,17 @@ MP_API void mp_result_free(mp_result *r);
 
 /* out[i] = fn(in[i]) for i < n (elements of in_size and out_size bytes),
  * spread over the workers in chunks of chunksize items that they take as
- * they come free (0: automatic, about 16 chunks per worker; about four, as
+ * they come free (0: automatic, about 64 chunks per worker; about four, as
  * Python's, with maxtasksperchild, which counts a chunk as a task).  Waits
  * for every item.  Returns 0, or the error of the lowest failed item
  * (MP_ETASK, MP_EWORKER, MP_EDEADLINE); every other item is still
- * computed.  Errors: -EINVAL, MP_ECLOSED, -ENOMEM (also when a failure
- * could not be recorded: the map never reports success for items it did
- * not write). */
+ * computed.  Errors: -EINVAL (NULL p or fn, in_size 0, NULL in or out
+ * with items to move), -EOVERFLOW (n * in_size or n * out_size past
+ * SIZE_MAX), -EDEADLK (called from a callback of the same pool),
+ * MP_ECLOSED, MP_ECANCELED (the pool was terminated before every item
+ * ran), MP_EFUNC (MPI pools: fn cannot be named on the other ranks),
+ * -ENOMEM (also when a failure could not be recorded: the map never
+ * reports success for items it did not write). */
 MP_API int mp_pool_map(mp_pool *p, mp_map_fn fn, const void *in, size_t n, size_t in_size,
                        void *out, size_t out_size, size_t chunksize);
 
@@ -175,7 +179,7 @@ MP_API int mp_pool_map_ex(mp_pool *p, mp_map_fn fn, const void *in, size_t n, si
  * trivial functions it is several times faster.  Crash isolation and time
  * limits hold per call: a run that fails (non-zero, a crash, past the
  * time limit) fails every element in it, the other runs are computed.
- * chunksize 0: automatic (about 16 runs a worker).  Returns and errors as
+ * chunksize 0: automatic (about 64 runs a worker).  Returns and errors as
  * mp_pool_map_ex (errs and nerrs may be NULL). */
 MP_API int mp_pool_map_chunks(mp_pool *p, mp_chunk_fn fn, const void *in, size_t n,
                               size_t in_size, void *out, size_t out_size, size_t chunksize,
@@ -183,7 +187,9 @@ MP_API int mp_pool_map_chunks(mp_pool *p, mp_chunk_fn fn, const void *in, size_t
 
 /* Submit the same work as mp_pool_map and return an iterator over the
  * results: in index order (ordered) or as they complete.  `in` must stay
- * valid and unchanged until the iterator is freed. */
+ * valid and unchanged until the iterator is freed.  Errors: -EINVAL (NULL
+ * p, fn or out, in_size 0, NULL in with n > 0), -EOVERFLOW (n * in_size or
+ * n * out_size past SIZE_MAX), MP_ECLOSED, MP_EFUNC (MPI), -ENOMEM. */
 MP_API int mp_pool_imap(mp_pool *p, mp_map_fn fn, const void *in, size_t n, size_t in_size,
                         size_t out_size, size_t chunksize, bool ordered, mp_iter **out);
 
