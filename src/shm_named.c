@@ -4,7 +4,10 @@
  * that the name is removed once the creator and everything it forked have
  * exited — normally, by a crash, or by SIGKILL — unless mp_shm_persist()
  * took it off the tracker's list.  Openers do not register: a segment
- * belongs to its creator's tree. */
+ * belongs to its creator's tree.  The tracker and mp_shm_unlink remove an
+ * object, not a name: each checks that the name still stands for the
+ * object it made or mapped (device and inode) before removing it, so a
+ * segment made again under the same name by someone else is left alone. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,7 +25,8 @@ struct mp_shm {
     int fd;
     void *data;
     size_t size;
-    bool tracked;       /* this handle registered the name */
+    mp__shm_id id;      /* the object this handle maps */
+    bool tracked;       /* this handle registered it with the tracker */
 };
 
 /* "name" or "/name" → "/name"; letters, digits and ._- only, as a portable
@@ -73,11 +77,14 @@ int mp_shm_create(mp_shm **out, const char *name, size_t size)
         return -EINVAL;
     int fd;
     void *data;
-    rc = mp__shm_create(path, size, &fd, &data);
+    mp__shm_id id;
+    rc = mp__shm_create(path, size, &fd, &data, &id);
     if (rc < 0)
         return rc;
     mp_shm *s = handle(path, fd, data, size);
-    if (s == NULL || (rc = mp__shm_track(path, true)) < 0) {
+    if (s != NULL)
+        s->id = id;
+    if (s == NULL || (rc = mp__shm_track(path, &id, true)) < 0) {
         /* Not trackable: do not leave a segment behind that no one
          * would remove. */
         mp__shm_unlink(path);
@@ -107,10 +114,11 @@ int mp_shm_open(mp_shm **out, const char *name)
     if (rc < 0)
         return rc;
     mp_shm *s = handle(path, fd, data, size);
-    if (s == NULL) {
+    if (s == NULL || (rc = mp__shm_id_of(fd, &s->id)) < 0) {
         munmap(data, size);
         close(fd);
-        return -ENOMEM;
+        free(s);
+        return s == NULL ? -ENOMEM : rc;
     }
     *out = s;
     return 0;
@@ -135,9 +143,11 @@ int mp_shm_unlink(mp_shm *s)
 {
     if (s == NULL)
         return -EINVAL;
-    int rc = mp__shm_unlink(s->name);
+    /* Only the object this handle maps: a name removed and made again by
+     * someone else since is theirs (-ENOENT for us). */
+    int rc = mp__shm_unlink_if(s->name, &s->id);
     if (s->tracked) {
-        mp__shm_track(s->name, false);
+        mp__shm_track(s->name, &s->id, false);
         s->tracked = false;
     }
     return rc;
@@ -149,7 +159,7 @@ int mp_shm_persist(mp_shm *s)
         return -EINVAL;
     if (!s->tracked)
         return 0;
-    int rc = mp__shm_track(s->name, false);
+    int rc = mp__shm_track(s->name, &s->id, false);
     if (rc == 0)
         s->tracked = false;
     return rc;

@@ -7,7 +7,11 @@
 #include <mproc.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <dirent.h>
 #include <sys/inotify.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
 
 #include "mp_test.h"
 
@@ -270,4 +274,174 @@ Test(shm_named, the_creators_children_keep_it_until_they_exit, .timeout = MP_TMO
     close(j.hold[0]);
     close(rep[0]);
     close(rep[1]);
+}
+
+/* ---- the tracker follows any number of segments, and only its own ---- */
+
+/* Our child named mproc-tracker other than `skip`, or 0.  The test makes
+ * itself a subreaper first: a tracker (forked twice by a child of ours)
+ * then becomes our child, so that we can wait for it to finish. */
+static pid_t find_tracker(pid_t skip)
+{
+    DIR *d = opendir("/proc");
+    cr_assert_not_null(d);
+    pid_t found = 0;
+    struct dirent *e;
+    while (found == 0 && (e = readdir(d)) != NULL) {
+        pid_t pid = (pid_t)atoi(e->d_name);
+        if (pid <= 0 || pid == skip)
+            continue;
+        char path[64], buf[512];
+        snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+        FILE *f = fopen(path, "r");
+        if (f == NULL)
+            continue;
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[n] = '\0';
+        const char *close_paren = strrchr(buf, ')');
+        int ppid;
+        if (strstr(buf, "(mproc-tracker)") != NULL && close_paren != NULL &&
+            sscanf(close_paren + 2, "%*c %d", &ppid) == 1 && ppid == (int)getpid())
+            found = pid;
+    }
+    closedir(d);
+    return found;
+}
+
+enum { MANY = 5000 };
+
+static int create_many(void *arg)
+{
+    const char *base = arg;
+    for (int i = 0; i < MANY; i++) {
+        char name[96];
+        snprintf(name, sizeof name, "%s-%d", base, i);
+        mp_shm *s;
+        if (mp_shm_create(&s, name, 4096) < 0)
+            return 1;
+        mp_shm_free(s); /* the handle, not the segment */
+    }
+    return 0;
+}
+
+Test(shm_named, thousands_of_segments_are_all_removed, .timeout = MP_TMO(60))
+{
+    cr_assert_eq(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+    char base[64];
+    unique_name(base, sizeof base, "many");
+    mp_process *p;
+    cr_assert_eq(mp_process_new(&p, create_many, base, NULL), 0);
+    mp_expect_rc(mp_process_start(p), 0);
+    mp_expect_rc(mp_process_join(p, MP_TMO(30)), 0);
+    int code;
+    mp_expect_rc(mp_process_exitcode(p, &code), 0);
+    cr_assert_eq(code, 0, "the creator could not make them all");
+    mp_process_free(p);
+    pid_t tracker = find_tracker(0);
+    cr_assert_gt(tracker, 0, "no tracker came to us");
+    int st = mp_test_waitpid(tracker, MP_TMO(30));
+    cr_assert(st != -1 && WIFEXITED(st), "the tracker did not finish");
+    int left = 0;
+    for (int i = 0; i < MANY; i++) {
+        char name[96];
+        snprintf(name, sizeof name, "%s-%d", base, i);
+        if (shm_exists(name)) {
+            left++;
+            char path[128];
+            snprintf(path, sizeof path, "/%s", name);
+            shm_unlink(path);
+        }
+    }
+    cr_assert_eq(left, 0, "%d of %d segments left in /dev/shm", left, MANY);
+}
+
+typedef struct {
+    char name[64];
+    int report; /* one byte when created */
+    int go;     /* read end: return at EOF */
+    int go_w;   /* its write end, which the child must not hold */
+} holder_job;
+
+static int create_and_hold(void *arg)
+{
+    holder_job *j = arg;
+    close(j->go_w);
+    mp_shm *s;
+    if (mp_shm_create(&s, j->name, 4096) < 0)
+        return 1;
+    char c = 'c';
+    (void)!write(j->report, &c, 1);
+    while (read(j->go, &c, 1) > 0)
+        ;
+    return 0;
+}
+
+/* Make "/name" with plain shm_open, as another program would. */
+static void make_raw(const char *name)
+{
+    char path[128];
+    snprintf(path, sizeof path, "/%s", name);
+    int fd = shm_open(path, O_RDWR | O_CREAT | O_EXCL, 0600);
+    cr_assert_geq(fd, 0, "shm_open: %s", strerror(errno));
+    cr_assert_eq(ftruncate(fd, 4096), 0);
+    close(fd);
+}
+
+static void unlink_raw(const char *name)
+{
+    char path[128];
+    snprintf(path, sizeof path, "/%s", name);
+    cr_assert_eq(shm_unlink(path), 0);
+}
+
+Test(shm_named, the_tracker_leaves_a_segment_made_again_by_another, .timeout = MP_TMO(20))
+{
+    cr_assert_eq(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+    holder_job j;
+    unique_name(j.name, sizeof j.name, "again");
+    int rep[2], go[2];
+    cr_assert_eq(pipe(rep), 0);
+    cr_assert_eq(pipe(go), 0);
+    j.report = rep[1];
+    j.go = go[0];
+    j.go_w = go[1];
+    mp_process *p;
+    cr_assert_eq(mp_process_new(&p, create_and_hold, &j, NULL), 0);
+    mp_expect_rc(mp_process_start(p), 0);
+    close(rep[1]);
+    close(go[0]);
+    char c;
+    cr_assert_eq(mp_test_read(rep[0], &c, 1, MP_TMO(5)), 1, "the creator made it");
+    pid_t tracker = find_tracker(0);
+    cr_assert_gt(tracker, 0, "no tracker came to us");
+    /* Another program removes it and makes a new one under the name. */
+    unlink_raw(j.name);
+    make_raw(j.name);
+    close(go[1]); /* the creator returns; its tree is gone */
+    mp_expect_rc(mp_process_join(p, MP_TMO(5)), 0);
+    mp_process_free(p);
+    int st = mp_test_waitpid(tracker, MP_TMO(10));
+    cr_assert(st != -1 && WIFEXITED(st), "the tracker did not finish");
+    bool kept = shm_exists(j.name);
+    if (kept)
+        unlink_raw(j.name);
+    cr_assert(kept, "the tracker removed a segment it did not make");
+    close(rep[0]);
+}
+
+Test(shm_named, unlink_leaves_a_segment_made_again_by_another, .timeout = MP_TMO(10))
+{
+    char name[64];
+    unique_name(name, sizeof name, "unlink-again");
+    mp_shm *s;
+    mp_expect_rc(mp_shm_create(&s, name, 4096), 0);
+    unlink_raw(name);
+    make_raw(name);
+    mp_expect_rc(mp_shm_unlink(s), -ENOENT);
+    bool kept = shm_exists(name);
+    if (kept)
+        unlink_raw(name);
+    cr_assert(kept, "mp_shm_unlink removed another's segment");
+    mp_shm_free(s);
 }

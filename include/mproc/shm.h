@@ -84,7 +84,10 @@ MP_API void mp_array_free(mp_array *a);
  * from the creator after the creation have exited — normally, by a crash
  * or by SIGKILL — as Python's resource tracker does, unless
  * mp_shm_persist() was called.  A small tracker process (not a child of
- * yours; it ignores SIGINT and SIGTERM) does the removal. ---- */
+ * yours; it ignores SIGINT and SIGTERM) does the removal, for any number
+ * of segments, and removes only the segment that was made: if the name
+ * was removed and made again by someone else meanwhile, the new segment
+ * stays. ---- */
 
 typedef struct mp_shm mp_shm;
 
@@ -100,8 +103,10 @@ MP_API void *mp_shm_data(mp_shm *s);
 MP_API size_t mp_shm_size(const mp_shm *s);
 /* The name without the leading '/'; NULL for NULL. */
 MP_API const char *mp_shm_name(const mp_shm *s);
-/* Remove the name now (mappings stay valid until freed).  Errors: -EINVAL,
- * -ENOENT (already removed). */
+/* Remove the name now (mappings stay valid until freed), if it still
+ * stands for the segment this handle maps.  Errors: -EINVAL, -ENOENT
+ * (already removed, or removed and made again by someone else since: that
+ * new segment is left alone). */
 MP_API int mp_shm_unlink(mp_shm *s);
 /* Keep the segment after the creator's tree exits (only the creator's
  * handle can do this; 0 and nothing to do for others).  Remove it later

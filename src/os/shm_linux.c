@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,7 +29,17 @@ static int map_fd(int fd, size_t size, void **data)
     return 0;
 }
 
-int mp__shm_create(const char *name, size_t size, int *fd, void **data)
+int mp__shm_id_of(int fd, mp__shm_id *id)
+{
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return -errno;
+    id->dev = (uint64_t)st.st_dev;
+    id->ino = (uint64_t)st.st_ino;
+    return 0;
+}
+
+int mp__shm_create(const char *name, size_t size, int *fd, void **data, mp__shm_id *id)
 {
     int f = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (f < 0)
@@ -40,7 +51,7 @@ int mp__shm_create(const char *name, size_t size, int *fd, void **data)
         rc = -errno;
     else if ((rc = posix_fallocate(f, 0, (off_t)size)) != 0)
         rc = -rc;
-    else
+    else if ((rc = mp__shm_id_of(f, id)) == 0)
         rc = map_fd(f, size, data);
     if (rc < 0) {
         shm_unlink(name);
@@ -76,12 +87,126 @@ int mp__shm_unlink(const char *name)
     return shm_unlink(name) < 0 ? -errno : 0;
 }
 
-/* ---- the tracker ----
- * Protocol: lines "+/name\n" (track) and "-/name\n" (forget), each written
- * with one write() of at most PIPE_BUF bytes, so lines from several
- * processes never interleave. */
+int mp__shm_unlink_if(const char *name, const mp__shm_id *id)
+{
+    int f = shm_open(name, O_RDONLY | O_CLOEXEC, 0); /* enough to fstat */
+    if (f < 0)
+        return -errno;
+    mp__shm_id now;
+    int rc = mp__shm_id_of(f, &now);
+    close(f);
+    if (rc < 0)
+        return rc;
+    if (now.dev != id->dev || now.ino != id->ino)
+        return -ENOENT; /* the name stands for another object now */
+    return mp__shm_unlink(name);
+}
 
-#define MAX_TRACKED 4096
+/* ---- the tracker ----
+ * Protocol: lines "+DEV INO /name\n" (track) and "-DEV INO /name\n"
+ * (forget), DEV and INO in hex, each written with one write() of at most
+ * PIPE_BUF bytes, so lines from several processes never interleave.  The
+ * tracker keeps the entries in a hash table on (name, object) that grows
+ * as needed: there is no limit but memory (an entry it cannot store is
+ * removed at once rather than left behind: see track_line). */
+
+typedef struct entry {
+    struct entry *next;
+    mp__shm_id id;
+    char name[]; /* "/name" */
+} entry;
+
+typedef struct {
+    entry **b;
+    size_t nb, n;
+} table;
+
+static size_t hash_of(const char *name, const mp__shm_id *id)
+{
+    uint64_t h = 1469598103934665603ULL ^ id->ino ^ (id->dev << 32);
+    for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+        h = (h ^ *p) * 1099511628211ULL;
+    return (size_t)h;
+}
+
+static bool same(const entry *e, const char *name, const mp__shm_id *id)
+{
+    return e->id.dev == id->dev && e->id.ino == id->ino && strcmp(e->name, name) == 0;
+}
+
+static void table_grow(table *t)
+{
+    size_t nb = t->nb ? t->nb * 2 : 64;
+    entry **b = calloc(nb, sizeof *b);
+    if (b == NULL)
+        return; /* longer chains, still correct */
+    for (size_t i = 0; i < t->nb; i++)
+        for (entry *e = t->b[i], *next; e != NULL; e = next) {
+            next = e->next;
+            size_t k = hash_of(e->name, &e->id) & (nb - 1);
+            e->next = b[k];
+            b[k] = e;
+        }
+    free(t->b);
+    t->b = b;
+    t->nb = nb;
+}
+
+static bool table_add(table *t, const char *name, const mp__shm_id *id)
+{
+    if (t->n >= t->nb)
+        table_grow(t);
+    if (t->nb == 0)
+        return false;
+    size_t len = strlen(name);
+    entry *e = malloc(sizeof *e + len + 1);
+    if (e == NULL)
+        return false;
+    e->id = *id;
+    memcpy(e->name, name, len + 1);
+    size_t k = hash_of(name, id) & (t->nb - 1);
+    e->next = t->b[k];
+    t->b[k] = e;
+    t->n++;
+    return true;
+}
+
+static void table_remove(table *t, const char *name, const mp__shm_id *id)
+{
+    if (t->nb == 0)
+        return;
+    for (entry **pp = &t->b[hash_of(name, id) & (t->nb - 1)]; *pp; pp = &(*pp)->next)
+        if (same(*pp, name, id)) {
+            entry *e = *pp;
+            *pp = e->next;
+            free(e);
+            t->n--;
+            return;
+        }
+}
+
+/* One protocol line.  A segment the tracker cannot keep track of (out of
+ * memory) is removed now: the creator was promised it would not stay. */
+static void track_line(table *t, char *line)
+{
+    char op = line[0];
+    char *p = line + 1, *end;
+    mp__shm_id id;
+    id.dev = strtoull(p, &end, 16);
+    if (end == p || *end != ' ')
+        return;
+    p = end + 1;
+    id.ino = strtoull(p, &end, 16);
+    if (end == p || *end != ' ' || end[1] != '/')
+        return;
+    const char *name = end + 1;
+    if (op == '+') {
+        if (!table_add(t, name, &id))
+            mp__shm_unlink_if(name, &id);
+    } else if (op == '-') {
+        table_remove(t, name, &id);
+    }
+}
 
 static _Noreturn void tracker_main(int rd)
 {
@@ -103,7 +228,7 @@ static _Noreturn void tracker_main(int rd)
         if (null > 3)
             close(null);
     }
-    static char *names[MAX_TRACKED];
+    table t = {0};
     char buf[8192];
     size_t have = 0;
     for (;;) {
@@ -116,30 +241,15 @@ static _Noreturn void tracker_main(int rd)
         char *line = buf, *nl;
         while ((nl = memchr(line, '\n', have - (size_t)(line - buf))) != NULL) {
             *nl = '\0';
-            char op = line[0];
-            const char *name = line + 1;
-            if (op == '+') {
-                for (int i = 0; i < MAX_TRACKED; i++)
-                    if (names[i] == NULL) {
-                        names[i] = strdup(name);
-                        break;
-                    }
-            } else if (op == '-') {
-                for (int i = 0; i < MAX_TRACKED; i++)
-                    if (names[i] && strcmp(names[i], name) == 0) {
-                        free(names[i]);
-                        names[i] = NULL;
-                        break;
-                    }
-            }
+            track_line(&t, line);
             line = nl + 1;
         }
         have -= (size_t)(line - buf);
         memmove(buf, line, have);
     }
-    for (int i = 0; i < MAX_TRACKED; i++)
-        if (names[i])
-            shm_unlink(names[i]);
+    for (size_t i = 0; i < t.nb; i++)
+        for (entry *e = t.b[i]; e != NULL; e = e->next)
+            mp__shm_unlink_if(e->name, &e->id);
     _exit(0);
 }
 
@@ -219,10 +329,11 @@ static int tracker(bool start)
     return fd;
 }
 
-int mp__shm_track(const char *name, bool keep_track)
+int mp__shm_track(const char *name, const mp__shm_id *id, bool keep_track)
 {
     char line[PIPE_BUF];
-    int n = snprintf(line, sizeof line, "%c%s\n", keep_track ? '+' : '-', name);
+    int n = snprintf(line, sizeof line, "%c%llx %llx %s\n", keep_track ? '+' : '-',
+                     (unsigned long long)id->dev, (unsigned long long)id->ino, name);
     if (n < 0 || (size_t)n >= sizeof line)
         return -ENAMETOOLONG;
     int fd = tracker(keep_track);
