@@ -216,7 +216,7 @@ int mp_process_new(mp_process **out, mp_target fn, void *arg,
     mp_process *p = calloc(1, sizeof *p);
     if (p == NULL)
         return -ENOMEM;
-    if (opts != NULL && opts->name != NULL) {
+    if (opts != NULL && opts->name != NULL && opts->name[0] != '\0') {
         p->name = strdup(opts->name);
     } else {
         char buf[32];

@@ -120,7 +120,7 @@ int mp_thread_new(mp_thread **out, mp_target fn, void *arg, const mp_thread_opts
     mp_thread *t = calloc(1, sizeof *t);
     if (t == NULL)
         return -ENOMEM;
-    if (opts != NULL && opts->name != NULL) {
+    if (opts != NULL && opts->name != NULL && opts->name[0] != '\0') {
         t->name = strdup(opts->name);
     } else {
         char buf[32];

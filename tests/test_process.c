@@ -142,6 +142,17 @@ Test(process, names_and_daemon_flag, .timeout = MP_TMO(5))
     mp_process_free(b);
 }
 
+/* Process(name="") is named "Process-N", as with no name. */
+Test(process, empty_name_gets_the_default, .timeout = MP_TMO(5))
+{
+    mp_process *p;
+    cr_assert_eq(mp_process_new(&p, ret_arg, NULL, &(mp_process_opts){.name = ""}), 0);
+    const char *name = mp_process_name(p);
+    cr_assert_eq(strncmp(name, "Process-", 8), 0, "name \"%s\"", name);
+    cr_assert_gt(strlen(name), 8, "name \"%s\" has its number", name);
+    mp_process_free(p);
+}
+
 Test(process, bad_input, .timeout = MP_TMO(5))
 {
     mp_process *p = (mp_process *)0x1;

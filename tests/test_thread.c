@@ -45,6 +45,17 @@ Test(thread, start_join_result_and_names, .timeout = MP_TMO(10))
     mp_thread_free(u);
 }
 
+/* threading.Thread(name="") is named "Thread-N", as with no name. */
+Test(thread, empty_name_gets_the_default, .timeout = MP_TMO(5))
+{
+    mp_thread *t;
+    mp_expect_rc(mp_thread_new(&t, add_one, NULL, &(mp_thread_opts){.name = ""}), 0);
+    const char *name = mp_thread_name(t);
+    cr_assert_eq(strncmp(name, "Thread-", 7), 0, "name \"%s\"", name);
+    cr_assert_gt(strlen(name), 7, "name \"%s\" has its number", name);
+    mp_thread_free(t);
+}
+
 static int wait_event(void *arg)
 {
     return mp_event_wait(arg, MP_TMO(10)) == 0 ? 0 : 1;

@@ -30,7 +30,7 @@ typedef struct mp_process mp_process;
 typedef int (*mp_target)(void *arg);
 
 typedef struct {
-    const char *name; /* copied; NULL: "Process-N" as in Python */
+    const char *name; /* copied; NULL or "": "Process-N" as in Python */
     bool daemon;      /* killed when the parent exits or dies */
 } mp_process_opts;
 
@@ -61,7 +61,8 @@ MP_API int mp_process_exitcode(mp_process *p, int *code);
 /* The child's pid, or 0 before start or for NULL. */
 MP_API pid_t mp_process_pid(const mp_process *p);
 
-/* The process name given in the options, or "Process-N"; NULL for NULL. */
+/* The process name given in the options, or "Process-N" if it was NULL or
+ * ""; NULL for NULL. */
 MP_API const char *mp_process_name(const mp_process *p);
 
 /* True if the process was created as a daemon. */

@@ -21,7 +21,7 @@ typedef struct mp_thread mp_thread;
 typedef struct mp_timer mp_timer;
 
 typedef struct {
-    const char *name; /* copied; NULL: "Thread-N" as in Python */
+    const char *name; /* copied; NULL or "": "Thread-N" as in Python */
     bool daemon;      /* not waited for at exit */
 } mp_thread_opts;
 
@@ -45,7 +45,8 @@ MP_API bool mp_thread_is_alive(mp_thread *t);
  * not started), -EINVAL, -EPERM. */
 MP_API int mp_thread_result(mp_thread *t, int *result);
 
-/* The name from the options, or "Thread-N"; NULL for NULL. */
+/* The name from the options, or "Thread-N" if it was NULL or ""; NULL for
+ * NULL. */
 MP_API const char *mp_thread_name(const mp_thread *t);
 
 /* True if created as a daemon. */
