@@ -27,6 +27,7 @@
 #include "mproc/error.h"
 #include "mproc/process.h"
 #include "os/os.h"
+#include "thread_int.h"
 
 typedef struct child {
     struct child *next, *prev;
@@ -241,9 +242,12 @@ static _Noreturn void child_main(mp_process *p, pid_t parent)
     if (p->daemon && mp__die_with_parent(parent, SIGKILL) < 0)
         _exit(1); /* the parent is already gone: a daemon goes with it */
     int rc = p->fn(p->arg);
-    /* As a Python child does at the end: flush output, then join our own
-     * non-daemon children and terminate daemon ones.  _exit, not exit:
-     * the parent's atexit handlers must not run twice. */
+    /* As a Python child does at the end: wait for our non-daemon threads
+     * (and pending timers), flush output, then join our own non-daemon
+     * children and terminate daemon ones.  Threads first: they may still
+     * print or start children.  _exit, not exit: the parent's atexit
+     * handlers must not run twice. */
+    mp__thread_wait_nondaemon();
     fflush(NULL);
     reap_all_children();
     _exit(rc & 0xff);

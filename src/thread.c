@@ -7,7 +7,10 @@
  * costs what pthread_create+pthread_join cost, plus an allocation.
  *
  * Exit: running non-daemon threads are counted; the atexit handler waits
- * until the count is zero (less the calling thread, if it is one of them). */
+ * until the count is zero (less the calling thread, if it is one of them).
+ * A child of mp_process_start, which ends with _exit, makes the same wait
+ * itself after its target.  The count starts again at zero in every forked
+ * child: threads do not cross fork. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <pthread.h>
@@ -19,6 +22,7 @@
 #include "mproc/error.h"
 #include "mproc/thread.h"
 #include "os/os.h"
+#include "thread_int.h"
 #include "wait_int.h"
 
 
@@ -48,7 +52,7 @@ static _Thread_local bool self_nondaemon;
 static pthread_once_t exit_once = PTHREAD_ONCE_INIT;
 static _Atomic unsigned thread_counter;
 
-static void wait_nondaemon_at_exit(void)
+void mp__thread_wait_nondaemon(void)
 {
     pthread_mutex_lock(&live_lock);
     int self = self_nondaemon ? 1 : 0;
@@ -57,7 +61,7 @@ static void wait_nondaemon_at_exit(void)
     pthread_mutex_unlock(&live_lock);
 }
 
-static void install_exit_wait(void) { atexit(wait_nondaemon_at_exit); }
+static void install_exit_wait(void) { atexit(mp__thread_wait_nondaemon); }
 
 static void live_prepare(void) { pthread_mutex_lock(&live_lock); }
 static void live_parent(void) { pthread_mutex_unlock(&live_lock); }

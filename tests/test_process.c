@@ -5,6 +5,7 @@
 #include <math.h>
 #include <sched.h>
 #include <mproc.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -334,6 +335,125 @@ Test(process, free_of_running_process_detaches, .timeout = MP_TMO(10))
     mp_process_free(q);
     close(pfd);
     close(g.rd);
+}
+
+/* A child waits for its own non-daemon threads and pending timers before
+ * it exits, as a Python child does, and not for its daemon threads.  The
+ * child's thread (or timer) waits for an event that the test sets only
+ * after seeing the child still running once its target has returned; then
+ * it writes a marker to shared memory, which the test finds after the
+ * join.  The exit code stays the target's. */
+typedef struct {
+    mp_event *go;       /* set by the test: the thread may finish */
+    mp_event *never;    /* never set: a daemon thread blocks on it */
+    _Atomic int *mark;  /* in the shared heap: 1 once the thread finished */
+    int returned;       /* pipe: the child writes a byte as its target returns */
+    bool timer;         /* a Timer instead of a Thread */
+} child_threads;
+
+static int finish_after_go(void *arg)
+{
+    child_threads *a = arg;
+    if (mp_event_wait(a->go, MP_TMO(10)) != 0)
+        return 1;
+    atomic_store(a->mark, 1);
+    return 0;
+}
+
+static mp_timer *child_timer; /* the child's timer, freed by a cleaner */
+
+static int free_child_timer(void *arg)
+{
+    (void)arg;
+    mp_timer_free(child_timer); /* joins the timer's thread */
+    return 0;
+}
+
+static void timer_finish_after_go(void *arg)
+{
+    (void)finish_after_go(arg);
+    /* The timer is freed (its thread joined) by a thread of its own, since
+     * a timer's function cannot wait for itself.  It is a non-daemon
+     * thread, started before this one ends: the exit waits for it too. */
+    mp_thread *c;
+    if (mp_thread_new(&c, free_child_timer, NULL, NULL) == 0) {
+        mp_thread_start(c);
+        mp_thread_free(c);
+    }
+}
+
+static int block_forever(void *arg)
+{
+    child_threads *a = arg;
+    return mp_event_wait(a->never, MP_FOREVER);
+}
+
+static int start_threads_and_return(void *arg)
+{
+    child_threads *a = arg;
+    mp_thread *d;
+    if (mp_thread_new(&d, block_forever, a, &(mp_thread_opts){.daemon = true}) < 0 ||
+        mp_thread_start(d) < 0)
+        return 2;
+    mp_thread_free(d);
+    if (a->timer) {
+        /* Not freed here: mp_timer_free would wait for it in the target. */
+        if (mp_timer_new(&child_timer, 0, timer_finish_after_go, a) < 0 ||
+            mp_timer_start(child_timer) < 0)
+            return 3;
+    } else {
+        mp_thread *t;
+        if (mp_thread_new(&t, finish_after_go, a, NULL) < 0 || mp_thread_start(t) < 0)
+            return 3;
+        mp_thread_free(t); /* detached: still waited for */
+    }
+    if (write(a->returned, "r", 1) != 1)
+        return 4;
+    return 5;
+}
+
+static void child_waits_for(bool timer)
+{
+    child_threads a = {.timer = timer};
+    int ret[2];
+    cr_assert_eq(pipe(ret), 0);
+    a.returned = ret[1];
+    mp_expect_rc(mp_event_new(&a.go), 0);
+    mp_expect_rc(mp_event_new(&a.never), 0);
+    a.mark = mp_shared_alloc(sizeof *a.mark);
+    cr_assert_not_null(a.mark);
+    atomic_store(a.mark, 0);
+    mp_process *p;
+    cr_assert_eq(mp_process_new(&p, start_threads_and_return, &a, NULL), 0);
+    mp_expect_rc(mp_process_start(p), 0);
+    /* Once the target has returned, the child must still be there. */
+    char c;
+    cr_assert_eq(mp_test_read(ret[0], &c, 1, MP_TMO(5)), 1, "the target returned");
+    cr_assert(!mp_test_process_gone(mp_process_pid(p), 0.2),
+              "the child did not wait for its %s", timer ? "timer" : "thread");
+    cr_assert_eq(atomic_load(a.mark), 0);
+    mp_expect_rc(mp_event_set(a.go), 0);
+    mp_expect_rc(mp_process_join(p, MP_TMO(5)), 0); /* not for the daemon */
+    int code;
+    mp_expect_rc(mp_process_exitcode(p, &code), 0);
+    cr_assert_eq(code, 5, "the exit code is the target's");
+    cr_assert_eq(atomic_load(a.mark), 1, "the thread ran to its end");
+    mp_process_free(p);
+    mp_shared_free(a.mark);
+    close(ret[0]);
+    close(ret[1]);
+    mp_event_free(a.go);
+    mp_event_free(a.never);
+}
+
+Test(process, child_waits_for_its_non_daemon_threads, .timeout = MP_TMO(15))
+{
+    child_waits_for(false);
+}
+
+Test(process, child_waits_for_its_pending_timers, .timeout = MP_TMO(15))
+{
+    child_waits_for(true);
 }
 
 static int print_and_return(void *arg)

@@ -1,8 +1,9 @@
 /* mproc — processes (multiprocessing.Process).
  *
  * A process object describes one child, started by fork(): the child runs
- * target(arg) and exits with its return value (& 0xff), after flushing
- * stdio and joining its own non-daemon children.  Process objects are local
+ * target(arg) and exits with its return value (& 0xff), after waiting for
+ * its own non-daemon threads and pending timers, flushing stdio and joining
+ * its own non-daemon children.  Process objects are local
  * to the process that made them: used in a forked child, every call returns
  * -EPERM (or false / -1).
  *

@@ -5,6 +5,7 @@
  * every non-daemon thread, joined or not, has returned.  Daemon threads are
  * not waited for; they stop when the process exits.  A pending Timer is a
  * non-daemon thread too: exit waits for it to fire, unless it is cancelled.
+ * A child of mp_process_start makes the same wait when its target returns.
  *
  * Thread and timer objects are local to the process that made them: used
  * in a forked child, every call returns -EPERM (or false).  Functions on
