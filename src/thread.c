@@ -13,6 +13,7 @@
  * child: threads do not cross fork. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -34,6 +35,7 @@ struct mp_thread {
     void *arg;
     char *name;
     bool daemon;
+    size_t stack_size;          /* page-rounded, or 0: pthread's default */
     pid_t owner;
     int state;                  /* NEW, STARTED, JOINED: the owner's view */
     pthread_mutex_t lock;       /* guards state for concurrent joins */
@@ -114,12 +116,33 @@ static void *thread_main(void *p)
     return NULL;
 }
 
+/* Python's threading.stack_size refuses less than 32 KiB. */
+#define MIN_STACK_SIZE ((size_t)32 * 1024)
+
+/* A requested stack size checked and rounded up to the page size; 0 stays
+ * 0 (the default).  Returns 0 or -EINVAL. */
+static int stack_size_round(size_t want, size_t *out)
+{
+    *out = 0;
+    if (want == 0)
+        return 0;
+    size_t page = (size_t)mp__page_size();
+    if (want < MIN_STACK_SIZE || want < (size_t)PTHREAD_STACK_MIN ||
+        want > SIZE_MAX - page)
+        return -EINVAL;
+    *out = (want + page - 1) / page * page;
+    return 0;
+}
+
 int mp_thread_new(mp_thread **out, mp_target fn, void *arg, const mp_thread_opts *opts)
 {
     if (out == NULL)
         return -EINVAL;
     *out = NULL;
     if (fn == NULL)
+        return -EINVAL;
+    size_t stack_size;
+    if (stack_size_round(opts != NULL ? opts->stack_size : 0, &stack_size) < 0)
         return -EINVAL;
     mp_thread *t = calloc(1, sizeof *t);
     if (t == NULL)
@@ -138,6 +161,7 @@ int mp_thread_new(mp_thread **out, mp_target fn, void *arg, const mp_thread_opts
     t->fn = fn;
     t->arg = arg;
     t->daemon = opts != NULL && opts->daemon;
+    t->stack_size = stack_size;
     t->owner = mp__getpid();
     pthread_mutex_init(&t->lock, NULL);
     atomic_init(&t->refs, 1);
@@ -150,6 +174,22 @@ static int check(const mp_thread *t)
     if (t == NULL)
         return -EINVAL;
     return t->owner == mp__getpid() ? 0 : -EPERM;
+}
+
+/* pthread_create with the object's stack size: 0 or a pthread error. */
+static int create_thread(mp_thread *t)
+{
+    if (t->stack_size == 0)
+        return pthread_create(&t->th, NULL, thread_main, t);
+    pthread_attr_t attr;
+    int rc = pthread_attr_init(&attr);
+    if (rc != 0)
+        return rc;
+    rc = pthread_attr_setstacksize(&attr, t->stack_size);
+    if (rc == 0)
+        rc = pthread_create(&t->th, &attr, thread_main, t);
+    pthread_attr_destroy(&attr);
+    return rc;
 }
 
 int mp_thread_start(mp_thread *t)
@@ -169,7 +209,7 @@ int mp_thread_start(mp_thread *t)
         pthread_mutex_unlock(&live_lock);
     }
     atomic_fetch_add(&t->refs, 1);
-    rc = pthread_create(&t->th, NULL, thread_main, t);
+    rc = create_thread(t);
     if (rc != 0) {
         atomic_fetch_sub(&t->refs, 1);
         if (!t->daemon) {

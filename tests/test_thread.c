@@ -1,8 +1,10 @@
 /* Threads and timers: start/join/timeouts, names, daemon, the exit wait,
  * timer firing and cancelling. */
 // labels: unit tsan
+#include <limits.h>
 #include <math.h>
 #include <mproc.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <stdio.h>
@@ -54,6 +56,80 @@ Test(thread, empty_name_gets_the_default, .timeout = MP_TMO(5))
     cr_assert_eq(strncmp(name, "Thread-", 7), 0, "name \"%s\"", name);
     cr_assert_gt(strlen(name), 7, "name \"%s\" has its number", name);
     mp_thread_free(t);
+}
+
+#if defined(__SANITIZE_THREAD__)
+#define MP_UNDER_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define MP_UNDER_TSAN 1
+#endif
+#endif
+
+/* The size of the calling thread's stack, as pthread reports it. */
+static int report_stack_size(void *arg)
+{
+    pthread_attr_t a;
+    if (pthread_getattr_np(pthread_self(), &a) != 0)
+        return 1;
+    void *addr;
+    int rc = pthread_attr_getstack(&a, &addr, (size_t *)arg);
+    pthread_attr_destroy(&a);
+    return rc == 0 ? 0 : 1;
+}
+
+static size_t stack_of_thread(size_t want)
+{
+    size_t got = 0;
+    mp_thread *t;
+    mp_expect_rc(mp_thread_new(&t, report_stack_size, &got,
+                               &(mp_thread_opts){.stack_size = want}), 0);
+    mp_expect_rc(mp_thread_start(t), 0);
+    mp_expect_rc(mp_thread_join(t, MP_TMO(5)), 0);
+    int r;
+    mp_expect_rc(mp_thread_result(t, &r), 0);
+    cr_assert_eq(r, 0);
+    mp_thread_free(t);
+    return got;
+}
+
+/* threading.stack_size: the thread gets the size asked for (rounded up to
+ * the page size), small or large, rather than the default. */
+Test(thread, stack_size_is_applied_and_rounded_up, .timeout = MP_TMO(10))
+{
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    size_t deflt = stack_of_thread(0);
+    size_t want = 200 * 1024 + 1; /* not a page multiple */
+    size_t rounded = (want + page - 1) / page * page;
+    size_t small = stack_of_thread(want);
+    cr_assert_geq(small, rounded, "got %zu for %zu", small, want);
+#ifndef MP_UNDER_TSAN /* its pthread_create enlarges small stacks for its TLS */
+    cr_assert_eq(small % page, 0, "got %zu", small);
+    cr_assert_lt(small, rounded + 16 * page, "got %zu for %zu", small, want);
+#endif
+    cr_assert_lt(small, deflt);
+    size_t big = stack_of_thread(deflt + 4 * 1024 * 1024);
+    cr_assert_geq(big, deflt + 4 * 1024 * 1024, "got %zu, default %zu", big, deflt);
+}
+
+Test(thread, stack_size_too_small_is_refused, .timeout = MP_TMO(5))
+{
+    mp_thread *t = (mp_thread *)0x1;
+    size_t bad[] = {1, 4096, 32 * 1024 - 1, (size_t)PTHREAD_STACK_MIN - 1, SIZE_MAX};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        mp_expect_rc(mp_thread_new(&t, add_one, NULL, &(mp_thread_opts){.stack_size = bad[i]}),
+                     -EINVAL);
+        cr_assert_null(t);
+    }
+    /* Python's minimum itself is accepted (where pthread's is not above it). */
+    if ((size_t)PTHREAD_STACK_MIN <= 32 * 1024) {
+        atomic_int v = 0;
+        mp_expect_rc(mp_thread_new(&t, add_one, &v, &(mp_thread_opts){.stack_size = 32 * 1024}), 0);
+        mp_expect_rc(mp_thread_start(t), 0);
+        mp_expect_rc(mp_thread_join(t, MP_TMO(5)), 0);
+        cr_assert_eq(atomic_load(&v), 1);
+        mp_thread_free(t);
+    }
 }
 
 static int wait_event(void *arg)

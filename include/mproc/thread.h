@@ -24,14 +24,18 @@ typedef struct mp_timer mp_timer;
 typedef struct {
     const char *name; /* copied; NULL or "": "Thread-N" as in Python */
     bool daemon;      /* not waited for at exit */
+    size_t stack_size; /* bytes (threading.stack_size); 0: the default.
+                        * At least 32 KiB and PTHREAD_STACK_MIN; rounded
+                        * up to the page size */
 } mp_thread_opts;
 
 /* Describe a thread that will run fn(arg); opts may be NULL.  Nothing runs
- * yet.  Errors: -EINVAL (out or fn NULL), -ENOMEM. */
+ * yet.  Errors: -EINVAL (out or fn NULL, stack_size not 0 and below the
+ * minimum, or too big to round up), -ENOMEM. */
 MP_API int mp_thread_new(mp_thread **out, mp_target fn, void *arg, const mp_thread_opts *opts);
 
 /* Start it.  Errors: -EINVAL, -EALREADY (started before), -EPERM, -EAGAIN
- * (no resources for a thread). */
+ * (no resources for a thread, e.g. no memory for its stack_size). */
 MP_API int mp_thread_start(mp_thread *t);
 
 /* Wait up to timeout seconds for it to return.  Returns 0, MP_ETIMEDOUT,
