@@ -658,3 +658,17 @@ int mp_wait(mp_conn *const *conns, size_t n, double timeout)
     }
     return pick;
 }
+
+int mp_wait_fds(const int *fds, size_t n, double timeout)
+{
+    int64_t deadline;
+    if ((fds == NULL && n > 0) || n > INT_MAX || mp__deadline(timeout, &deadline) < 0)
+        return -EINVAL;
+    if (n == 0 && deadline == MP__NO_DEADLINE)
+        return -EINVAL; /* nothing could ever end the wait */
+    for (size_t i = 0; i < n; i++)
+        if (fds[i] < 0)
+            return -EINVAL;
+    int rc = mp__io_wait_any(fds, n, deadline);
+    return rc == -ETIMEDOUT ? MP_ETIMEDOUT : rc;
+}

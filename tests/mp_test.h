@@ -8,6 +8,7 @@
 #include <criterion/criterion.h>
 #endif
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdbool.h>
 #include <poll.h>
@@ -67,6 +68,16 @@ static inline ssize_t mp_test_read(int fd, void *buf, size_t n, double timeout)
         got += (size_t)r;
     }
     return (ssize_t)got;
+}
+
+/* The lowest descriptor number not open now (what the next open gets), or
+ * -1. */
+static inline int mp_test_lowest_free_fd(void)
+{
+    int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0)
+        close(fd);
+    return fd;
 }
 
 /* Wait for our child pid to exit, at most timeout s, by polling its pidfd.

@@ -1,6 +1,7 @@
 /* Pipe / Connection: framing, limits, timeouts, descriptor passing, many
- * senders, mp_wait fairness, and hostile input. */
+ * senders, mp_wait fairness, mp_wait_fds, and hostile input. */
 // labels: unit tsan
+#include <limits.h>
 #include <mproc.h>
 #include <math.h>
 #include <signal.h>
@@ -398,4 +399,83 @@ Test(conn, sender_killed_mid_frame_breaks_the_stream, .timeout = MP_TMO(20))
     mp_expect_rc(mp_conn_send(w, big, sizeof big), MP_EBROKEN);
     mp_conn_free(r);
     mp_conn_free(w);
+}
+
+/* ---- mp_wait_fds: any descriptors (sentinels: see test_process.c) ---- */
+
+Test(conn, wait_fds_bad_input, .timeout = MP_TMO(5))
+{
+    int fds[2];
+    cr_assert_eq(pipe(fds), 0);
+    mp_expect_rc(mp_wait_fds(NULL, 1, 0), -EINVAL);
+    mp_expect_rc(mp_wait_fds(fds, 1, NAN), -EINVAL);
+    int neg[2] = {fds[0], -1};
+    mp_expect_rc(mp_wait_fds(neg, 2, 0), -EINVAL);
+    mp_expect_rc(mp_wait_fds(NULL, 0, MP_FOREVER), -EINVAL); /* could never end */
+    mp_expect_rc(mp_wait_fds(fds, (size_t)INT_MAX + 1, 0), -EINVAL);
+    int closed = mp_test_lowest_free_fd();
+    int bad[2] = {fds[0], closed};
+    mp_expect_rc(mp_wait_fds(bad, 2, MP_TMO(5)), -EBADF);
+    close(fds[0]);
+    close(fds[1]);
+}
+
+Test(conn, wait_fds_timeouts, .timeout = MP_TMO(10))
+{
+    int a[2], b[2];
+    cr_assert_eq(pipe(a), 0);
+    cr_assert_eq(pipe(b), 0);
+    int fds[2] = {a[0], b[0]};
+    mp_expect_rc(mp_wait_fds(fds, 2, 0), MP_ETIMEDOUT);
+    double t0 = mp_test_now();
+    mp_expect_rc(mp_wait_fds(fds, 2, 0.05), MP_ETIMEDOUT);
+    cr_assert_geq(mp_test_now() - t0, 0.049, "waited its timeout");
+    mp_expect_rc(mp_wait_fds(NULL, 0, 0), MP_ETIMEDOUT);
+    t0 = mp_test_now();
+    mp_expect_rc(mp_wait_fds(NULL, 0, 0.05), MP_ETIMEDOUT);
+    cr_assert_geq(mp_test_now() - t0, 0.049, "nothing to wait for: waits out the timeout");
+    for (int i = 0; i < 2; i++) {
+        close(a[i]);
+        close(b[i]);
+    }
+}
+
+Test(conn, wait_fds_gives_the_lowest_ready_index, .timeout = MP_TMO(10))
+{
+    enum { N = 20 }; /* more than fit on the stack inside */
+    int p[N][2], fds[N];
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(pipe(p[i]), 0);
+        fds[i] = p[i][0];
+    }
+    cr_assert_eq(write(p[17][1], "x", 1), 1);
+    mp_expect_rc(mp_wait_fds(fds, N, 0), 17);
+    cr_assert_eq(write(p[3][1], "x", 1), 1);
+    mp_expect_rc(mp_wait_fds(fds, N, MP_FOREVER), 3);
+    mp_expect_rc(mp_wait_fds(fds, N, 0), 3); /* readiness is not consumed */
+    close(p[1][1]); /* end of file is ready too */
+    mp_expect_rc(mp_wait_fds(fds, N, -5.0), 1);
+    /* A socket with data, beside a pipe that has none. */
+    int sv[2];
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    int mix[2] = {p[0][0], sv[0]};
+    mp_expect_rc(mp_wait_fds(mix, 2, 0), MP_ETIMEDOUT);
+    cr_assert_eq(write(sv[1], "y", 1), 1);
+    mp_expect_rc(mp_wait_fds(mix, 2, MP_TMO(5)), 1);
+    close(sv[0]);
+    close(sv[1]);
+    /* A connection's descriptor, once a message is on its way. */
+    mp_conn *r, *w;
+    mp_expect_rc(mp_pipe_new(&r, &w, false), 0);
+    int cf[2] = {p[0][0], mp_conn_fileno(r)};
+    mp_expect_rc(mp_wait_fds(cf, 2, 0), MP_ETIMEDOUT);
+    mp_expect_rc(mp_conn_send(w, "hi", 2), 0);
+    mp_expect_rc(mp_wait_fds(cf, 2, MP_TMO(5)), 1);
+    mp_conn_free(r);
+    mp_conn_free(w);
+    for (int i = 0; i < N; i++) {
+        close(p[i][0]);
+        if (i != 1)
+            close(p[i][1]);
+    }
 }

@@ -81,6 +81,17 @@ MP_API int mp_conn_fileno(const mp_conn *c);
  * take them in turn, so a busy connection cannot starve the others. */
 MP_API int mp_wait(mp_conn *const *conns, size_t n, double timeout);
 
+/* Wait until one of n file descriptors is readable, at end of file, hung
+ * up or in error (multiprocessing.connection.wait on sentinels and
+ * sockets): process sentinels (mp_process_sentinel), sockets, pipes, any
+ * pollable descriptor.  For a connection, mp_wait is the one to use: this
+ * call does not see data already buffered inside an mp_conn.  Returns the
+ * lowest index among those ready, MP_ETIMEDOUT, -EINVAL (fds NULL with
+ * n > 0, a negative fd, NaN timeout, n over INT_MAX, or n == 0 without a
+ * timeout, which could never end), -EBADF (an fd that is not open),
+ * -ENOMEM.  n == 0 with a timeout waits it out.  Thread-safe. */
+MP_API int mp_wait_fds(const int *fds, size_t n, double timeout);
+
 /* Close this process's descriptors and free the object (NULL: no-op). */
 MP_API void mp_conn_free(mp_conn *c);
 

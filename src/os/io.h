@@ -38,6 +38,12 @@ int mp__io_send_fds(int sock, const void *buf, size_t len, const int *fds, int n
  * CLOCK_MONOTONIC deadline.  ready[i] is set for each ready one.  Returns
  * how many are ready, 0 at the deadline, or -errno. */
 int mp__io_wait_readable(const int *fds, size_t n, int64_t deadline, bool *ready);
+/* Wait until one of fds is readable (or at EOF, hung up, in error), up to
+ * the absolute CLOCK_MONOTONIC deadline, to the nanosecond.  Returns the
+ * lowest index among those ready, -ETIMEDOUT, -EBADF (one is not an open
+ * descriptor), or -errno.  n may be 0: then it only waits out the
+ * deadline. */
+int mp__io_wait_any(const int *fds, size_t n, int64_t deadline);
 /* Close, keeping errno. */
 void mp__io_close(int fd);
 

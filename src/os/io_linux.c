@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "os/io.h"
@@ -216,6 +217,59 @@ int mp__io_wait_readable(const int *fds, size_t n, int64_t deadline, bool *ready
     }
     for (size_t i = 0; i < n; i++)
         ready[i] = rc > 0 && p[i].revents != 0;
+    if (p != small)
+        free(p);
+    return rc;
+}
+
+int mp__io_wait_any(const int *fds, size_t n, int64_t deadline)
+{
+    struct pollfd small[16], *p = small;
+    if (n > 16) {
+        p = calloc(n, sizeof *p);
+        if (p == NULL)
+            return -ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++)
+        p[i] = (struct pollfd){.fd = fds[i], .events = POLLIN};
+    int rc;
+    for (;;) {
+        /* ppoll, not poll: a timeout in nanoseconds, not rounded to ms. */
+        struct timespec ts, *tp = NULL;
+        if (deadline != MP__NO_DEADLINE) {
+            int64_t left = deadline - mp__now_ns();
+            if (left < 0)
+                left = 0;
+            ts.tv_sec = left / 1000000000;
+            ts.tv_nsec = left % 1000000000;
+            tp = &ts;
+        }
+        rc = ppoll(p, (nfds_t)n, tp, NULL);
+        if (rc > 0)
+            break;
+        if (rc == 0) {
+            if (deadline != MP__NO_DEADLINE && mp__now_ns() >= deadline) {
+                rc = -ETIMEDOUT;
+                break;
+            }
+            continue;
+        }
+        if (errno != EINTR) {
+            rc = -errno;
+            break;
+        }
+    }
+    if (rc > 0) {
+        int first = -1;
+        for (size_t i = 0; i < n && rc != -EBADF; i++) {
+            if (p[i].revents & POLLNVAL)
+                rc = -EBADF; /* a closed fd anywhere is the caller's bug */
+            else if (p[i].revents != 0 && first < 0)
+                first = (int)i;
+        }
+        if (rc != -EBADF)
+            rc = first;
+    }
     if (p != small)
         free(p);
     return rc;
