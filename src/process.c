@@ -32,7 +32,7 @@
 typedef struct child {
     struct child *next, *prev;
     pid_t pid;
-    int pidfd;      /* -1 once closed */
+    int pidfd;      /* -1 once closed; the object's sentinel */
     bool daemon;
     bool reaped;    /* exit status collected: `code` is valid */
     bool detached;  /* its object was freed: the registry owns it */
@@ -363,6 +363,15 @@ int mp_process_exitcode(mp_process *p, int *code)
 pid_t mp_process_pid(const mp_process *p)
 {
     return p != NULL && p->rec != NULL ? p->rec->pid : 0;
+}
+
+int mp_process_sentinel(const mp_process *p)
+{
+    int rc = check(p);
+    if (rc < 0)
+        return rc;
+    /* Set by start before p->rec is, and open while the object lives. */
+    return p->rec != NULL ? p->rec->pidfd : -EINVAL;
 }
 
 const char *mp_process_name(const mp_process *p)

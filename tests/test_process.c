@@ -1,5 +1,6 @@
 /* Processes: start, join, exit codes, signals, daemons, names, detaching,
- * exit-time joining, and bad input. */
+ * exit-time joining, the child's wait for its threads, sentinels, and bad
+ * input. */
 // labels: unit tsan
 #include <fcntl.h>
 #include <math.h>
@@ -8,6 +9,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/epoll.h>
 
 #include "mp_test.h"
 
@@ -188,7 +190,7 @@ static int use_parents_object(void *arg)
     int code;
     if (mp_process_start(p) != -EPERM || mp_process_join(p, 0) != -EPERM ||
         mp_process_kill(p) != -EPERM || mp_process_exitcode(p, &code) != -EPERM ||
-        mp_process_is_alive(p))
+        mp_process_sentinel(p) != -EPERM || mp_process_is_alive(p))
         return 1;
     return 0;
 }
@@ -516,4 +518,66 @@ Test(process, cpu_count_follows_affinity, .timeout = MP_TMO(5))
     CPU_SET(0, &one);
     cr_assert_eq(sched_setaffinity(0, sizeof one, &one), 0);
     cr_assert_eq(mp_cpu_count(), 1);
+}
+
+/* ---- sentinels and mp_wait_fds ---- */
+
+Test(process, sentinel_is_readable_once_the_child_ends, .timeout = MP_TMO(10))
+{
+    gate g = gate_new(-1);
+    mp_process *p;
+    cr_assert_eq(mp_process_new(&p, wait_gate, &g, NULL), 0);
+    mp_expect_rc(mp_process_sentinel(p), -EINVAL); /* before start */
+    mp_expect_rc(mp_process_sentinel(NULL), -EINVAL);
+    mp_expect_rc(mp_process_start(p), 0);
+    int before = mp_test_lowest_free_fd();
+    int s = mp_process_sentinel(p);
+    cr_assert_geq(s, 0);
+    cr_assert_eq(mp_process_sentinel(p), s, "the same descriptor every time");
+    cr_assert_eq(mp_test_lowest_free_fd(), before, "no descriptor opened for it");
+    struct pollfd pf = {.fd = s, .events = POLLIN};
+    cr_assert_eq(poll(&pf, 1, 0), 0, "not readable while the child runs");
+    /* Usable in epoll, as Python's sentinel is in selectors. */
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    cr_assert_geq(ep, 0);
+    struct epoll_event ev = {.events = EPOLLIN, .data.u32 = 77};
+    cr_assert_eq(epoll_ctl(ep, EPOLL_CTL_ADD, s, &ev), 0);
+    cr_assert_eq(epoll_wait(ep, &ev, 1, 0), 0);
+    close(g.wr);
+    cr_assert_eq(epoll_wait(ep, &ev, 1, (int)(MP_TMO(5) * 1000)), 1);
+    cr_assert_eq(ev.data.u32, 77u);
+    close(ep);
+    mp_expect_rc(mp_process_join(p, MP_TMO(5)), 0);
+    cr_assert_eq(mp_process_sentinel(p), s, "kept after the join");
+    cr_assert_eq(poll(&pf, 1, 0), 1, "still readable once reaped");
+    mp_process_free(p);
+    errno = 0;
+    cr_assert_eq(fcntl(s, F_GETFD), -1, "closed by mp_process_free");
+    cr_assert_eq(errno, EBADF);
+    close(g.rd);
+}
+
+/* connection.wait([p.sentinel, ...]) blocks until a process ends. */
+Test(process, wait_fds_on_sentinels_blocks_until_a_child_ends, .timeout = MP_TMO(10))
+{
+    gate g = gate_new(-1);
+    int idle[2];
+    cr_assert_eq(pipe(idle), 0);
+    mp_process *slow, *quick;
+    cr_assert_eq(mp_process_new(&slow, wait_gate, &g, NULL), 0);
+    cr_assert_eq(mp_process_new(&quick, ret_arg, NULL, NULL), 0);
+    mp_expect_rc(mp_process_start(slow), 0);
+    mp_expect_rc(mp_process_start(quick), 0);
+    int fds[3] = {idle[0], mp_process_sentinel(slow), mp_process_sentinel(quick)};
+    mp_expect_rc(mp_wait_fds(fds, 3, MP_FOREVER), 2);
+    mp_expect_rc(mp_process_join(quick, 0), 0);
+    mp_expect_rc(mp_wait_fds(fds, 2, 0), MP_ETIMEDOUT);
+    close(g.wr);
+    mp_expect_rc(mp_wait_fds(fds, 2, MP_TMO(5)), 1);
+    mp_expect_rc(mp_process_join(slow, 0), 0);
+    mp_process_free(slow);
+    mp_process_free(quick);
+    close(idle[0]);
+    close(idle[1]);
+    close(g.rd);
 }

@@ -75,6 +75,13 @@ MP_API bool mp_process_daemon(const mp_process *p);
 MP_API int mp_process_terminate(mp_process *p);
 MP_API int mp_process_kill(mp_process *p);
 
+/* A descriptor that becomes readable when the child ends, for poll/epoll
+ * or mp_wait_fds (Process.sentinel; a pidfd).  The same descriptor on every
+ * call; the object owns it and mp_process_free closes it: do not close it
+ * or read from it.  It stays readable once the child has ended, reaped or
+ * not.  Errors: -EINVAL (NULL, not started), -EPERM. */
+MP_API int mp_process_sentinel(const mp_process *p);
+
 /* Release the object.  A running child is detached, not killed (see top).
  * NULL is a no-op; in a forked child it frees only this copy's memory. */
 MP_API void mp_process_free(mp_process *p);
