@@ -12,9 +12,21 @@
  * After a fork the registry's records belong to the parent: the child hook
  * closes their pidfds and sets the list aside, to be freed on first use (not
  * in the hook, where only async-signal-safe calls are allowed).  Nothing
- * here lives in shared memory, so a kill -9 has nothing to corrupt. */
+ * here lives in shared memory, so a kill -9 has nothing to corrupt.
+ *
+ * Besides the objects of children, two kinds of object describe processes
+ * that are not ours to start or reap: mp_process_current() (the calling
+ * process) and mp_process_parent() (the process that started it).  The
+ * main process's own is static; a child of mp_process_start gets a new
+ * pair, allocated by its parent before the fork (so that a failed
+ * allocation is start's -ENOMEM) and installed by the child before the
+ * target runs.  They are never freed, so a pointer handed out stays valid
+ * for the life of the process (the pair a child inherits stays reachable
+ * from its own).  The parent's object holds a pidfd of the parent, opened
+ * by the child at once, while the parent is certainly its parent. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -37,16 +49,43 @@ typedef struct child {
     bool reaped;    /* exit status collected: `code` is valid */
     bool detached;  /* its object was freed: the registry owns it */
     int code;       /* exit status, or -signal */
+    mp_process *obj; /* its object (for mp_active_children); NULL if detached */
 } child;
+
+/* What an object describes. */
+enum proc_kind {
+    KIND_CHILD,  /* a child of the creator, made by mp_process_new */
+    KIND_SELF,   /* mp_process_current(): the calling process */
+    KIND_PARENT  /* mp_process_parent(): the process that started it */
+};
 
 struct mp_process {
     mp_target fn;
     void *arg;
     char *name;
     bool daemon;
-    pid_t owner;    /* process that created this object */
-    child *rec;     /* NULL until started */
+    enum proc_kind kind;
+    pid_t owner;    /* process that created this object (KIND_CHILD) */
+    child *rec;     /* NULL until started (KIND_CHILD) */
+    pid_t pid;      /* KIND_PARENT: its pid */
+    int pidfd;      /* KIND_PARENT: readable once it has ended, or -errno */
 };
+
+/* The objects of a child's own process and of its parent, in one block. */
+typedef struct ids {
+    mp_process self, parent;
+    struct ids *older;  /* the pair inherited from the parent, kept */
+    char names[];       /* both names, NUL-terminated */
+} ids;
+
+/* The main process's object; children replace self_desc and parent_desc
+ * with their own pair (in child_main, before the target runs) and never
+ * change them again, so they are read without a lock. */
+static mp_process main_desc = {
+    .name = (char *)"MainProcess", .kind = KIND_SELF, .pidfd = -1};
+static mp_process *self_desc = &main_desc;
+static mp_process *parent_desc;  /* NULL in the main process */
+static ids *own_ids;             /* the block self_desc lives in, if any */
 
 static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
 static child *reg_head;        /* this process's children */
@@ -197,6 +236,8 @@ static int pidfd_support(void)
 
 /* ---- the object ---- */
 
+/* The test every call on a child's object makes: another process's object
+ * (or one that describes no child of ours: owner 0) is -EPERM. */
 static int check(const mp_process *p)
 {
     if (p == NULL)
@@ -204,6 +245,26 @@ static int check(const mp_process *p)
     if (p->owner != mp__getpid())
         return -EPERM;
     return 0;
+}
+
+/* ---- this process and its parent ---- */
+
+const mp_process *mp_process_current(void)
+{
+    return self_desc;
+}
+
+const mp_process *mp_process_parent(void)
+{
+    return parent_desc;
+}
+
+/* Whether the parent described by p has ended: 1, 0, or -errno. */
+static int parent_ended(const mp_process *p, int64_t deadline)
+{
+    if (p->pidfd < 0)
+        return p->pidfd;
+    return mp__fd_wait_readable(p->pidfd, deadline);
 }
 
 int mp_process_new(mp_process **out, mp_target fn, void *arg,
@@ -231,16 +292,65 @@ int mp_process_new(mp_process **out, mp_target fn, void *arg,
     p->fn = fn;
     p->arg = arg;
     p->daemon = opts != NULL && opts->daemon;
+    p->kind = KIND_CHILD;
     p->owner = mp__getpid();
+    p->pidfd = -1;
     *out = p;
     return 0;
 }
 
+/* The child's objects for itself and its parent, made in the parent before
+ * the fork: names copied, the parent's pidfd not yet opened. */
+static ids *ids_new(const mp_process *p)
+{
+    const mp_process *me = self_desc; /* becomes the child's parent */
+    size_t a = strlen(p->name) + 1, b = strlen(me->name) + 1;
+    ids *d = calloc(1, sizeof *d + a + b);
+    if (d == NULL)
+        return NULL;
+    memcpy(d->names, p->name, a);
+    memcpy(d->names + a, me->name, b);
+    d->self = (mp_process){.name = d->names, .daemon = p->daemon, .kind = KIND_SELF,
+                           .pidfd = -1};
+    d->parent = (mp_process){.name = d->names + a, .daemon = me->daemon,
+                             .kind = KIND_PARENT, .pid = mp__getpid(), .pidfd = -1};
+    return d;
+}
+
+/* In the child, before the target: make d this process's own pair.  The
+ * pidfd of the parent is opened now, and kept only if the parent is still
+ * ours after it was opened (then it was not a recycled pid); if the parent
+ * has already gone, a notifier that is readable at once stands in. */
+static void ids_install(ids *d)
+{
+    mp_process *par = &d->parent;
+    int fd = mp__pidfd_open(par->pid);
+    if (fd >= 0 && getppid() != par->pid) {
+        close(fd);
+        fd = -ESRCH;
+    }
+    if (fd == -ESRCH) {
+        fd = mp__notifier_new();
+        if (fd >= 0)
+            mp__notify(fd);
+    }
+    par->pidfd = fd;
+    if (parent_desc != NULL && parent_desc->pidfd >= 0) {
+        close(parent_desc->pidfd); /* the grandparent's: not ours to watch */
+        parent_desc->pidfd = -EBADF;
+    }
+    d->older = own_ids;
+    own_ids = d;
+    parent_desc = par;
+    self_desc = &d->self;
+}
+
 /* The child's side of start: never returns. */
-static _Noreturn void child_main(mp_process *p, pid_t parent)
+static _Noreturn void child_main(mp_process *p, ids *d, pid_t parent)
 {
     if (p->daemon && mp__die_with_parent(parent, SIGKILL) < 0)
         _exit(1); /* the parent is already gone: a daemon goes with it */
+    ids_install(d);
     int rc = p->fn(p->arg);
     /* As a Python child does at the end: wait for our non-daemon threads
      * (and pending timers), flush output, then join our own non-daemon
@@ -268,10 +378,15 @@ int mp_process_start(mp_process *p)
     if (rc < 0)
         return rc;
     child *c = calloc(1, sizeof *c);
-    if (c == NULL)
+    ids *d = ids_new(p);
+    if (c == NULL || d == NULL) {
+        free(c);
+        free(d);
         return -ENOMEM;
+    }
     c->pidfd = -1;
     c->daemon = p->daemon;
+    c->obj = p;
 
     pthread_mutex_lock(&reg_lock);
     sweep_detached();
@@ -284,7 +399,8 @@ int mp_process_start(mp_process *p)
     pid_t parent = mp__getpid();
     pid_t pid = mp__fork();
     if (pid == 0)
-        child_main(p, parent);
+        child_main(p, d, parent);
+    free(d); /* the child's copy is the child's */
     if (pid < 0) {
         free(c);
         return pid;
@@ -311,10 +427,18 @@ int mp_process_start(mp_process *p)
 
 int mp_process_join(mp_process *p, double timeout)
 {
+    int64_t deadline;
+    if (p != NULL && p->kind != KIND_CHILD) {
+        if (mp__deadline(timeout, &deadline) < 0)
+            return -EINVAL;
+        if (p->kind == KIND_SELF)
+            return -EDEADLK;
+        int rc = parent_ended(p, deadline); /* as Python's parent_process().join */
+        return rc < 0 ? rc : rc == 1 ? 0 : MP_ETIMEDOUT;
+    }
     int rc = check(p);
     if (rc < 0)
         return rc;
-    int64_t deadline;
     if (mp__deadline(timeout, &deadline) < 0 || p->rec == NULL)
         return -EINVAL;
     child *c = p->rec;
@@ -335,6 +459,10 @@ int mp_process_join(mp_process *p, double timeout)
 
 bool mp_process_is_alive(mp_process *p)
 {
+    if (p != NULL && p->kind == KIND_SELF)
+        return true;
+    if (p != NULL && p->kind == KIND_PARENT)
+        return p->pidfd < 0 ? getppid() == p->pid : parent_ended(p, 0) == 0;
     if (check(p) < 0 || p->rec == NULL)
         return false;
     pthread_mutex_lock(&reg_lock);
@@ -345,6 +473,8 @@ bool mp_process_is_alive(mp_process *p)
 
 int mp_process_exitcode(mp_process *p, int *code)
 {
+    if (p != NULL && p->kind != KIND_CHILD) /* running / not ours to reap */
+        return code == NULL ? -EINVAL : p->kind == KIND_SELF ? -EAGAIN : -ECHILD;
     int rc = check(p);
     if (rc < 0)
         return rc;
@@ -362,16 +492,54 @@ int mp_process_exitcode(mp_process *p, int *code)
 
 pid_t mp_process_pid(const mp_process *p)
 {
-    return p != NULL && p->rec != NULL ? p->rec->pid : 0;
+    if (p == NULL)
+        return 0;
+    switch (p->kind) {
+    case KIND_SELF:
+        return mp__getpid(); /* also right in a child forked by other means */
+    case KIND_PARENT:
+        return p->pid;
+    default:
+        return p->rec != NULL ? p->rec->pid : 0;
+    }
 }
 
 int mp_process_sentinel(const mp_process *p)
 {
+    if (p != NULL && p->kind == KIND_PARENT)
+        return p->pidfd;
+    if (p != NULL && p->kind == KIND_SELF)
+        return -EINVAL; /* as Python: never started by this process */
     int rc = check(p);
     if (rc < 0)
         return rc;
     /* Set by start before p->rec is, and open while the object lives. */
     return p->rec != NULL ? p->rec->pidfd : -EINVAL;
+}
+
+int mp_active_children(mp_process **out, size_t cap)
+{
+    if (out == NULL && cap > 0)
+        return -EINVAL;
+    pthread_mutex_lock(&reg_lock);
+    sweep_detached();
+    child *c = reg_head;
+    while (c != NULL && c->next != NULL)
+        c = c->next;
+    /* Oldest first.  As Python's active_children(), children found to have
+     * exited are reaped here (their objects keep the exit code) and are not
+     * listed; so are children whose objects were freed (nothing to hand
+     * out), which the exit-time rule still joins. */
+    size_t n = 0;
+    for (; c != NULL; c = c->prev) {
+        if (c->obj == NULL || rec_poll(c))
+            continue;
+        if (n < cap)
+            out[n] = c->obj;
+        n++;
+    }
+    pthread_mutex_unlock(&reg_lock);
+    return n > INT_MAX ? INT_MAX : (int)n;
 }
 
 const char *mp_process_name(const mp_process *p)
@@ -407,8 +575,8 @@ int mp_process_kill(mp_process *p) { return send_signal(p, SIGKILL); }
 
 void mp_process_free(mp_process *p)
 {
-    if (p == NULL)
-        return;
+    if (p == NULL || p->kind != KIND_CHILD)
+        return; /* this process's and its parent's objects live on */
     if (p->owner == mp__getpid() && p->rec != NULL) {
         pthread_mutex_lock(&reg_lock);
         child *c = p->rec;
@@ -418,6 +586,7 @@ void mp_process_free(mp_process *p)
             free(c);
         } else {
             c->detached = true; /* reaped later; joined at exit */
+            c->obj = NULL;
         }
         pthread_mutex_unlock(&reg_lock);
     }

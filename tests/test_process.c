@@ -1,6 +1,6 @@
 /* Processes: start, join, exit codes, signals, daemons, names, detaching,
- * exit-time joining, the child's wait for its threads, sentinels, and bad
- * input. */
+ * exit-time joining, the child's wait for its threads, current/parent
+ * process, active children, sentinels and mp_wait_fds, and bad input. */
 // labels: unit tsan
 #include <fcntl.h>
 #include <math.h>
@@ -518,6 +518,223 @@ Test(process, cpu_count_follows_affinity, .timeout = MP_TMO(5))
     CPU_SET(0, &one);
     cr_assert_eq(sched_setaffinity(0, sizeof one, &one), 0);
     cr_assert_eq(mp_cpu_count(), 1);
+}
+
+/* ---- this process, its parent, its children ---- */
+
+/* multiprocessing.current_process() and parent_process() in the main
+ * program: "MainProcess", our pid, no parent; the library owns it. */
+Test(process, current_process_in_the_main_program, .timeout = MP_TMO(10))
+{
+    const mp_process *cur = mp_process_current();
+    cr_assert_not_null(cur);
+    cr_assert_eq(mp_process_current(), cur, "the same object on every call");
+    cr_assert_str_eq(mp_process_name(cur), "MainProcess");
+    cr_assert_eq(mp_process_pid(cur), getpid());
+    cr_assert_not(mp_process_daemon(cur));
+    cr_assert_null(mp_process_parent());
+    mp_process *c = (mp_process *)cur;
+    cr_assert(mp_process_is_alive(c));
+    int code;
+    mp_expect_rc(mp_process_exitcode(c, &code), -EAGAIN);
+    mp_expect_rc(mp_process_exitcode(c, NULL), -EINVAL);
+    mp_expect_rc(mp_process_join(c, 0), -EDEADLK);
+    mp_expect_rc(mp_process_join(c, NAN), -EINVAL);
+    mp_expect_rc(mp_process_start(c), -EPERM);
+    mp_expect_rc(mp_process_terminate(c), -EPERM);
+    mp_expect_rc(mp_process_kill(c), -EPERM);
+    mp_expect_rc(mp_process_sentinel(cur), -EINVAL);
+    mp_process_free(c); /* not ours to free: a no-op */
+    cr_assert_str_eq(mp_process_name(mp_process_current()), "MainProcess");
+    /* A child forked by other means keeps the name, with its own pid. */
+    pid_t pid = fork();
+    if (pid == 0)
+        _exit(mp_process_pid(mp_process_current()) == getpid() &&
+                      strcmp(mp_process_name(mp_process_current()), "MainProcess") == 0
+                  ? 0
+                  : 1);
+    int st = mp_test_waitpid(pid, MP_TMO(5));
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "status %#x", st);
+}
+
+/* What a child of mp_process_start sees: itself under its own name, pid
+ * and daemon flag, its parent under the parent's, and no children. */
+typedef struct {
+    const char *parent_name;
+    bool parent_daemon;
+} parent_is;
+
+static int check_identity(void *arg)
+{
+    const parent_is *want = arg;
+    const mp_process *cur = mp_process_current();
+    const mp_process *par = mp_process_parent();
+    if (cur == NULL || par == NULL)
+        return 10;
+    if (mp_process_pid(cur) != getpid() || mp_process_pid(par) != getppid())
+        return 11;
+    if (strcmp(mp_process_name(par), want->parent_name) != 0 ||
+        mp_process_daemon(par) != want->parent_daemon)
+        return 12;
+    if (!mp_process_is_alive((mp_process *)par) || !mp_process_is_alive((mp_process *)cur))
+        return 13;
+    int s = mp_process_sentinel(par);
+    if (s < 0 || mp_process_sentinel(par) != s || mp_wait_fds(&s, 1, 0) != MP_ETIMEDOUT)
+        return 14;
+    int code;
+    if (mp_process_join((mp_process *)par, 0) != MP_ETIMEDOUT ||
+        mp_process_exitcode((mp_process *)par, &code) != -ECHILD ||
+        mp_process_kill((mp_process *)par) != -EPERM)
+        return 15;
+    if (mp_active_children(NULL, 0) != 0)
+        return 16; /* the parent's children are not ours */
+    mp_process_free((mp_process *)par);
+    if (mp_process_parent() != par || mp_process_pid(par) != getppid())
+        return 17;
+    /* The name and flag are this child's own. */
+    if (strcmp(mp_process_name(cur), "kid") == 0)
+        return mp_process_daemon(cur) ? 0 : 18;
+    return strcmp(mp_process_name(cur), "grandkid") == 0 && !mp_process_daemon(cur) ? 0 : 19;
+}
+
+/* A child that checks itself, then starts a grandchild that checks itself
+ * and sees the child as its parent. */
+static int check_identity_and_start_grandkid(void *arg)
+{
+    int rc = check_identity(arg);
+    if (rc != 0)
+        return rc;
+    mp_process *g;
+    static const parent_is kid = {"kid", true};
+    if (mp_process_new(&g, check_identity, (void *)&kid, &(mp_process_opts){.name = "grandkid"}) < 0 ||
+        mp_process_start(g) < 0 || mp_process_join(g, MP_TMO(5)) < 0)
+        return 20;
+    int code = -1;
+    mp_process_exitcode(g, &code);
+    mp_process_free(g);
+    if (code != 0)
+        return 30 + code;
+    return strcmp(mp_process_name(mp_process_current()), "kid") == 0 ? 0 : 21;
+}
+
+Test(process, current_and_parent_process_in_children, .timeout = MP_TMO(10))
+{
+    mp_process *p;
+    static const parent_is main_program = {"MainProcess", false};
+    cr_assert_eq(mp_process_new(&p, check_identity_and_start_grandkid, (void *)&main_program,
+                                &(mp_process_opts){.name = "kid", .daemon = true}),
+                 0);
+    mp_expect_rc(mp_process_start(p), 0);
+    mp_expect_rc(mp_process_join(p, MP_TMO(5)), 0);
+    int code;
+    mp_expect_rc(mp_process_exitcode(p, &code), 0);
+    cr_assert_eq(code, 0, "the child's check %d failed", code);
+    mp_process_free(p);
+}
+
+/* The parent's sentinel becomes readable when the parent dies, even by
+ * SIGKILL and after the child has been re-parented. */
+typedef struct {
+    int report; /* the grandchild writes its pid, then 'P' once its parent ended */
+    gate g;     /* the middle child parks on it */
+} orphan_arg;
+
+static int watch_parent(void *arg)
+{
+    orphan_arg *a = arg;
+    close(a->g.wr);
+    pid_t me = getpid();
+    if (write(a->report, &me, sizeof me) != sizeof me)
+        return 1;
+    const mp_process *par = mp_process_parent();
+    int s = mp_process_sentinel(par);
+    if (mp_wait_fds(&s, 1, MP_TMO(5)) != 0 || mp_process_is_alive((mp_process *)par) ||
+        mp_process_join((mp_process *)par, 0) != 0)
+        return 2;
+    return write(a->report, "P", 1) == 1 ? 0 : 3;
+}
+
+static int start_watcher_and_park(void *arg)
+{
+    orphan_arg *a = arg;
+    mp_process *w;
+    if (mp_process_new(&w, watch_parent, a, NULL) < 0 || mp_process_start(w) < 0)
+        return 1;
+    return wait_gate(&a->g);
+}
+
+Test(process, parent_sentinel_fires_when_the_parent_dies, .timeout = MP_TMO(10))
+{
+    int report[2];
+    cr_assert_eq(pipe(report), 0);
+    orphan_arg a = {.report = report[1], .g = gate_new(-1)};
+    mp_process *mid;
+    cr_assert_eq(mp_process_new(&mid, start_watcher_and_park, &a, NULL), 0);
+    mp_expect_rc(mp_process_start(mid), 0);
+    pid_t watcher;
+    cr_assert_eq(mp_test_read(report[0], &watcher, sizeof watcher, MP_TMO(5)),
+                 (ssize_t)sizeof watcher);
+    mp_expect_rc(mp_process_kill(mid), 0);
+    mp_expect_rc(mp_process_join(mid, MP_TMO(5)), 0);
+    char c = 0;
+    cr_assert_eq(mp_test_read(report[0], &c, 1, MP_TMO(5)), 1, "the orphan saw its parent end");
+    cr_assert_eq(c, 'P');
+    cr_assert(mp_test_process_gone(watcher, MP_TMO(5)));
+    mp_process_free(mid);
+    close(a.g.rd);
+    close(a.g.wr);
+    close(report[0]);
+    close(report[1]);
+}
+
+/* multiprocessing.active_children(): live children, oldest first; one that
+ * has exited is reaped (its exit code kept) and not listed; a freed
+ * object is not listed either. */
+Test(process, active_children_lists_live_ones_and_reaps_the_rest, .timeout = MP_TMO(10))
+{
+    gate g = gate_new(-1);
+    mp_process *a, *b, *c, *d;
+    cr_assert_eq(mp_process_new(&a, wait_gate, &g, NULL), 0);
+    cr_assert_eq(mp_process_new(&b, wait_gate, &g, &(mp_process_opts){.daemon = true}), 0);
+    cr_assert_eq(mp_process_new(&c, ret_arg, (void *)(intptr_t)9, NULL), 0);
+    cr_assert_eq(mp_process_new(&d, wait_gate, &g, NULL), 0);
+    mp_expect_rc(mp_active_children(NULL, 0), 0);
+    mp_expect_rc(mp_process_start(a), 0);
+    mp_expect_rc(mp_process_start(b), 0);
+    mp_expect_rc(mp_process_start(c), 0);
+    mp_expect_rc(mp_process_start(d), 0);
+    /* c has ended (its sentinel says so; nothing has reaped it yet). */
+    int s = mp_process_sentinel(c);
+    mp_expect_rc(mp_wait_fds(&s, 1, MP_TMO(5)), 0);
+    mp_process *out[8] = {0};
+    mp_expect_rc(mp_active_children(out, 8), 3);
+    cr_assert(out[0] == a && out[1] == b && out[2] == d && out[3] == NULL);
+    cr_assert_eq(mp_process_pid(out[1]), mp_process_pid(b));
+    cr_assert_str_eq(mp_process_name(out[2]), mp_process_name(d));
+    int code;
+    mp_expect_rc(mp_process_exitcode(c, &code), 0); /* reaped, code kept */
+    cr_assert_eq(code, 9);
+    mp_expect_rc(mp_process_join(c, 0), 0);
+    siginfo_t si = {0};
+    cr_assert_eq(waitid(P_PID, (id_t)mp_process_pid(c), &si, WEXITED | WNOHANG | WNOWAIT), -1);
+    cr_assert_eq(errno, ECHILD, "active_children reaped the finished child");
+    /* At most cap are stored; the count is all of them. */
+    mp_process *one[2] = {NULL, (mp_process *)0x1};
+    mp_expect_rc(mp_active_children(one, 1), 3);
+    cr_assert(one[0] == a && one[1] == (mp_process *)0x1);
+    mp_expect_rc(mp_active_children(NULL, 1), -EINVAL);
+    /* A freed (detached) object is not handed out. */
+    mp_process_free(a);
+    mp_expect_rc(mp_active_children(out, 8), 2);
+    cr_assert(out[0] == b && out[1] == d);
+    close(g.wr);
+    mp_expect_rc(mp_process_join(b, MP_TMO(5)), 0);
+    mp_expect_rc(mp_process_join(d, MP_TMO(5)), 0);
+    mp_expect_rc(mp_active_children(out, 8), 0);
+    mp_process_free(b);
+    mp_process_free(c);
+    mp_process_free(d);
+    close(g.rd);
 }
 
 /* ---- sentinels and mp_wait_fds ---- */
