@@ -1,12 +1,37 @@
 /* Condition and Barrier.
  *
- * Condition: a sequence word that notify() bumps and waiters sleep on.  A
- * waiter reads the sequence while it still holds the lock, so a notify
- * that comes after its unlock changes the word and its futex wait returns
- * at once: no wake-up is lost.  notify(n) wakes n sleepers, and may wake a
- * waiter that was just going to sleep as well: wake-ups can be spurious,
- * as with pthreads.  A waiter killed by SIGKILL after being woken takes
- * its notification with it (Python's Condition has the same limit).
+ * Condition: a FIFO list of waiter nodes guarded by the condition's own
+ * lock, which the caller holds in wait and notify.  A waiter takes a node
+ * from the shared heap (waiters and notifiers in other processes write
+ * it), links it at the tail while it still holds the lock, releases the
+ * lock and sleeps on node->state until it is non-zero or the deadline
+ * passes.  notify(n) sets the state of up to n nodes from the head to 1,
+ * wakes each and unlinks it.  Back under the lock, a waiter whose state is
+ * set was notified (even if its deadline passed too); any other unlinks
+ * itself and times out.  So notify(n) wakes exactly min(n, linked)
+ * waiters, a waiter that has not linked yet cannot take a wake-up meant
+ * for the others, and no wait returns 0 without a notification.
+ *
+ * Kill -9.  A list change is a few stores under the lock.  Each is first
+ * written to a redo journal in the condition (the node and its neighbours,
+ * read before the change), committed by one store of the journal's op,
+ * then done by replaying the journal, which only stores values taken from
+ * it: doing it twice is harmless.  Whoever next holds the lock and touches
+ * the list (wait, notify, mp_cond_acquire), perhaps after an
+ * MP_EOWNERDEAD, replays a committed entry first.  Nodes are freed only by
+ * their own waiter, holding the lock, after a replay, so no link and no
+ * journal entry ever points to a freed node.  What deaths cost:
+ *  - a waiter killed while linked stays linked until a notify reaches its
+ *    node, which consumes one notification (Python's Condition has the
+ *    same limit); its node leaks (32 bytes of heap);
+ *  - a waiter killed after being notified takes the notification with it;
+ *  - a notifier killed mid-notify: the replay finishes the wake-up it
+ *    began; killed between committing and setting the state, it leaves
+ *    that waiter asleep until the next wait, notify or mp_cond_acquire
+ *    replays the journal (or the waiter's deadline).
+ * Only the order of the stores as the dying thread made them matters: it
+ * runs the kernel's robust-list walk itself, after all its stores, so the
+ * next holder sees them all; compiler fences keep them in program order.
  *
  * Barrier: an internal robust mutex guards the counters; waiters sleep on
  * a generation word that the last arrival (or abort/reset/timeout) bumps.
@@ -28,12 +53,26 @@
 #include "wait_int.h"
 #include "sync_int.h"
 
+/* A waiter's node.  Links are guarded by the condition's lock; state is
+ * also read by its sleeping waiter without the lock. */
+struct cond_node {
+    struct cond_node *next, *prev;
+    _Atomic uint32_t state; /* 0: waiting; 1: notified */
+};
+
+/* Journal ops: the list change a holder has committed to. */
+enum { J_NONE, J_LINK, J_UNLINK, J_NOTIFY };
+
 struct mp_cond {
     struct mp_lock *lock;   /* the lock, or &rlock->lock */
     mp_rlock *rlock;        /* NULL for a plain lock */
-    bool owns_lock;
-    _Atomic uint32_t seq;
-    _Atomic uint32_t sleepers;
+    bool owns_lock;         /* made by new: freed with the condition */
+    struct cond_node *head; /* oldest waiter, notified first */
+    struct cond_node *tail;
+    /* The redo journal (see the top of the file): the node changed and its
+     * neighbours as they were before; op commits the entry. */
+    struct cond_node *j_node, *j_prev, *j_next;
+    _Atomic uint32_t j_op;
 };
 
 static int cond_make(mp_cond **out, struct mp_lock *lock, mp_rlock *rlock, bool owns)
@@ -86,11 +125,78 @@ mp_rlock *mp_cond_rlock(mp_cond *c)
     return c != NULL ? c->rlock : NULL;
 }
 
+/* ---- the waiter list and its journal (lock held) ---- */
+
+/* Do the committed change, or do it again: it stores only values read
+ * from the journal, so a replay after a holder's death is harmless. */
+static void journal_replay(mp_cond *c)
+{
+    uint32_t op = atomic_load_explicit(&c->j_op, memory_order_relaxed);
+    if (op == J_NONE)
+        return;
+    struct cond_node *n = c->j_node, *p = c->j_prev, *x = c->j_next;
+    if (op == J_NOTIFY) {
+        /* Wake first: a notifier killed after this loses nothing. */
+        atomic_store_explicit(&n->state, 1, memory_order_release);
+        mp__futex_wake(&n->state, 1);
+    }
+    if (op == J_LINK) {
+        n->prev = p;
+        n->next = NULL;
+        *(p != NULL ? &p->next : &c->head) = n;
+        c->tail = n;
+    } else {
+        *(p != NULL ? &p->next : &c->head) = x;
+        *(x != NULL ? &x->prev : &c->tail) = p;
+    }
+    /* Compiler fence: the change is made before the entry is cleared (a
+     * relaxed store could move up past plain stores). */
+    atomic_signal_fence(memory_order_seq_cst);
+    atomic_store_explicit(&c->j_op, J_NONE, memory_order_relaxed);
+}
+
+/* Commit to a change of n (its neighbours p, x as they are now), then
+ * make it. */
+static void journal_do(mp_cond *c, uint32_t op, struct cond_node *n, struct cond_node *p,
+                       struct cond_node *x)
+{
+    c->j_node = n;
+    c->j_prev = p;
+    c->j_next = x;
+    /* Compiler fences: the entry is complete before its commit, and the
+     * commit precedes the change. */
+    atomic_signal_fence(memory_order_seq_cst);
+    atomic_store_explicit(&c->j_op, op, memory_order_relaxed);
+    atomic_signal_fence(memory_order_seq_cst);
+    journal_replay(c);
+}
+
+static void list_link(mp_cond *c, struct cond_node *n)
+{
+    journal_do(c, J_LINK, n, c->tail, NULL);
+}
+
+static void list_unlink(mp_cond *c, struct cond_node *n)
+{
+    journal_do(c, J_UNLINK, n, n->prev, n->next);
+}
+
+static void list_notify_head(mp_cond *c)
+{
+    struct cond_node *n = c->head;
+    journal_do(c, J_NOTIFY, n, NULL, n->next);
+}
+
+/* ---- Condition ---- */
+
 int mp_cond_acquire(mp_cond *c, double timeout)
 {
     if (c == NULL)
         return -EINVAL;
-    return c->rlock ? mp_rlock_acquire(c->rlock, timeout) : mp_lock_acquire(c->lock, timeout);
+    int rc = c->rlock ? mp_rlock_acquire(c->rlock, timeout) : mp_lock_acquire(c->lock, timeout);
+    if (MP_ACQUIRED(rc))
+        journal_replay(c); /* a dead holder's half-made change */
+    return rc;
 }
 
 int mp_cond_release(mp_cond *c)
@@ -100,6 +206,43 @@ int mp_cond_release(mp_cond *c)
     return c->rlock ? mp_rlock_release(c->rlock) : mp_lock_release(c->lock);
 }
 
+/* Sleep until n is notified or the deadline passes (lock not held). */
+static void node_sleep(struct cond_node *n, int64_t deadline)
+{
+    mp__wait_change(&n->state, NULL, 0, deadline, 0); /* loops on spurious returns */
+}
+
+/* mp_cond_wait with an absolute deadline; the lock is held. */
+static int cond_wait_until(mp_cond *c, int64_t deadline)
+{
+    int err = 0;
+    struct cond_node *n = mp__heap_alloc(sizeof *n, &err);
+    if (n == NULL)
+        return err;
+    atomic_init(&n->state, 0);
+    journal_replay(c);
+    list_link(c, n);
+    unsigned depth = c->rlock ? c->rlock->count : 0;
+    mp__lock_release(c->lock); /* fully, however deep an rlock is held */
+
+    node_sleep(n, deadline);
+
+    int lrc = mp__lock_acquire(c->lock, MP__NO_DEADLINE);
+    if (!MP_ACQUIRED(lrc))
+        return lrc; /* cannot happen (-EDEADLK needs us to hold it) */
+    if (c->rlock)
+        c->rlock->count = depth;
+    journal_replay(c);
+    /* Under the lock the state is final: notify sets it holding the lock. */
+    bool notified = atomic_load_explicit(&n->state, memory_order_relaxed) != 0;
+    if (!notified)
+        list_unlink(c, n);
+    mp__heap_free(n);
+    if (lrc == MP_EOWNERDEAD)
+        return MP_EOWNERDEAD;
+    return notified ? 0 : MP_ETIMEDOUT;
+}
+
 int mp_cond_wait(mp_cond *c, double timeout)
 {
     int64_t deadline;
@@ -107,25 +250,7 @@ int mp_cond_wait(mp_cond *c, double timeout)
         return -EINVAL;
     if (!mp__lock_held(c->lock))
         return -EPERM;
-    uint32_t seq = atomic_load(&c->seq);
-    atomic_fetch_add(&c->sleepers, 1);
-    unsigned depth = c->rlock ? c->rlock->count : 0;
-    mp__lock_release(c->lock);
-
-    int rc;
-    do
-        rc = mp__futex_wait(&c->seq, seq, deadline);
-    while (rc == -EINTR);
-    atomic_fetch_sub(&c->sleepers, 1);
-
-    int lrc = mp__lock_acquire(c->lock, MP__NO_DEADLINE);
-    if (c->rlock)
-        c->rlock->count = depth;
-    if (lrc == MP_EOWNERDEAD)
-        return MP_EOWNERDEAD;
-    if (lrc < 0) /* cannot happen: EDEADLK needs us to hold it */
-        return lrc;
-    return rc == -ETIMEDOUT ? MP_ETIMEDOUT : 0;
+    return cond_wait_until(c, deadline);
 }
 
 int mp_cond_notify(mp_cond *c, unsigned n)
@@ -134,10 +259,9 @@ int mp_cond_notify(mp_cond *c, unsigned n)
         return -EINVAL;
     if (!mp__lock_held(c->lock))
         return -EPERM;
-    if (n == 0 || atomic_load(&c->sleepers) == 0)
-        return 0;
-    atomic_fetch_add(&c->seq, 1);
-    mp__futex_wake(&c->seq, n > INT32_MAX ? INT32_MAX : (int)n);
+    journal_replay(c);
+    for (; n > 0 && c->head != NULL; n--)
+        list_notify_head(c);
     return 0;
 }
 

@@ -578,6 +578,182 @@ Test(cond, over_an_rlock_held_twice, .timeout = MP_TMO(10))
     mp_rlock_free(rl);
 }
 
+/* notify(n) wakes exactly n: five waiters, notify(3), over many rounds.
+ * Every return from wait counts as a wake, as in CPython's test_notify. */
+typedef struct {
+    mp_cond *cond;
+    mp_sem *arrived;  /* a permit per waiter, given under the lock before
+                         its wait: once the notifier holds the lock after
+                         taking all of them, every waiter is linked */
+    mp_sem *returned; /* a permit per waiter back from wait */
+    int phase;        /* guarded by the lock: 1 while only notify(n) was sent */
+    int woke_early;   /* returns 0 from wait during phase 1 */
+    int errors;       /* returns other than 0 */
+} notify_job;
+
+static int notify_waiter(void *arg)
+{
+    notify_job *j = arg;
+    if (mp_cond_acquire(j->cond, MP_FOREVER) != 0)
+        return 1;
+    mp_sem_release(j->arrived);
+    int rc = mp_cond_wait(j->cond, MP_TMO(10));
+    if (rc != 0)
+        j->errors++;
+    else if (j->phase == 1)
+        j->woke_early++;
+    mp_cond_release(j->cond);
+    mp_sem_release(j->returned);
+    return 0;
+}
+
+static void *notify_waiter_thread(void *arg)
+{
+    return (void *)(intptr_t)notify_waiter(arg);
+}
+
+static notify_job *notify_job_new(void)
+{
+    notify_job *j = mp_shared_alloc(sizeof *j);
+    cr_assert_not_null(j);
+    cr_assert_eq(mp_cond_new(&j->cond, NULL), 0);
+    cr_assert_eq(mp_sem_new(&j->arrived, 0, 0), 0);
+    cr_assert_eq(mp_sem_new(&j->returned, 0, 0), 0);
+    return j;
+}
+
+static void notify_job_free(notify_job *j)
+{
+    mp_sem_free(j->returned);
+    mp_sem_free(j->arrived);
+    mp_cond_free(j->cond);
+    mp_shared_free(j);
+}
+
+/* Take k permits of s, each within a few seconds. */
+static void sem_take(mp_sem *s, int k)
+{
+    for (int i = 0; i < k; i++)
+        mp_expect_rc(mp_sem_acquire(s, MP_TMO(5)), 0);
+}
+
+enum { NOTIFY_WAITERS = 5, NOTIFY_N = 3, NOTIFY_ROUNDS = 60 };
+
+/* One round: returns how many waiters came back from notify(NOTIFY_N). */
+static int notify_round(notify_job *j, bool processes)
+{
+    mp_process *p[NOTIFY_WAITERS] = {0};
+    pthread_t t[NOTIFY_WAITERS] = {0};
+    j->phase = 1;
+    j->woke_early = 0;
+    for (int i = 0; i < NOTIFY_WAITERS; i++) {
+        if (processes)
+            p[i] = spawn(notify_waiter, j);
+        else
+            t[i] = thread(notify_waiter_thread, j);
+    }
+    sem_take(j->arrived, NOTIFY_WAITERS);
+    mp_expect_rc(mp_cond_acquire(j->cond, MP_FOREVER), 0);
+    mp_expect_rc(mp_cond_notify(j->cond, NOTIFY_N), 0);
+    mp_expect_rc(mp_cond_release(j->cond), 0);
+    sem_take(j->returned, NOTIFY_N);
+    /* Any waiter woken on top of the n is back at once: give it 20 ms. */
+    int back = NOTIFY_N;
+    while (back < NOTIFY_WAITERS && mp_sem_acquire(j->returned, 0.02) == 0)
+        back++;
+    mp_expect_rc(mp_cond_acquire(j->cond, MP_FOREVER), 0);
+    int woke = j->woke_early;
+    j->phase = 2;
+    mp_expect_rc(mp_cond_notify_all(j->cond), 0);
+    mp_expect_rc(mp_cond_release(j->cond), 0);
+    sem_take(j->returned, NOTIFY_WAITERS - back);
+    for (int i = 0; i < NOTIFY_WAITERS; i++) {
+        if (processes) {
+            join_ok(p[i], 0);
+        } else {
+            void *r;
+            pthread_join(t[i], &r);
+            cr_assert_eq((intptr_t)r, 0);
+        }
+    }
+    cr_assert_eq(j->errors, 0, "every wait returned 0");
+    return woke;
+}
+
+static void notify_wakes_exactly_n(bool processes)
+{
+    notify_job *j = notify_job_new();
+    int bad = 0;
+    for (int round = 0; round < NOTIFY_ROUNDS; round++) {
+        int woke = notify_round(j, processes);
+        if (woke != NOTIFY_N)
+            cr_log_info("round %d: notify(%d) woke %d", round, NOTIFY_N, woke);
+        bad += woke != NOTIFY_N;
+    }
+    cr_assert_eq(bad, 0, "%d of %d rounds woke other than %d", bad, NOTIFY_ROUNDS, NOTIFY_N);
+    notify_job_free(j);
+}
+
+Test(cond, notify_wakes_exactly_n_threads, .timeout = MP_TMO(60))
+{
+    notify_wakes_exactly_n(false);
+}
+
+Test(cond, notify_wakes_exactly_n_processes, .timeout = MP_TMO(60))
+{
+    notify_wakes_exactly_n(true);
+}
+
+Test(cond, a_timed_out_waiter_leaves_the_queue, .timeout = MP_TMO(10))
+{
+    notify_job *j = notify_job_new();
+    mp_expect_rc(mp_cond_acquire(j->cond, MP_FOREVER), 0);
+    mp_expect_rc(mp_cond_wait(j->cond, 0), MP_ETIMEDOUT);
+    mp_expect_rc(mp_cond_wait(j->cond, 0.01), MP_ETIMEDOUT);
+    mp_expect_rc(mp_cond_release(j->cond), 0);
+    /* The notification goes to the one real waiter, not to a stale entry. */
+    j->phase = 1;
+    pthread_t t = thread(notify_waiter_thread, j);
+    sem_take(j->arrived, 1);
+    mp_expect_rc(mp_cond_acquire(j->cond, MP_FOREVER), 0);
+    mp_expect_rc(mp_cond_notify(j->cond, 1), 0);
+    mp_expect_rc(mp_cond_release(j->cond), 0);
+    sem_take(j->returned, 1);
+    pthread_join(t, NULL);
+    cr_assert_eq(j->errors, 0);
+    cr_assert_eq(j->woke_early, 1);
+    notify_job_free(j);
+}
+
+/* As documented: a waiter killed while waiting keeps its place in the
+ * queue, and the notification that reaches it is used up; nothing else
+ * is disturbed. */
+Test(cond, a_killed_waiter_consumes_one_notification, .timeout = MP_TMO(20))
+{
+    notify_job *j = notify_job_new();
+    j->phase = 1;
+    mp_process *a = spawn(notify_waiter, j);
+    sem_take(j->arrived, 1);
+    mp_process *b = spawn(notify_waiter, j);
+    sem_take(j->arrived, 1);
+    mp_expect_rc(mp_cond_acquire(j->cond, MP_FOREVER), 0); /* both linked: a first */
+    mp_expect_rc(mp_cond_release(j->cond), 0);
+    mp_expect_rc(mp_process_kill(a), 0);
+    join_ok(a, -SIGKILL);
+    mp_expect_rc(mp_cond_acquire(j->cond, MP_FOREVER), 0);
+    mp_expect_rc(mp_cond_notify(j->cond, 1), 0); /* reaches the dead one */
+    mp_expect_rc(mp_cond_release(j->cond), 0);
+    mp_expect_rc(mp_sem_acquire(j->returned, 0.05), MP_ETIMEDOUT);
+    mp_expect_rc(mp_cond_acquire(j->cond, MP_FOREVER), 0);
+    mp_expect_rc(mp_cond_notify(j->cond, 1), 0);
+    mp_expect_rc(mp_cond_release(j->cond), 0);
+    sem_take(j->returned, 1);
+    join_ok(b, 0);
+    cr_assert_eq(j->errors, 0);
+    cr_assert_eq(j->woke_early, 1);
+    notify_job_free(j);
+}
+
 /* ---- Event ---- */
 
 static int event_child(void *arg)

@@ -102,13 +102,15 @@ MP_API int mp_cond_acquire(mp_cond *c, double timeout);
 MP_API int mp_cond_release(mp_cond *c);
 /* Release the lock, sleep until notified or timeout s, re-acquire the lock
  * (also after a timeout, as Python does).  The caller must hold the lock.
- * Returns 0 (notified; as with pthreads a wake-up may be spurious: check
- * your predicate in a loop), MP_ETIMEDOUT, MP_EOWNERDEAD (notified or not,
- * the lock is held again and its last holder died), -EPERM (lock not held
- * by the calling thread), -EINVAL. */
+ * Returns 0 (notified: there are no spurious wake-ups, though the state
+ * may have changed again before the lock came back), MP_ETIMEDOUT (not
+ * notified), MP_EOWNERDEAD (notified or not, the lock is held again and
+ * its last holder died), -EPERM (lock not held by the calling thread),
+ * -ENOMEM (no heap for the waiter's record), -EINVAL. */
 MP_API int mp_cond_wait(mp_cond *c, double timeout);
-/* Wake up to n waiters / all waiters.  The caller must hold the lock.
- * Returns 0, -EPERM (lock not held), -EINVAL. */
+/* Wake the n longest waiting waiters (fewer if fewer wait) / all waiters:
+ * exactly those return 0 from mp_cond_wait.  The caller must hold the
+ * lock.  Returns 0, -EPERM (lock not held), -EINVAL. */
 MP_API int mp_cond_notify(mp_cond *c, unsigned n);
 MP_API int mp_cond_notify_all(mp_cond *c);
 MP_API void mp_cond_free(mp_cond *c);
