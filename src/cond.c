@@ -110,9 +110,16 @@ int mp_cond_new_rlock(mp_cond **out, mp_rlock *lock)
     if (out == NULL)
         return -EINVAL;
     *out = NULL;
-    if (lock == NULL)
-        return -EINVAL;
-    return cond_make(out, &lock->lock, lock, false);
+    bool owns = lock == NULL;
+    if (owns) {
+        int rc = mp_rlock_new(&lock);
+        if (rc < 0)
+            return rc;
+    }
+    int rc = cond_make(out, &lock->lock, lock, owns);
+    if (rc < 0 && owns)
+        mp_rlock_free(lock);
+    return rc;
 }
 
 mp_lock *mp_cond_lock(mp_cond *c)
@@ -274,9 +281,15 @@ void mp_cond_free(mp_cond *c)
 {
     if (c == NULL)
         return;
-    struct mp_lock *own = c->owns_lock ? c->lock : NULL;
-    if (mp__heap_free(c) == 0 && own != NULL) /* no-op unless ours */
-        mp_lock_free(own);
+    bool owns = c->owns_lock;
+    struct mp_lock *lock = c->lock;
+    mp_rlock *rlock = c->rlock;
+    if (mp__heap_free(c) != 0 || !owns) /* no-op unless ours */
+        return;
+    if (rlock != NULL)
+        mp_rlock_free(rlock);
+    else
+        mp_lock_free(lock);
 }
 
 /* ---- Barrier ---- */

@@ -7,6 +7,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 
+#include "heap_int.h"
 #include "mp_test.h"
 
 /* ---- helpers ---- */
@@ -534,7 +535,7 @@ Test(cond, timeout_reacquires_and_errors, .timeout = MP_TMO(10))
     mp_cond_free(c);
 
     mp_expect_rc(mp_cond_new(NULL, NULL), -EINVAL);
-    mp_expect_rc(mp_cond_new_rlock(&c, NULL), -EINVAL);
+    mp_expect_rc(mp_cond_new_rlock(NULL, NULL), -EINVAL);
     mp_expect_rc(mp_cond_wait(NULL, 0), -EINVAL);
     mp_expect_rc(mp_cond_notify(NULL, 1), -EINVAL);
     mp_expect_rc(mp_cond_notify_all(NULL), -EINVAL);
@@ -576,6 +577,40 @@ Test(cond, over_an_rlock_held_twice, .timeout = MP_TMO(10))
     pthread_join(t, NULL);
     mp_cond_free(f.cond);
     mp_rlock_free(rl);
+}
+
+static void *take_cond_now(void *arg)
+{
+    return (void *)(intptr_t)mp_cond_acquire(arg, 0);
+}
+
+/* Python's Condition() is over an RLock: mp_cond_new_rlock(&c, NULL). */
+Test(cond, a_condition_of_its_own_rlock_is_reentrant, .timeout = MP_TMO(10))
+{
+    rflag f = {0};
+    cr_assert_eq(mp_cond_new_rlock(&f.cond, NULL), 0);
+    mp_rlock *rl = mp_cond_rlock(f.cond);
+    cr_assert_not_null(rl);
+    cr_assert_null(mp_cond_lock(f.cond));
+    mp_expect_rc(mp_cond_acquire(f.cond, MP_FOREVER), 0);
+    mp_expect_rc(mp_cond_acquire(f.cond, 0), 0); /* the owner again: no -EDEADLK */
+    cr_assert_eq(mp_rlock_count(rl), 2);
+    void *r;
+    pthread_join(thread(take_cond_now, f.cond), &r);
+    mp_expect_rc((int)(intptr_t)r, MP_ETIMEDOUT);
+    /* The notifier can take the lock only if wait releases both holds. */
+    pthread_t t = thread(set_flag_later, &f);
+    while (!f.flag)
+        mp_expect_rc(mp_cond_wait(f.cond, MP_TMO(5)), 0);
+    cr_assert_eq(mp_rlock_count(rl), 2, "the recursion depth is restored");
+    mp_expect_rc(mp_cond_release(f.cond), 0);
+    cr_assert_eq(mp_rlock_count(rl), 1);
+    mp_expect_rc(mp_cond_release(f.cond), 0);
+    mp_expect_rc(mp_cond_release(f.cond), -EPERM);
+    pthread_join(t, NULL);
+    cr_assert(mp__heap_owned(rl));
+    mp_cond_free(f.cond);
+    cr_assert(!mp__heap_owned(rl), "the rlock is freed with the condition");
 }
 
 /* notify(n) wakes exactly n: five waiters, notify(3), over many rounds.

@@ -90,8 +90,10 @@ MP_API void mp_sem_free(mp_sem *s);
  * owns a lock of its own, freed with it).  The lock must outlive it.
  * Errors: -EINVAL, -ENOMEM. */
 MP_API int mp_cond_new(mp_cond **out, mp_lock *lock);
-/* Same over a re-entrant lock: a wait releases it fully, however many
- * times it is held, and restores the count after. */
+/* Same over a re-entrant lock (NULL: the condition makes and owns one,
+ * freed with it: Python's Condition()).  A wait releases it fully, however
+ * many times it is held, and restores the count after.  Errors: -EINVAL,
+ * -ENOMEM. */
 MP_API int mp_cond_new_rlock(mp_cond **out, mp_rlock *lock);
 /* The condition's mp_lock (NULL if it was made over an mp_rlock). */
 MP_API mp_lock *mp_cond_lock(mp_cond *c);
