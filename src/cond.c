@@ -260,6 +260,26 @@ int mp_cond_wait(mp_cond *c, double timeout)
     return cond_wait_until(c, deadline);
 }
 
+int mp_cond_wait_for(mp_cond *c, bool (*pred)(void *), void *arg, double timeout)
+{
+    int64_t deadline;
+    if (c == NULL || pred == NULL || mp__deadline(timeout, &deadline) < 0)
+        return -EINVAL;
+    if (!mp__lock_held(c->lock))
+        return -EPERM;
+    for (;;) {
+        if (pred(arg))
+            return 0;
+        if (mp__now_ns() >= deadline)
+            return MP_ETIMEDOUT;
+        int rc = cond_wait_until(c, deadline);
+        if (rc == MP_ETIMEDOUT) /* one last look, as Python's wait_for */
+            return pred(arg) ? 0 : MP_ETIMEDOUT;
+        if (rc != 0)
+            return rc; /* MP_EOWNERDEAD: repair before trusting pred */
+    }
+}
+
 int mp_cond_notify(mp_cond *c, unsigned n)
 {
     if (c == NULL)

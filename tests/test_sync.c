@@ -613,6 +613,96 @@ Test(cond, a_condition_of_its_own_rlock_is_reentrant, .timeout = MP_TMO(10))
     cr_assert(!mp__heap_owned(rl), "the rlock is freed with the condition");
 }
 
+/* wait_for: the predicate, under the lock, first and after each wake. */
+typedef struct {
+    mp_cond *cond;
+    int value;  /* guarded by the lock */
+    int want;
+    int calls;  /* of the predicate */
+} wf_job;
+
+static bool wf_reached(void *arg)
+{
+    wf_job *j = arg;
+    j->calls++;
+    return j->value >= j->want;
+}
+
+static void *wf_bump_thrice(void *arg)
+{
+    wf_job *j = arg;
+    for (int i = 0; i < 3; i++) {
+        mp_cond_acquire(j->cond, MP_FOREVER);
+        j->value++;
+        mp_cond_notify_all(j->cond);
+        mp_cond_release(j->cond);
+    }
+    return NULL;
+}
+
+Test(cond, wait_for_a_predicate, .timeout = MP_TMO(10))
+{
+    wf_job j = {.want = 1};
+    cr_assert_eq(mp_cond_new_rlock(&j.cond, NULL), 0);
+    mp_expect_rc(mp_cond_wait_for(j.cond, wf_reached, &j, 1), -EPERM);
+    cr_assert_eq(j.calls, 0);
+    mp_expect_rc(mp_cond_acquire(j.cond, MP_FOREVER), 0);
+    j.value = 1; /* true at once: no wait, even with timeout 0 */
+    mp_expect_rc(mp_cond_wait_for(j.cond, wf_reached, &j, 0), 0);
+    cr_assert_eq(j.calls, 1);
+    j.want = 2; /* false, timeout 0: one look */
+    j.calls = 0;
+    mp_expect_rc(mp_cond_wait_for(j.cond, wf_reached, &j, 0), MP_ETIMEDOUT);
+    cr_assert_eq(j.calls, 1);
+    j.calls = 0; /* false all along: a look before and one at the deadline */
+    double t0 = mp_test_now();
+    mp_expect_rc(mp_cond_wait_for(j.cond, wf_reached, &j, 0.05), MP_ETIMEDOUT);
+    cr_assert_geq(mp_test_now() - t0, 0.049);
+    cr_assert_eq(j.calls, 2);
+    cr_assert_eq(mp_rlock_count(mp_cond_rlock(j.cond)), 1, "held again");
+    /* Three wakes; it returns when the third makes the predicate true
+     * (the bumper may take the lock twice in a row: 2 to 4 looks). */
+    j.want = 4;
+    j.calls = 0;
+    pthread_t t = thread(wf_bump_thrice, &j);
+    mp_expect_rc(mp_cond_wait_for(j.cond, wf_reached, &j, MP_TMO(5)), 0);
+    cr_assert_eq(j.value, 4);
+    cr_assert(j.calls >= 2 && j.calls <= 4, "%d looks", j.calls);
+    mp_expect_rc(mp_cond_wait_for(j.cond, NULL, NULL, 0), -EINVAL);
+    mp_expect_rc(mp_cond_wait_for(j.cond, wf_reached, &j, NAN), -EINVAL);
+    mp_expect_rc(mp_cond_release(j.cond), 0);
+    pthread_join(t, NULL);
+    mp_expect_rc(mp_cond_wait_for(NULL, wf_reached, &j, 0), -EINVAL);
+    mp_cond_free(j.cond);
+}
+
+/* Makes the predicate true, then dies holding the lock. */
+static void *wf_set_and_die(void *arg)
+{
+    wf_job *j = arg;
+    mp_cond_acquire(j->cond, MP_FOREVER);
+    j->value = j->want;
+    mp_cond_notify_all(j->cond);
+    return NULL;
+}
+
+Test(cond, wait_for_reports_a_dead_holder_without_looking, .timeout = MP_TMO(10))
+{
+    wf_job j = {.want = 1};
+    mp_lock *l;
+    cr_assert_eq(mp_lock_new(&l), 0);
+    cr_assert_eq(mp_cond_new(&j.cond, l), 0);
+    mp_expect_rc(mp_lock_acquire(l, MP_FOREVER), 0);
+    pthread_t t = thread(wf_set_and_die, &j);
+    mp_expect_rc(mp_cond_wait_for(j.cond, wf_reached, &j, MP_TMO(5)), MP_EOWNERDEAD);
+    cr_assert_eq(j.calls, 1, "the data may be half-updated: not looked at");
+    cr_assert(mp_lock_held(l));
+    mp_expect_rc(mp_lock_release(l), 0);
+    pthread_join(t, NULL);
+    mp_cond_free(j.cond);
+    mp_lock_free(l);
+}
+
 /* notify(n) wakes exactly n: five waiters, notify(3), over many rounds.
  * Every return from wait counts as a wake, as in CPython's test_notify. */
 typedef struct {

@@ -110,6 +110,14 @@ MP_API int mp_cond_release(mp_cond *c);
  * its last holder died), -EPERM (lock not held by the calling thread),
  * -ENOMEM (no heap for the waiter's record), -EINVAL. */
 MP_API int mp_cond_wait(mp_cond *c, double timeout);
+/* Python's wait_for: wait until pred(arg) is true, at most timeout s in
+ * all.  pred is called with the lock held: first before any wait, then
+ * after each wake-up (and once more at the deadline).  Returns 0 (pred
+ * true), MP_ETIMEDOUT (still false at the deadline), MP_EOWNERDEAD (as
+ * wait; pred not called again), -EPERM (lock not held), -ENOMEM, -EINVAL
+ * (c or pred NULL, NaN).  The caller holds the lock, and holds it on
+ * return. */
+MP_API int mp_cond_wait_for(mp_cond *c, bool (*pred)(void *), void *arg, double timeout);
 /* Wake the n longest waiting waiters (fewer if fewer wait) / all waiters:
  * exactly those return 0 from mp_cond_wait.  The caller must hold the
  * lock.  Returns 0, -EPERM (lock not held), -EINVAL. */
