@@ -79,18 +79,25 @@ int mp_sem_acquire(mp_sem *s, double timeout)
     }
 }
 
-int mp_sem_release(mp_sem *s)
+int mp_sem_release_n(mp_sem *s, unsigned n)
 {
-    if (s == NULL)
+    if (s == NULL || n == 0)
         return -EINVAL;
     uint32_t limit = s->max ? s->max : INT32_MAX;
     uint32_t v = atomic_load_explicit(&s->value, memory_order_relaxed);
     do {
-        if (v >= limit)
-            return -EOVERFLOW;
-    } while (!atomic_compare_exchange_weak(&s->value, &v, v + 1));
-    mp__wake_word_n(&s->value, &s->sleepers, 1);
+        if (n > limit || v > limit - n)
+            return -EOVERFLOW; /* all or nothing */
+    } while (!atomic_compare_exchange_weak(&s->value, &v, v + n));
+    /* n <= limit <= INT32_MAX; sleepers woken in vain find the value 0 and
+     * sleep again. */
+    mp__wake_word_n(&s->value, &s->sleepers, (int)n);
     return 0;
+}
+
+int mp_sem_release(mp_sem *s)
+{
+    return mp_sem_release_n(s, 1);
 }
 
 unsigned mp_sem_value(mp_sem *s)

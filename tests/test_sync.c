@@ -422,6 +422,66 @@ Test(sem, release_wakes_a_waiting_process, .timeout = MP_TMO(10))
     mp_sem_free(s);
 }
 
+Test(sem, release_n_is_all_or_nothing, .timeout = MP_TMO(10))
+{
+    mp_sem *s;
+    cr_assert_eq(mp_sem_new(&s, 0, 0), 0);
+    mp_expect_rc(mp_sem_release_n(s, 3), 0);
+    cr_assert_eq(mp_sem_value(s), 3);
+    mp_expect_rc(mp_sem_release_n(s, 0), -EINVAL); /* Python: ValueError */
+    mp_expect_rc(mp_sem_release_n(s, INT32_MAX), -EOVERFLOW);
+    mp_expect_rc(mp_sem_release_n(s, UINT32_MAX), -EOVERFLOW);
+    cr_assert_eq(mp_sem_value(s), 3, "nothing released");
+    mp_expect_rc(mp_sem_release_n(s, INT32_MAX - 3), 0);
+    cr_assert_eq(mp_sem_value(s), INT32_MAX);
+    mp_expect_rc(mp_sem_release_n(s, 1), -EOVERFLOW);
+    mp_sem_free(s);
+
+    cr_assert_eq(mp_sem_new(&s, 1, 4), 0); /* BoundedSemaphore(4), one left */
+    mp_expect_rc(mp_sem_release_n(s, 4), -EOVERFLOW);
+    cr_assert_eq(mp_sem_value(s), 1, "nothing released");
+    mp_expect_rc(mp_sem_release_n(s, 3), 0);
+    cr_assert_eq(mp_sem_value(s), 4);
+    mp_expect_rc(mp_sem_release_n(s, 1), -EOVERFLOW);
+    mp_sem_free(s);
+    mp_expect_rc(mp_sem_release_n(NULL, 1), -EINVAL);
+}
+
+typedef struct {
+    mp_sem *sem;
+    mp_sem *done; /* a permit per waiter that got through */
+} sem_pair;
+
+static int sem_take_and_report(void *arg)
+{
+    sem_pair *sp = arg;
+    int rc = mp_sem_acquire(sp->sem, MP_TMO(10));
+    mp_sem_release(sp->done);
+    return rc == 0 ? 0 : 1;
+}
+
+Test(sem, release_n_lets_n_waiting_processes_through, .timeout = MP_TMO(20))
+{
+    sem_pair *sp = mp_shared_alloc(sizeof *sp);
+    cr_assert_eq(mp_sem_new(&sp->sem, 0, 0), 0);
+    cr_assert_eq(mp_sem_new(&sp->done, 0, 0), 0);
+    mp_process *p[3];
+    for (int i = 0; i < 3; i++)
+        p[i] = spawn(sem_take_and_report, sp);
+    mp_expect_rc(mp_sem_release_n(sp->sem, 2), 0);
+    for (int i = 0; i < 2; i++)
+        mp_expect_rc(mp_sem_acquire(sp->done, MP_TMO(5)), 0);
+    mp_expect_rc(mp_sem_acquire(sp->done, 0.05), MP_ETIMEDOUT);
+    cr_assert_eq(mp_sem_value(sp->sem), 0, "two permits, two takers");
+    mp_expect_rc(mp_sem_release_n(sp->sem, 1), 0);
+    mp_expect_rc(mp_sem_acquire(sp->done, MP_TMO(5)), 0);
+    for (int i = 0; i < 3; i++)
+        join_ok(p[i], 0);
+    mp_sem_free(sp->done);
+    mp_sem_free(sp->sem);
+    mp_shared_free(sp);
+}
+
 /* ---- Condition ---- */
 
 typedef struct {

@@ -80,6 +80,10 @@ MP_API int mp_sem_acquire(mp_sem *s, double timeout);
 /* Give a permit back.  0, -EOVERFLOW (bounded and already at max, or the
  * count would pass INT32_MAX), -EINVAL. */
 MP_API int mp_sem_release(mp_sem *s);
+/* Give n permits back at once and wake up to n waiters (Python 3.9's
+ * release(n)).  0, -EOVERFLOW (bounded and the value would pass max, or it
+ * would pass INT32_MAX: nothing is released), -EINVAL (NULL, n 0). */
+MP_API int mp_sem_release_n(mp_sem *s, unsigned n);
 /* The current number of permits (a snapshot); 0 for NULL. */
 MP_API unsigned mp_sem_value(mp_sem *s);
 MP_API void mp_sem_free(mp_sem *s);
