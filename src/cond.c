@@ -36,10 +36,12 @@
  * Barrier: an internal robust mutex guards the counters; waiters sleep on
  * a generation word that the last arrival (or abort/reset/timeout) bumps.
  * Each generation's outcome (passed or broken) is kept in a 64-bit history
- * so a waiter woken late still knows how its own generation ended.  If a
- * process dies inside the barrier's critical section, the next caller
- * recovers the mutex and breaks the barrier rather than trust the
- * counters. */
+ * so a waiter woken late still knows how its own generation ended.  The
+ * last arrival runs the action holding the mutex, as Python runs it under
+ * the barrier's lock.  If a process dies holding the mutex (in the action,
+ * say), the next caller recovers it and breaks the barrier rather than
+ * trust the counters; waiters look for that once a sleep slice, so they
+ * learn of it even if no one else comes. */
 #include <errno.h>
 #include <math.h>
 #include <stdatomic.h>
@@ -321,14 +323,18 @@ struct mp_barrier {
     bool broken;
     uint64_t broken_hist;    /* bit (g & 63): generation g ended broken */
     _Atomic uint32_t gen;
+    int (*action)(void *);   /* run by the arrival that trips it; or NULL */
+    void *arg;
+    double timeout;          /* for waits passing MP_FOREVER; < 0: none */
 };
 
-int mp_barrier_new(mp_barrier **out, unsigned parties)
+int mp_barrier_new_ex(mp_barrier **out, unsigned parties, int (*action)(void *), void *arg,
+                      double timeout)
 {
     if (out == NULL)
         return -EINVAL;
     *out = NULL;
-    if (parties == 0 || parties > INT32_MAX)
+    if (parties == 0 || parties > INT32_MAX || isnan(timeout))
         return -EINVAL;
     int err = 0;
     mp_barrier *b = mp__heap_calloc(sizeof *b, &err);
@@ -340,8 +346,16 @@ int mp_barrier_new(mp_barrier **out, unsigned parties)
         return rc;
     }
     b->parties = parties;
+    b->action = action;
+    b->arg = arg;
+    b->timeout = timeout;
     *out = b;
     return 0;
+}
+
+int mp_barrier_new(mp_barrier **out, unsigned parties)
+{
+    return mp_barrier_new_ex(out, parties, NULL, NULL, MP_FOREVER);
 }
 
 /* End the current generation; `broken` says how.  Lock held. */
@@ -355,50 +369,69 @@ static void end_generation(mp_barrier *b, bool broken)
     mp__wake_word(&b->gen, NULL);
 }
 
-/* Take the internal mutex; a holder's death leaves counters we cannot
- * trust, so it breaks the barrier. */
-static void barrier_lock(mp_barrier *b)
+/* The mutex was taken from a holder that died: the counters cannot be
+ * trusted, so break the barrier. */
+static void barrier_recover(mp_barrier *b)
 {
-    if (mp__mutex_lock(&b->m, MP__NO_DEADLINE) == MP_EOWNERDEAD) {
-        b->broken = true;
-        end_generation(b, true);
-    }
+    b->broken = true;
+    end_generation(b, true);
 }
 
-int mp_barrier_wait(mp_barrier *b, double timeout)
+/* Take the internal mutex.  0, or -EDEADLK: the caller already holds it
+ * (it is the action, calling its own barrier). */
+static int barrier_lock(mp_barrier *b)
 {
-    int64_t deadline;
-    if (b == NULL || mp__deadline(timeout, &deadline) < 0)
-        return -EINVAL;
-    barrier_lock(b);
-    if (b->broken) {
-        mp__mutex_unlock(&b->m);
-        return MP_EBROKEN;
+    int rc = mp__mutex_lock(&b->m, MP__NO_DEADLINE);
+    if (rc == MP_EOWNERDEAD) {
+        barrier_recover(b);
+        return 0;
     }
-    int index = (int)b->count++;
-    uint32_t g = atomic_load_explicit(&b->gen, memory_order_relaxed);
-    if (b->count == b->parties) {
-        end_generation(b, false);
-        mp__mutex_unlock(&b->m);
-        return index;
-    }
-    mp__mutex_unlock(&b->m);
+    return rc;
+}
 
+/* A sleeping waiter's look, once a slice, at whether the mutex's holder
+ * died (in the action, say): no other arrival may ever come to see it. */
+static void barrier_probe(mp_barrier *b)
+{
+    int rc = mp__mutex_trylock(&b->m);
+    if (rc == MP_EOWNERDEAD)
+        barrier_recover(b);
+    if (MP_ACQUIRED(rc))
+        mp__mutex_unlock(&b->m);
+}
+
+/* The last arrival: run the action, then release the others, or break the
+ * barrier if the action failed.  Lock held; released. */
+static int barrier_trip(mp_barrier *b, int index)
+{
+    bool failed = b->action != NULL && b->action(b->arg) != 0;
+    if (failed)
+        b->broken = true;
+    end_generation(b, failed);
+    mp__mutex_unlock(&b->m);
+    return failed ? MP_EBROKEN : index;
+}
+
+/* Wait for generation g to end (lock not held). */
+static int barrier_sleep(mp_barrier *b, uint32_t g, int index, int64_t deadline)
+{
     for (;;) {
-        int rc = mp__wait_change(&b->gen, NULL, g, deadline, 0);
+        mp__wait_change(&b->gen, NULL, g, mp__wait_slice_end(deadline), 0);
         if (atomic_load(&b->gen) != g)
             break;
-        if (rc == -ETIMEDOUT) {
-            barrier_lock(b);
-            if (atomic_load(&b->gen) != g) { /* ended as we timed out */
-                mp__mutex_unlock(&b->m);
-                break;
-            }
-            b->broken = true;
-            end_generation(b, true);
-            mp__mutex_unlock(&b->m);
-            return MP_ETIMEDOUT;
+        if (mp__now_ns() < deadline) {
+            barrier_probe(b);
+            continue;
         }
+        barrier_lock(b);
+        if (atomic_load(&b->gen) != g) { /* ended as we timed out */
+            mp__mutex_unlock(&b->m);
+            break;
+        }
+        b->broken = true;
+        end_generation(b, true);
+        mp__mutex_unlock(&b->m);
+        return MP_ETIMEDOUT;
     }
     barrier_lock(b);
     bool broken = (b->broken_hist >> (g & 63)) & 1;
@@ -406,11 +439,36 @@ int mp_barrier_wait(mp_barrier *b, double timeout)
     return broken ? MP_EBROKEN : index;
 }
 
+int mp_barrier_wait(mp_barrier *b, double timeout)
+{
+    if (b == NULL || isnan(timeout))
+        return -EINVAL;
+    if (timeout < 0 || timeout == INFINITY)
+        timeout = b->timeout; /* as Python's wait() with no timeout */
+    int64_t deadline;
+    mp__deadline(timeout, &deadline);
+    int rc = barrier_lock(b);
+    if (rc < 0)
+        return rc;
+    if (b->broken) {
+        mp__mutex_unlock(&b->m);
+        return MP_EBROKEN;
+    }
+    int index = (int)b->count++;
+    uint32_t g = atomic_load_explicit(&b->gen, memory_order_relaxed);
+    if (b->count == b->parties)
+        return barrier_trip(b, index);
+    mp__mutex_unlock(&b->m);
+    return barrier_sleep(b, g, index, deadline);
+}
+
 int mp_barrier_abort(mp_barrier *b)
 {
     if (b == NULL)
         return -EINVAL;
-    barrier_lock(b);
+    int rc = barrier_lock(b);
+    if (rc < 0)
+        return rc;
     b->broken = true;
     end_generation(b, true);
     mp__mutex_unlock(&b->m);
@@ -421,7 +479,9 @@ int mp_barrier_reset(mp_barrier *b)
 {
     if (b == NULL)
         return -EINVAL;
-    barrier_lock(b);
+    int rc = barrier_lock(b);
+    if (rc < 0)
+        return rc;
     if (b->count > 0)
         end_generation(b, true);
     b->broken = false;
@@ -434,9 +494,10 @@ bool mp_barrier_broken(mp_barrier *b)
 {
     if (b == NULL)
         return false;
-    barrier_lock(b);
+    bool locked = barrier_lock(b) == 0; /* else the action asks: held */
     bool broken = b->broken;
-    mp__mutex_unlock(&b->m);
+    if (locked)
+        mp__mutex_unlock(&b->m);
     return broken;
 }
 
@@ -449,9 +510,10 @@ unsigned mp_barrier_n_waiting(mp_barrier *b)
 {
     if (b == NULL)
         return 0;
-    barrier_lock(b);
+    bool locked = barrier_lock(b) == 0; /* else the action asks: held */
     unsigned n = b->broken ? 0 : b->count;
-    mp__mutex_unlock(&b->m);
+    if (locked)
+        mp__mutex_unlock(&b->m);
     return n;
 }
 

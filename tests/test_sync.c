@@ -1098,6 +1098,189 @@ Test(barrier, timeout_abort_and_reset_break_it, .timeout = MP_TMO(20))
     cr_assert_eq(mp_barrier_parties(NULL), 0);
 }
 
+/* Barrier(parties, action): the action runs once a round, in the caller
+ * that trips the barrier, before any waiter of the round is released. */
+typedef struct {
+    mp_barrier *b;
+    int released;         /* waiters back from wait, all rounds */
+    int actions;          /* runs of the action */
+    int seen_released[4]; /* per round: `released` as the action saw it */
+    pid_t action_tid[4];  /* per round: the thread that ran it */
+} action_job;
+
+static pid_t my_tid(void)
+{
+    return (pid_t)syscall(SYS_gettid);
+}
+
+static int count_action(void *arg)
+{
+    action_job *j = arg;
+    int r = __atomic_fetch_add(&j->actions, 1, __ATOMIC_SEQ_CST);
+    if (r < 4) {
+        j->seen_released[r] = __atomic_load_n(&j->released, __ATOMIC_SEQ_CST);
+        j->action_tid[r] = my_tid();
+    }
+    return 0;
+}
+
+static int action_rounds(void *arg)
+{
+    action_job *j = arg;
+    for (int r = 0; r < 4; r++) {
+        int idx = mp_barrier_wait(j->b, MP_TMO(10));
+        if (idx < 0)
+            return 1;
+        if (idx == 4 && j->action_tid[r] != my_tid())
+            return 2; /* the last arrival did not run it */
+        __atomic_add_fetch(&j->released, 1, __ATOMIC_SEQ_CST);
+    }
+    return 0;
+}
+
+Test(barrier, the_action_runs_in_the_last_arrival_before_the_release, .timeout = MP_TMO(20))
+{
+    action_job *j = mp_shared_alloc(sizeof *j);
+    cr_assert_eq(mp_barrier_new_ex(&j->b, 5, count_action, j, MP_FOREVER), 0);
+    mp_process *p[4];
+    for (int i = 0; i < 4; i++)
+        p[i] = spawn(action_rounds, j);
+    cr_assert_eq(action_rounds(j), 0);
+    for (int i = 0; i < 4; i++)
+        join_ok(p[i], 0);
+    cr_assert_eq(j->actions, 4, "once a round");
+    for (int r = 0; r < 4; r++)
+        cr_assert_eq(j->seen_released[r], 5 * r, "round %d: no one released yet", r);
+    cr_assert(!mp_barrier_broken(j->b));
+    mp_barrier_free(j->b);
+    mp_shared_free(j);
+}
+
+/* An action that returns ctl->rc, and calls its own barrier if asked. */
+typedef struct {
+    mp_barrier *self; /* call it from inside the action */
+    int rc;
+    int calls;
+    int wait_rc, abort_rc, reset_rc;
+    bool broken;
+    unsigned waiting;
+} action_ctl;
+
+static int ctl_action(void *arg)
+{
+    action_ctl *a = arg;
+    a->calls++;
+    if (a->self != NULL) {
+        a->wait_rc = mp_barrier_wait(a->self, 0);
+        a->abort_rc = mp_barrier_abort(a->self);
+        a->reset_rc = mp_barrier_reset(a->self);
+        a->broken = mp_barrier_broken(a->self);
+        a->waiting = mp_barrier_n_waiting(a->self);
+    }
+    return a->rc;
+}
+
+Test(barrier, a_failing_action_breaks_the_barrier_for_all, .timeout = MP_TMO(20))
+{
+    action_ctl *a = mp_shared_alloc(sizeof *a);
+    a->rc = -1;
+    mp_barrier *b;
+    cr_assert_eq(mp_barrier_new_ex(&b, 3, ctl_action, a, MP_FOREVER), 0);
+    mp_process *p[2] = {spawn(barrier_once, b), spawn(barrier_once, b)};
+    mp_expect_rc(mp_barrier_wait(b, MP_TMO(10)), MP_EBROKEN); /* the tripper too */
+    join_ok(p[0], 0); /* both got MP_EBROKEN */
+    join_ok(p[1], 0);
+    cr_assert_eq(a->calls, 1);
+    cr_assert(mp_barrier_broken(b));
+    mp_expect_rc(mp_barrier_wait(b, 0), MP_EBROKEN);
+    cr_assert_eq(a->calls, 1, "a broken barrier runs no action");
+    mp_barrier_free(b);
+
+    /* One party: each wait trips it; calls from the action are refused. */
+    cr_assert_eq(mp_barrier_new_ex(&b, 1, ctl_action, a, MP_FOREVER), 0);
+    a->calls = 0;
+    mp_expect_rc(mp_barrier_wait(b, 0), MP_EBROKEN);
+    mp_expect_rc(mp_barrier_reset(b), 0);
+    a->rc = 0;
+    a->self = b;
+    mp_expect_rc(mp_barrier_wait(b, 0), 0);
+    cr_assert_eq(a->calls, 2);
+    mp_expect_rc(a->wait_rc, -EDEADLK);
+    mp_expect_rc(a->abort_rc, -EDEADLK);
+    mp_expect_rc(a->reset_rc, -EDEADLK);
+    cr_assert(!a->broken);
+    cr_assert_eq(a->waiting, 1, "as Python: the tripper is counted");
+    cr_assert(!mp_barrier_broken(b));
+    mp_barrier_free(b);
+    mp_shared_free(a);
+}
+
+Test(barrier, a_default_timeout_for_waits_without_one, .timeout = MP_TMO(20))
+{
+    mp_barrier *b;
+    cr_assert_eq(mp_barrier_new_ex(&b, 2, NULL, NULL, 0.05), 0);
+    double t0 = mp_test_now();
+    mp_expect_rc(mp_barrier_wait(b, MP_FOREVER), MP_ETIMEDOUT);
+    cr_assert_geq(mp_test_now() - t0, 0.049);
+    cr_assert(mp_barrier_broken(b), "a timeout breaks it, as in Python");
+    mp_expect_rc(mp_barrier_reset(b), 0);
+    mp_expect_rc(mp_barrier_wait(b, INFINITY), MP_ETIMEDOUT);
+    mp_barrier_free(b);
+
+    /* An explicit timeout wins over the default. */
+    cr_assert_eq(mp_barrier_new_ex(&b, 2, NULL, NULL, MP_TMO(60)), 0);
+    t0 = mp_test_now();
+    mp_expect_rc(mp_barrier_wait(b, 0.02), MP_ETIMEDOUT);
+    cr_assert_lt(mp_test_now() - t0, MP_TMO(10));
+    mp_barrier_free(b);
+
+    cr_assert_eq(mp_barrier_new_ex(&b, 2, NULL, NULL, MP_FOREVER), 0);
+    mp_expect_rc(mp_barrier_wait(b, 0.02), MP_ETIMEDOUT);
+    mp_barrier_free(b);
+    mp_expect_rc(mp_barrier_new_ex(&b, 2, NULL, NULL, NAN), -EINVAL);
+    cr_assert_null(b);
+    mp_expect_rc(mp_barrier_new_ex(&b, 0, NULL, NULL, 1), -EINVAL);
+    mp_expect_rc(mp_barrier_new_ex(&b, 0x80000000u, NULL, NULL, 1), -EINVAL);
+    mp_expect_rc(mp_barrier_new_ex(NULL, 2, NULL, NULL, 1), -EINVAL);
+}
+
+static int die_in_action(void *arg)
+{
+    (void)arg;
+    raise(SIGKILL);
+    return 0;
+}
+
+/* Trip the barrier (with the action above) once the parent waits in it. */
+static int trip_and_die(void *arg)
+{
+    mp_barrier *b = arg;
+    double end = mp_test_now() + MP_TMO(10);
+    while (mp_barrier_n_waiting(b) < 1) {
+        if (mp_test_now() > end)
+            return 1;
+        sched_yield();
+    }
+    mp_barrier_wait(b, MP_TMO(10));
+    return 2; /* not reached */
+}
+
+Test(barrier, a_process_killed_in_the_action_breaks_it, .timeout = MP_TMO(20))
+{
+    mp_barrier *b;
+    cr_assert_eq(mp_barrier_new_ex(&b, 2, die_in_action, NULL, MP_FOREVER), 0);
+    mp_process *p = spawn(trip_and_die, b);
+    double t0 = mp_test_now();
+    mp_expect_rc(mp_barrier_wait(b, MP_FOREVER), MP_EBROKEN);
+    cr_assert_lt(mp_test_now() - t0, MP_TMO(5), "no one else came, yet it ended");
+    join_ok(p, -SIGKILL);
+    cr_assert(mp_barrier_broken(b));
+    mp_expect_rc(mp_barrier_reset(b), 0);
+    cr_assert(!mp_barrier_broken(b));
+    cr_assert_eq(mp_barrier_n_waiting(b), 0);
+    mp_barrier_free(b);
+}
+
 /* ---- Objects are freed by their creator only ---- */
 
 static int free_foreign(void *arg)

@@ -146,21 +146,35 @@ MP_API void mp_event_free(mp_event *e);
 
 /* ---- Barrier ---- */
 
-/* Create a barrier for `parties` (>= 1) participants.  Errors: -EINVAL,
- * -ENOMEM. */
+/* Create a barrier for `parties` (>= 1) participants: mp_barrier_new_ex
+ * with no action and no default timeout.  Errors: -EINVAL, -ENOMEM. */
 MP_API int mp_barrier_new(mp_barrier **out, unsigned parties);
-/* Wait until `parties` callers have arrived.  Returns the caller's arrival
+/* Python's Barrier(parties, action, timeout).  When the barrier trips, the
+ * last arrival calls action(arg) (NULL: none) before the others are
+ * released, holding the barrier's internal lock (so the action must not
+ * call its own barrier: that is -EDEADLK); a non-zero return breaks the
+ * barrier and every waiter of that round, the caller too, gets MP_EBROKEN.
+ * The action runs in whichever process trips the barrier: it must be code
+ * that all of them share (a function of the program, forked).  A process
+ * that dies in the action breaks the barrier for the others.  timeout
+ * (MP_FOREVER: none) is used by waits that pass MP_FOREVER.  Errors:
+ * -EINVAL (out NULL, parties 0 or > INT32_MAX, timeout NaN), -ENOMEM. */
+MP_API int mp_barrier_new_ex(mp_barrier **out, unsigned parties, int (*action)(void *),
+                             void *arg, double timeout);
+/* Wait until `parties` callers have arrived; timeout MP_FOREVER (or +inf)
+ * means the barrier's default timeout.  Returns the caller's arrival
  * index, 0 .. parties-1 (distinct for each caller; the last to arrive gets
- * parties-1 and releases the others), or MP_EBROKEN (the barrier is or
- * became broken: aborted, reset while waiting, or another party timed
- * out), MP_ETIMEDOUT (this caller timed out: the barrier is now broken
- * for the others, as in Python), -EINVAL.  A barrier is reusable. */
+ * parties-1, runs the action and releases the others), or MP_EBROKEN (the
+ * barrier is or became broken: aborted, reset while waiting, another party
+ * timed out, or the action failed), MP_ETIMEDOUT (this caller timed out:
+ * the barrier is now broken for the others, as in Python), -EDEADLK
+ * (called from the action), -EINVAL.  A barrier is reusable. */
 MP_API int mp_barrier_wait(mp_barrier *b, double timeout);
 /* Break the barrier: current and future waiters get MP_EBROKEN until a
- * reset.  0 or -EINVAL. */
+ * reset.  0, -EDEADLK (called from the action), -EINVAL. */
 MP_API int mp_barrier_abort(mp_barrier *b);
 /* Return to the empty, unbroken state; current waiters get MP_EBROKEN.
- * 0 or -EINVAL. */
+ * 0, -EDEADLK (called from the action), -EINVAL. */
 MP_API int mp_barrier_reset(mp_barrier *b);
 /* True if the barrier is broken; false for NULL. */
 MP_API bool mp_barrier_broken(mp_barrier *b);
