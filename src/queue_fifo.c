@@ -131,12 +131,10 @@ int mp__fifo_new(mp__fifo **out, size_t maxsize)
     return 0;
 }
 
-void mp__fifo_free(mp__fifo *f)
+/* Free the blocks of the big messages recorded from position h to t. */
+static void free_blocks(ring *r, uint64_t h, uint64_t t)
 {
-    ring *r = atomic_load(&f->r);
-    uint64_t t = atomic_load(&f->tail), h = atomic_load(&f->head);
-    uint32_t pos = pos_of(h);
-    while (pos != pos_of(t)) {
+    for (uint32_t pos = pos_of(h); pos != pos_of(t);) {
         uint32_t hdr[2];
         ring_read(r, byte_at(pos), hdr, sizeof hdr);
         if (hdr[1] == KIND_BLOCK) {
@@ -146,6 +144,12 @@ void mp__fifo_free(mp__fifo *f)
         }
         pos += (uint32_t)(rec_size(hdr[0], hdr[1]) / 8);
     }
+}
+
+void mp__fifo_free(mp__fifo *f)
+{
+    ring *r = atomic_load(&f->r);
+    free_blocks(r, atomic_load(&f->head), atomic_load(&f->tail));
     mp__heap_free_any(r);
     mp__heap_free(f);
 }
@@ -406,16 +410,7 @@ static uint32_t drop_all(mp__fifo *f)
     ring *r = atomic_load_explicit(&f->r, memory_order_relaxed);
     atomic_store_explicit(&f->head, t, memory_order_release); /* commit */
     f->tail_seen = t;
-    for (uint32_t pos = pos_of(h); pos != pos_of(t);) {
-        uint32_t hdr[2];
-        ring_read(r, byte_at(pos), hdr, sizeof hdr);
-        if (hdr[1] == KIND_BLOCK) {
-            void *blk;
-            ring_read(r, byte_at(pos) + 8, &blk, sizeof blk);
-            mp__heap_free_any(blk);
-        }
-        pos += (uint32_t)(rec_size(hdr[0], hdr[1]) / 8);
-    }
+    free_blocks(r, h, t);
     return cnt_of(t) - cnt_of(h);
 }
 

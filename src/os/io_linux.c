@@ -190,31 +190,42 @@ int mp__io_send_fds(int sock, const void *buf, size_t len, const int *fds, int n
     return 0;
 }
 
-int mp__io_wait_readable(const int *fds, size_t n, int64_t deadline, bool *ready)
+/* p[i] = {fds[i], POLLIN}, in small (16 entries) or, past that, a calloc'd
+ * array: NULL when out of memory. */
+static struct pollfd *pollfds_of(const int *fds, size_t n, struct pollfd small[16])
 {
-    struct pollfd small[16], *p = small;
-    if (n > 16) {
-        p = calloc(n, sizeof *p);
-        if (p == NULL)
-            return -ENOMEM;
-    }
-    for (size_t i = 0; i < n; i++)
-        p[i] = (struct pollfd){.fd = fds[i], .events = POLLIN};
-    int rc;
+    struct pollfd *p = n > 16 ? calloc(n, sizeof *p) : small;
+    if (p != NULL)
+        for (size_t i = 0; i < n; i++)
+            p[i] = (struct pollfd){.fd = fds[i], .events = POLLIN};
+    return p;
+}
+
+/* ppoll (a timeout in nanoseconds, not rounded to ms) until one is ready
+ * or the deadline: > 0 (the count ready), 0 (deadline), or -errno. */
+static int poll_until(struct pollfd *p, size_t n, int64_t deadline)
+{
     for (;;) {
-        rc = poll(p, n, mp__deadline_ms(deadline));
+        struct timespec ts;
+        int rc = ppoll(p, (nfds_t)n, mp__timespec_left(deadline, &ts), NULL);
         if (rc > 0)
-            break;
+            return rc;
         if (rc == 0) {
             if (deadline != MP__NO_DEADLINE && mp__now_ns() >= deadline)
-                break;
-            continue; /* poll rounds to ms: wait out the remainder */
+                return 0;
+            continue;
         }
-        if (errno != EINTR) {
-            rc = -errno;
-            break;
-        }
+        if (errno != EINTR)
+            return -errno;
     }
+}
+
+int mp__io_wait_readable(const int *fds, size_t n, int64_t deadline, bool *ready)
+{
+    struct pollfd small[16], *p = pollfds_of(fds, n, small);
+    if (p == NULL)
+        return -ENOMEM;
+    int rc = poll_until(p, n, deadline);
     for (size_t i = 0; i < n; i++)
         ready[i] = rc > 0 && p[i].revents != 0;
     if (p != small)
@@ -224,41 +235,12 @@ int mp__io_wait_readable(const int *fds, size_t n, int64_t deadline, bool *ready
 
 int mp__io_wait_any(const int *fds, size_t n, int64_t deadline)
 {
-    struct pollfd small[16], *p = small;
-    if (n > 16) {
-        p = calloc(n, sizeof *p);
-        if (p == NULL)
-            return -ENOMEM;
-    }
-    for (size_t i = 0; i < n; i++)
-        p[i] = (struct pollfd){.fd = fds[i], .events = POLLIN};
-    int rc;
-    for (;;) {
-        /* ppoll, not poll: a timeout in nanoseconds, not rounded to ms. */
-        struct timespec ts, *tp = NULL;
-        if (deadline != MP__NO_DEADLINE) {
-            int64_t left = deadline - mp__now_ns();
-            if (left < 0)
-                left = 0;
-            ts.tv_sec = left / 1000000000;
-            ts.tv_nsec = left % 1000000000;
-            tp = &ts;
-        }
-        rc = ppoll(p, (nfds_t)n, tp, NULL);
-        if (rc > 0)
-            break;
-        if (rc == 0) {
-            if (deadline != MP__NO_DEADLINE && mp__now_ns() >= deadline) {
-                rc = -ETIMEDOUT;
-                break;
-            }
-            continue;
-        }
-        if (errno != EINTR) {
-            rc = -errno;
-            break;
-        }
-    }
+    struct pollfd small[16], *p = pollfds_of(fds, n, small);
+    if (p == NULL)
+        return -ENOMEM;
+    int rc = poll_until(p, n, deadline);
+    if (rc == 0)
+        rc = -ETIMEDOUT;
     if (rc > 0) {
         int first = -1;
         for (size_t i = 0; i < n && rc != -EBADF; i++) {

@@ -38,6 +38,10 @@ int mp__deadline(double timeout, int64_t *deadline);
 MP_INTERNAL void mp__sleep_until(int64_t deadline);
 /* Milliseconds left until deadline, rounded up, for poll(): -1 = forever. */
 int mp__deadline_ms(int64_t deadline);
+struct timespec;
+/* The time left until deadline (0 if past) in *ts, for the system calls
+ * that take one; NULL for MP__NO_DEADLINE (wait forever). */
+struct timespec *mp__timespec_left(int64_t deadline, struct timespec *ts);
 
 /* ---- futexes on shared (not private) 32-bit words ---- */
 /* Sleep while *word == expected, until woken or the absolute deadline.

@@ -68,6 +68,18 @@ int mp__deadline(double timeout, int64_t *deadline)
     return 0;
 }
 
+struct timespec *mp__timespec_left(int64_t deadline, struct timespec *ts)
+{
+    if (deadline == MP__NO_DEADLINE)
+        return NULL;
+    int64_t left = deadline - mp__now_ns();
+    if (left < 0)
+        left = 0;
+    ts->tv_sec = left / 1000000000;
+    ts->tv_nsec = left % 1000000000;
+    return ts;
+}
+
 int mp__deadline_ms(int64_t deadline)
 {
     if (deadline == MP__NO_DEADLINE)

@@ -77,16 +77,9 @@ int mp__poller_wait_events(int poller, uint64_t *tags, unsigned *events, int max
     for (;;) {
         int n;
         if (!no_pwait2) {
-            struct timespec ts, *tp = NULL;
-            if (deadline != MP__NO_DEADLINE) {
-                int64_t left = deadline - mp__now_ns();
-                if (left < 0)
-                    left = 0;
-                ts.tv_sec = left / 1000000000;
-                ts.tv_nsec = left % 1000000000;
-                tp = &ts;
-            }
-            n = (int)syscall(SYS_epoll_pwait2, poller, evs, max, tp, NULL, (size_t)0);
+            struct timespec ts;
+            n = (int)syscall(SYS_epoll_pwait2, poller, evs, max, mp__timespec_left(deadline, &ts),
+                             NULL, (size_t)0);
             if (n < 0 && errno == ENOSYS) {
                 no_pwait2 = 1;
                 continue;
