@@ -1,7 +1,14 @@
 /* Listener / Client: Unix and TCP addresses, the authkey challenge in both
- * directions, and clients that lie or talk garbage. */
+ * directions, clients that lie, talk garbage or say nothing, and a Unix
+ * socket left by a killed listener. */
 // labels: unit
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <math.h>
 #include <mproc.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/socket.h>
@@ -49,10 +56,8 @@ static int client_exit(mp_process *p)
     return code;
 }
 
-static void round_trip(const char *address, const char *key, size_t keylen)
+static void round_trip_with(mp_listener *l, const char *key, size_t keylen)
 {
-    mp_listener *l;
-    mp_expect_rc(mp_listener_new(&l, address, key, keylen), 0);
     client_arg a = {.key = key, .keylen = keylen};
     snprintf(a.address, sizeof a.address, "%s", mp_listener_address(l));
     mp_process *p;
@@ -70,8 +75,17 @@ static void round_trip(const char *address, const char *key, size_t keylen)
     cr_assert_eq(memcmp(buf, "echo me", 7), 0);
     cr_assert_eq(client_exit(p), 0);
     mp_conn_free(c);
+}
+
+static void round_trip(const char *address, const char *key, size_t keylen)
+{
+    mp_listener *l;
+    mp_expect_rc(mp_listener_new(&l, address, key, keylen), 0);
+    round_trip_with(l, key, keylen);
     mp_listener_free(l);
 }
+
+static void round_trip_on(mp_listener *l) { round_trip_with(l, NULL, 0); }
 
 static void unix_address(char *buf, size_t cap)
 {
@@ -194,4 +208,217 @@ Test(listener, hostile_client_is_dropped, .timeout = MP_TMO(20))
     cr_assert_eq(client_exit(p), 0);
     mp_conn_free(c);
     mp_listener_free(l);
+}
+
+/* ---- handshakes side by side: no client holds up the others ---- */
+
+enum { SILENT = 50, GOOD = 500 };
+
+typedef struct {
+    char address[200];
+    int report; /* one byte once every silent client is connected */
+    int go;     /* read end: hang up at EOF */
+    int go_w;   /* its write end, closed in the child */
+} silent_arg;
+
+static int tcp_connect(const char *address)
+{
+    int port = atoi(strrchr(address, ':') + 1);
+    struct sockaddr_in in = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    in.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd >= 0 && connect(fd, (struct sockaddr *)&in, sizeof in) < 0) {
+        close(fd);
+        fd = -1;
+    }
+    return fd;
+}
+
+/* Connect SILENT times and never say a word. */
+static int silent_clients(void *arg)
+{
+    silent_arg *a = arg;
+    close(a->go_w);
+    int fds[SILENT];
+    for (int i = 0; i < SILENT; i++)
+        if ((fds[i] = tcp_connect(a->address)) < 0)
+            return 1;
+    char c = 's';
+    (void)!write(a->report, &c, 1);
+    while (read(a->go, &c, 1) > 0)
+        ;
+    for (int i = 0; i < SILENT; i++)
+        close(fds[i]);
+    return 0;
+}
+
+static _Atomic int good_failed;
+
+static void *good_client(void *arg)
+{
+    mp_conn *c;
+    int rc = mp_client_connect(&c, arg, KEY, sizeof KEY - 1, 5.0);
+    if (rc == 0)
+        mp_conn_free(c);
+    else
+        atomic_fetch_add(&good_failed, 1);
+    return NULL;
+}
+
+/* GOOD clients at once, each with a 5 s limit: exit code = how many failed. */
+static int good_clients(void *arg)
+{
+    pthread_t t[GOOD];
+    pthread_attr_t at;
+    pthread_attr_init(&at);
+    pthread_attr_setstacksize(&at, 256 << 10);
+    int made = 0;
+    for (; made < GOOD; made++)
+        if (pthread_create(&t[made], &at, good_client, arg) != 0)
+            break;
+    for (int i = 0; i < made; i++)
+        pthread_join(t[i], NULL);
+    int failed = atomic_load(&good_failed) + (GOOD - made);
+    return failed > 255 ? 255 : failed;
+}
+
+Test(listener, silent_clients_hold_up_no_one, .timeout = MP_TMO(60))
+{
+    mp_listener *l;
+    mp_expect_rc(mp_listener_new(&l, "tcp:127.0.0.1:0", KEY, sizeof KEY - 1), 0);
+    silent_arg s;
+    snprintf(s.address, sizeof s.address, "%s", mp_listener_address(l));
+    int rep[2], go[2];
+    cr_assert_eq(pipe(rep), 0);
+    cr_assert_eq(pipe(go), 0);
+    s.report = rep[1];
+    s.go = go[0];
+    s.go_w = go[1];
+    mp_process *silent, *good;
+    mp_expect_rc(mp_process_new(&silent, silent_clients, &s, NULL), 0);
+    mp_expect_rc(mp_process_start(silent), 0);
+    char c;
+    cr_assert_eq(mp_test_read(rep[0], &c, 1, MP_TMO(10)), 1, "the silent clients connected");
+    /* The silent ones are first in line; the good ones come after. */
+    mp_expect_rc(mp_process_new(&good, good_clients, s.address, NULL), 0);
+    mp_expect_rc(mp_process_start(good), 0);
+    int served = 0;
+    while (served < GOOD) {
+        mp_conn *conn;
+        int rc = mp_listener_accept(l, &conn, MP_TMO(20));
+        cr_assert_eq(rc, 0, "accept after %d served: %s", served, mp_strerror(rc));
+        mp_conn_free(conn);
+        served++;
+    }
+    mp_expect_rc(mp_process_join(good, MP_TMO(20)), 0);
+    int failed = -1;
+    mp_expect_rc(mp_process_exitcode(good, &failed), 0);
+    cr_assert_eq(failed, 0, "%d of %d good clients were not served in time", failed, GOOD);
+    close(go[1]);
+    close(go[0]);
+    close(rep[0]);
+    close(rep[1]);
+    mp_expect_rc(mp_process_join(silent, MP_TMO(10)), 0);
+    mp_process_free(good);
+    mp_process_free(silent);
+    mp_listener_free(l);
+}
+
+Test(listener, a_silent_client_is_dropped_at_its_time_limit, .timeout = MP_TMO(20))
+{
+    mp_listener *l;
+    mp_expect_rc(mp_listener_new(&l, "tcp:127.0.0.1:0", KEY, sizeof KEY - 1), 0);
+    mp_expect_rc(mp_listener_set_handshake_timeout(l, 0.2), 0);
+    mp_expect_rc(mp_listener_set_handshake_timeout(l, 0), -EINVAL);
+    mp_expect_rc(mp_listener_set_handshake_timeout(l, NAN), -EINVAL);
+    mp_expect_rc(mp_listener_set_handshake_timeout(NULL, 1), -EINVAL);
+    int fd = tcp_connect(mp_listener_address(l));
+    cr_assert_geq(fd, 0);
+    mp_conn *c;
+    double t0 = mp_test_now();
+    mp_expect_rc(mp_listener_accept(l, &c, 1.0), MP_ETIMEDOUT);
+    cr_assert_geq(mp_test_now() - t0, 0.9, "accept waits out its own timeout");
+    /* The silent client got its challenge, then the listener hung up. */
+    char buf[256];
+    size_t got = 0;
+    for (;;) {
+        ssize_t r = mp_test_read(fd, buf, 1, MP_TMO(5));
+        if (r <= 0) {
+            cr_assert_eq(r, 0, "the listener hangs up, not the test's timeout");
+            break;
+        }
+        got++;
+    }
+    cr_assert_gt(got, 0, "the challenge came first");
+    close(fd);
+    /* A good client is still served. */
+    client_arg a = {.key = KEY, .keylen = sizeof KEY - 1};
+    snprintf(a.address, sizeof a.address, "%s", mp_listener_address(l));
+    mp_process *p;
+    mp_expect_rc(run_client(&p, &a), 0);
+    mp_expect_rc(mp_listener_accept(l, &c, MP_TMO(10)), 0);
+    size_t len;
+    mp_expect_rc(mp_conn_recv(c, buf, sizeof buf, &len, MP_TMO(10)), 0);
+    mp_expect_rc(mp_conn_send(c, "x", 1), 0);
+    mp_expect_rc(mp_conn_recv(c, buf, sizeof buf, &len, MP_TMO(10)), 0);
+    cr_assert_eq(client_exit(p), 0);
+    mp_conn_free(c);
+    mp_listener_free(l);
+}
+
+/* ---- a Unix socket left by a listener that was killed ---- */
+
+typedef struct {
+    char address[100];
+    int report; /* one byte once it listens */
+} listen_arg;
+
+static int listen_and_wait(void *arg)
+{
+    listen_arg *a = arg;
+    mp_listener *l;
+    if (mp_listener_new(&l, a->address, NULL, 0) < 0)
+        return 1;
+    char c = 'l';
+    (void)!write(a->report, &c, 1);
+    for (;;)
+        pause();
+}
+
+Test(listener, a_stale_unix_socket_is_taken_over, .timeout = MP_TMO(20))
+{
+    listen_arg la;
+    unix_address(la.address, sizeof la.address);
+    const char *addr = la.address;
+    int rep[2];
+    cr_assert_eq(pipe(rep), 0);
+    la.report = rep[1];
+    mp_process *p;
+    mp_expect_rc(mp_process_new(&p, listen_and_wait, &la, NULL), 0);
+    mp_expect_rc(mp_process_start(p), 0);
+    char ch;
+    int got = (int)mp_test_read(rep[0], &ch, 1, MP_TMO(10));
+    if (got != 1)
+        mp_process_kill(p);
+    cr_assert_eq(got, 1, "the first listener listens");
+    close(rep[0]);
+    close(rep[1]);
+    mp_listener *l, *l2;
+    int rc = mp_listener_new(&l, addr, NULL, 0);
+    mp_expect_rc(mp_process_kill(p), 0);
+    mp_expect_rc(rc, -EADDRINUSE); /* alive: not ours to take */
+    mp_expect_rc(mp_process_join(p, MP_TMO(10)), 0);
+    mp_process_free(p);
+    cr_assert_eq(access(addr + 5, F_OK), 0, "the killed listener left its socket file");
+    mp_expect_rc(mp_listener_new(&l, addr, NULL, 0), 0);
+    mp_expect_rc(mp_listener_new(&l2, addr, NULL, 0), -EADDRINUSE);
+    round_trip_on(l);
+    mp_listener_free(l);
+    /* A file that is no socket is never removed. */
+    int fd = open(addr + 5, O_CREAT | O_WRONLY | O_EXCL, 0600);
+    cr_assert_geq(fd, 0);
+    close(fd);
+    mp_expect_rc(mp_listener_new(&l, addr, NULL, 0), -EADDRINUSE);
+    cr_assert_eq(access(addr + 5, F_OK), 0, "a plain file stays");
+    unlink(addr + 5);
 }

@@ -99,15 +99,27 @@ MP_API void mp_conn_free(mp_conn *c);
  * port: see mp_listener_address).  With an authkey (keylen > 0), every
  * connection must prove it knows the key, and the listener proves it too
  * (HMAC-SHA256 challenges both ways).  Returns 0, -EINVAL (bad address,
- * NULL key with keylen > 0), -EADDRINUSE, -errno.  A Unix socket path is
- * removed again by mp_listener_free. */
+ * NULL key with keylen > 0), -EADDRINUSE (something listens there, or the
+ * path is no socket), -errno.  A Unix socket path left by a listener that
+ * was killed (nothing listens on it) is taken over; the path is removed
+ * again by mp_listener_free. */
 MP_API int mp_listener_new(mp_listener **out, const char *address, const void *authkey,
                            size_t keylen);
 
-/* Accept one client (and check its key).  Returns 0, MP_ETIMEDOUT, MP_EAUTH
- * (the client failed the challenge or refused ours: it is dropped),
- * -EPROTO (it spoke garbage), -EINVAL, -errno. */
+/* Accept one client (and check its key).  With a key the handshakes run
+ * side by side, each with its own time limit (see below): a client that is
+ * slow or silent holds up no one, and accept returns the next connection
+ * to have passed.  Returns 0, MP_ETIMEDOUT, MP_EAUTH (a client failed the
+ * challenge or refused ours: it is dropped), -EPROTO (a client spoke
+ * garbage: dropped), -EINVAL, -errno.  A client past its handshake time
+ * limit is dropped without a word.  Accepts on one listener are taken one
+ * at a time (a second thread waits for the first); each process forked
+ * with the listener accepts on its own (pre-fork servers). */
 MP_API int mp_listener_accept(mp_listener *l, mp_conn **out, double timeout);
+
+/* The time limit of each client's handshake (default 5 s; MP_FOREVER or
+ * +inf: none).  Returns 0, -EINVAL (NULL, 0, NaN). */
+MP_API int mp_listener_set_handshake_timeout(mp_listener *l, double timeout);
 
 /* The address clients connect to (with the port chosen for port 0);
  * NULL for NULL. */

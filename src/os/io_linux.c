@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -316,6 +317,45 @@ static int parse_address(const char *address, addr *a)
     return 0;
 }
 
+/* True if a listening socket is bound to path, from the kernel's table of
+ * Unix sockets (no probe connection, which a live listener would have to
+ * accept); true too when the table cannot be read (then we keep out). */
+static bool unix_path_listened(const char *path)
+{
+    FILE *f = fopen("/proc/net/unix", "re");
+    if (f == NULL)
+        return true;
+    char line[4200];
+    bool found = false;
+    size_t plen = strlen(path);
+    if (fgets(line, sizeof line, f) != NULL) /* the header */
+        while (!found && fgets(line, sizeof line, f) != NULL) {
+            unsigned long flags;
+            int at = 0;
+            /* Num RefCount Protocol Flags Type St Inode Path */
+            if (sscanf(line, "%*s %*s %*s %lx %*s %*s %*s %n", &flags, &at) != 1 || at == 0)
+                continue;
+            const char *name = line + at;
+            found = (flags & 0x10000) != 0 /* __SO_ACCEPTCON: listening */ &&
+                    strncmp(name, path, plen) == 0 && (name[plen] == '\n' || name[plen] == '\0');
+        }
+    fclose(f);
+    return found;
+}
+
+/* A Unix socket file that nothing listens on any more (its listener was
+ * killed) is removed, so that a new listener can take the path: true if
+ * it was.  Anything else at the path (a live listener, a file that is no
+ * socket) stays. */
+static bool take_stale(const addr *a)
+{
+    const char *path = ((const struct sockaddr_un *)&a->sa)->sun_path;
+    struct stat st;
+    if (path[0] == '\0' || lstat(path, &st) < 0 || !S_ISSOCK(st.st_mode))
+        return false;
+    return !unix_path_listened(path) && unlink(path) == 0;
+}
+
 int mp__io_listen(const char *address, int backlog)
 {
     addr a;
@@ -327,7 +367,10 @@ int mp__io_listen(const char *address, int backlog)
         return -errno;
     if (a.family != AF_UNIX)
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &(int){1}, sizeof(int));
-    if (bind(fd, (struct sockaddr *)&a.sa, a.len) < 0 || listen(fd, backlog) < 0) {
+    int b = bind(fd, (struct sockaddr *)&a.sa, a.len);
+    if (b < 0 && errno == EADDRINUSE && a.family == AF_UNIX && take_stale(&a))
+        b = bind(fd, (struct sockaddr *)&a.sa, a.len);
+    if (b < 0 || listen(fd, backlog) < 0) {
         rc = -errno;
         close(fd);
         return rc;
