@@ -352,17 +352,7 @@ Test(listener, a_silent_client_is_dropped_at_its_time_limit, .timeout = MP_TMO(2
     cr_assert_gt(got, 0, "the challenge came first");
     close(fd);
     /* A good client is still served. */
-    client_arg a = {.key = KEY, .keylen = sizeof KEY - 1};
-    snprintf(a.address, sizeof a.address, "%s", mp_listener_address(l));
-    mp_process *p;
-    mp_expect_rc(run_client(&p, &a), 0);
-    mp_expect_rc(mp_listener_accept(l, &c, MP_TMO(10)), 0);
-    size_t len;
-    mp_expect_rc(mp_conn_recv(c, buf, sizeof buf, &len, MP_TMO(10)), 0);
-    mp_expect_rc(mp_conn_send(c, "x", 1), 0);
-    mp_expect_rc(mp_conn_recv(c, buf, sizeof buf, &len, MP_TMO(10)), 0);
-    cr_assert_eq(client_exit(p), 0);
-    mp_conn_free(c);
+    round_trip_with(l, KEY, sizeof KEY - 1);
     mp_listener_free(l);
 }
 
