@@ -131,7 +131,17 @@ static void recover_worker(pool_core *c, unsigned w, const mp_task_info *fail)
     job *j = s ? mp__job_of(&c->jobs, s) : NULL;
     if (j && atomic_load(&s->seq) == sq && j->collected_seq != sq) {
         uint32_t st = job_state(s);
-        if (st == JOB_RUNNING) {
+        /* The worker may have died after its dispatch was collected and
+         * the job freed, or taken again for a new submission (whose
+         * mp__job_get cleared collected_seq): then the state is not that
+         * dispatch's.  A new dispatch changes seq before the state (see
+         * mp__job_queue), so seq read again after the state tells. */
+        bool same = atomic_load(&s->seq) == sq;
+        bool orphan = atomic_load(&s->state) & JOB_ORPHAN;
+        if (!same || st == JOB_FREE || (job_is_recyclable(st) && !orphan)) {
+            /* that dispatch ended and its owner has it: nothing to do (an
+             * orphan's end the worker did not live to push is ours) */
+        } else if (st == JOB_RUNNING) {
             mp_task_info f = *fail;
             worker_rec *r = &c->w[w];
             uint64_t item = atomic_load(&s->cur);
