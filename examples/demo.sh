@@ -67,10 +67,19 @@ show co_echo_server        "coroutines: one thread serves 10,000 clients at once
 # MPI pools, when mpirun is here: the same pool.map over eleven ranks.
 if command -v mpirun >/dev/null 2>&1 && [ -x "$dir/mpi_pool_map_speed" ]; then
     printf '\n=== %s — %s\n' mpi_pool_map_speed "seed 000/1 over MPI: mpirun -n 11, ten worker ranks"
-    if ! OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
-        timeout 60 mpirun -n 11 --oversubscribe "$dir/mpi_pool_map_speed"; then
-        echo "demo: mpi_pool_map_speed failed" >&2
-        failed=1
+    run_mpi() {
+        OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
+            timeout 60 mpirun -n 11 --oversubscribe "$dir/mpi_pool_map_speed"
+    }
+    # Known open problem: now and then (2 of 5 CI runs, never in 22 runs
+    # by hand) this job prints the right result and then mpirun ends with
+    # a non-zero status.  Say so, and run it once more.
+    if ! run_mpi; then
+        echo "demo: mpi_pool_map_speed ended with status $?; once more" >&2
+        if ! run_mpi; then
+            echo "demo: mpi_pool_map_speed failed" >&2
+            failed=1
+        fi
     fi
 fi
 
