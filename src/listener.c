@@ -46,6 +46,7 @@
 enum { NONCE = 32, CHALLENGE_LEN = sizeof CHALLENGE - 1 + NONCE, HANDSHAKE_MAX = 64,
        PENDING_MAX = 4096 /* handshakes under way at once */ };
 #define HANDSHAKE_DEFAULT_NS 5000000000LL
+#define BACKLOG_MAX 65535 /* the kernel takes min(this, net.core.somaxconn) */
 
 enum { HS_ANSWER, HS_CHALLENGE, HS_VERDICT };
 
@@ -343,7 +344,7 @@ int mp_listener_new(mp_listener **out, const char *address, const void *authkey,
         memcpy(l->key, authkey, keylen);
         l->keylen = keylen;
     }
-    int fd = mp__io_listen(address, 128);
+    int fd = mp__io_listen(address, BACKLOG_MAX);
     if (fd < 0) {
         free(l->key);
         free(l);
@@ -366,6 +367,13 @@ int mp_listener_new(mp_listener **out, const char *address, const void *authkey,
 const char *mp_listener_address(const mp_listener *l)
 {
     return l == NULL ? NULL : l->address;
+}
+
+int mp_listener_set_backlog(mp_listener *l, int n)
+{
+    if (l == NULL || n < 0)
+        return -EINVAL;
+    return mp__io_set_backlog(l->fd, n);
 }
 
 int mp_listener_set_handshake_timeout(mp_listener *l, double timeout)

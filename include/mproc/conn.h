@@ -102,7 +102,9 @@ MP_API void mp_conn_free(mp_conn *c);
  * NULL key with keylen > 0), -EADDRINUSE (something listens there, or the
  * path is no socket), -errno.  A Unix socket path left by a listener that
  * was killed (nothing listens on it) is taken over; the path is removed
- * again by mp_listener_free. */
+ * again by mp_listener_free.  Connections not yet accepted wait in a queue
+ * of the kernel's largest size (net.core.somaxconn): see
+ * mp_listener_set_backlog. */
 MP_API int mp_listener_new(mp_listener **out, const char *address, const void *authkey,
                            size_t keylen);
 
@@ -120,6 +122,13 @@ MP_API int mp_listener_accept(mp_listener *l, mp_conn **out, double timeout);
 /* The time limit of each client's handshake (default 5 s; MP_FOREVER or
  * +inf: none).  Returns 0, -EINVAL (NULL, 0, NaN). */
 MP_API int mp_listener_set_handshake_timeout(mp_listener *l, double timeout);
+
+/* How many connections not yet accepted the kernel keeps (Python's
+ * backlog; the default is the largest, and the kernel caps n at
+ * net.core.somaxconn).  Past it, a client's connection attempt is dropped
+ * and retried after 1 s, then 3 s...  Returns 0, -EINVAL (NULL, n < 0),
+ * -errno. */
+MP_API int mp_listener_set_backlog(mp_listener *l, int n);
 
 /* The address clients connect to (with the port chosen for port 0);
  * NULL for NULL. */

@@ -50,6 +50,8 @@ void mp__io_close(int fd);
 /* ---- sockets for Listener/Client ---- */
 /* Listen on "unix:/path" or "tcp:HOST:PORT" (port 0: any free one). */
 int mp__io_listen(const char *address, int backlog);
+/* Change a listening socket's backlog.  Returns 0 or -errno. */
+int mp__io_set_backlog(int fd, int backlog);
 /* Accept one connection (close-on-exec), waiting up to deadline: the new
  * fd, -ETIMEDOUT, or -errno. */
 int mp__io_accept(int lfd, int64_t deadline);

@@ -378,6 +378,11 @@ int mp__io_listen(const char *address, int backlog)
     return fd;
 }
 
+int mp__io_set_backlog(int fd, int backlog)
+{
+    return listen(fd, backlog) < 0 ? -errno : 0;
+}
+
 int mp__io_accept(int lfd, int64_t deadline)
 {
     for (;;) {
