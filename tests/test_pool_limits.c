@@ -4,12 +4,14 @@
 // labels: unit
 #include <mproc.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <sys/resource.h>
 
 #include "mp_test.h"
 #include "os/os.h"
+#include "pool/core.h"
 #include "pool/job.h"
 #include "test_pool_common.h"
 
@@ -380,4 +382,55 @@ Test(pool_limits, terminate_during_a_map_cancels_it, .timeout = MP_TMO(30))
     mp_expect_rc(m.rc, MP_ECANCELED);
     mp_pool_free(m.p);
     mp_sem_free(started_sem);
+}
+
+/* A worker killed after its task was collected, freed, and the job taken
+ * again by a submission that then failed (mp__job_get clears the job's
+ * completion hook and collected mark): the supervisor must see that the
+ * dispatch the dead worker's slot names has ended and is its owner's.  The
+ * window (between the worker's push of the result and its clearing of its
+ * slot) is a few instructions wide; the test sets the slot back by hand.
+ * The supervisor used to end the old dispatch again, through the NULL hook. */
+Test(pool_limits, worker_dead_after_its_job_was_taken_again, .timeout = MP_TMO(30))
+{
+    mp_pool *p;
+    mp_expect_rc(mp_pool_new(&p, &(mp_pool_opts){.workers = 1}), 0);
+    task_arg a = {.op = OP_PID};
+    mp_result *r;
+    mp_expect_rc(mp_pool_apply_async(p, run_op, &a, sizeof a, NULL, &r), 0);
+    const void *res;
+    size_t len;
+    mp_expect_rc(mp_result_get(r, MP_TMO(10), &res, &len), 0);
+    pid_t pid = *(const pid_t *)res;
+    cr_assert_gt(pid, 0);
+    job *j = (job *)r;
+    job_shm *s = j->shm;
+    uint64_t seq = atomic_load(&s->seq);
+    mp_result_free(r);
+    int bad = -1;
+    mp_task_opts o = {.fds = &bad, .nfds = 1};
+    mp_expect_rc(mp_pool_apply_async(p, run_op, &a, sizeof a, &o, &r), -EBADF);
+    cr_assert_eq(j->done, NULL, "the failed submission took the same job again");
+    cr_assert_eq(atomic_load(&s->seq), seq);
+    worker_slot *ws = &p->c->s->workers[0];
+    atomic_store(&ws->current_seq, seq);
+    atomic_store(&ws->current, s);
+    cr_assert_eq(kill(pid, SIGKILL), 0);
+    /* The supervisor clears the slot once it has dealt with the death
+     * (before the next submission, which would take that job again). */
+    double until = mp_test_now() + MP_TMO(10);
+    while (atomic_load(&ws->current) != NULL && mp_test_now() < until)
+        sched_yield();
+    cr_assert_null(atomic_load(&ws->current), "the supervisor saw the worker die");
+    cr_assert_eq(j->done, NULL, "nobody ended the old dispatch again");
+    /* A new worker comes, and the pool goes on. */
+    a.op = OP_SQUARE;
+    a.value = 7;
+    void *v;
+    mp_expect_rc(mp_pool_apply(p, run_op, &a, sizeof a, &v, &len), 0);
+    cr_assert_eq(*(int *)v, 49);
+    free(v);
+    mp_expect_rc(mp_pool_close(p), 0);
+    mp_expect_rc(mp_pool_join(p, MP_TMO(10)), 0);
+    mp_pool_free(p);
 }

@@ -112,7 +112,8 @@ MP_API int mp_pool_apply(mp_pool *p, mp_task_fn fn, const void *arg, size_t len,
 
 /* Submit fn(arg, len) (the argument is copied) and return at once with a
  * result handle in *out (opts may be NULL).  Never blocks.  Errors:
- * -EINVAL, MP_ECLOSED, -ENOMEM, -ENOTSUP (a timeout on a thread pool). */
+ * -EINVAL, MP_ECLOSED, -ENOMEM, -ENOTSUP (a timeout on a thread pool),
+ * -EBADF (a descriptor in opts->fds is not open). */
 MP_API int mp_pool_apply_async(mp_pool *p, mp_task_fn fn, const void *arg, size_t len,
                                const mp_task_opts *opts, mp_result **out);
 
