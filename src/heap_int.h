@@ -34,5 +34,8 @@ size_t mp__heap_block_size(const void *p);
 /* Make sure the heap is mapped (done before every fork of ours, so that
  * children share it).  Returns 0 or -errno. */
 int mp__heap_ensure(void);
+/* Walk all of the heap's lists and spans (tests): 0, or -EUCLEAN with what
+ * is wrong written to why. */
+int mp__heap_check(char *why, size_t cap);
 
 #endif

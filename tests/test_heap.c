@@ -231,3 +231,176 @@ Test(heap, kill9_inside_the_allocator_does_not_wedge, .timeout = MP_TMO(60))
     /* At most one block per kill may leak (taken or returned mid-way). */
     cr_assert_leq(s1.blocks, s0.blocks + 40);
 }
+
+/* ---- freed memory returns to a common pool ---- */
+
+static void expect_whole(void)
+{
+    char why[200] = "";
+    int rc = mp__heap_check(why, sizeof why);
+    cr_assert_eq(rc, 0, "heap check: %s", why);
+}
+
+/* The size a block of `size` bytes takes. */
+static size_t block_bytes(size_t size)
+{
+    void *p = mp_shared_alloc(size);
+    cr_assert_not_null(p);
+    size_t n = mp__heap_block_size(p);
+    mp_shared_free(p);
+    return n;
+}
+
+/* mp_heap_usage gives back the empty chunk each size class keeps, so that
+ * a fill starts from a heap as fresh as it can be. */
+static mp_heap_stats settle(void)
+{
+    mp_heap_stats s;
+    cr_assert_eq(mp_heap_usage(&s), 0);
+    return s;
+}
+
+/* Allocate `size` until the heap is full; free them all unless keep.
+ * Returns how many fit. */
+static size_t fill(size_t size, void ***keep)
+{
+    size_t n = 0, cap = 1024;
+    void **v = malloc(cap * sizeof *v);
+    cr_assert_not_null(v);
+    for (;;) {
+        void *p = mp_shared_alloc(size);
+        if (p == NULL)
+            break;
+        if (n == cap)
+            cr_assert_not_null(v = realloc(v, (cap *= 2) * sizeof *v));
+        v[n++] = p;
+    }
+    if (keep) {
+        *keep = v;
+        return n;
+    }
+    for (size_t i = 0; i < n; i++) /* every other one first: holes */
+        if (i % 2 == 0)
+            mp_shared_free(v[i]);
+    for (size_t i = 0; i < n; i++)
+        if (i % 2 == 1)
+            mp_shared_free(v[i]);
+    free(v);
+    return n;
+}
+
+/* The sizes a long-running program may go through in a day. */
+static const size_t day[] = {24, 4096, 65536, 1 << 20, 2 << 20, 8 << 20, 100, 300000};
+#define NDAY (sizeof day / sizeof day[0])
+
+/* After any fill-and-free, any size fits again up to the heap's brim: the
+ * count of a size is the same as in a fresh heap. */
+Test(heap, any_fill_and_free_leaves_the_heap_to_any_size, .timeout = MP_TMO(60))
+{
+    cr_assert_eq(mp_heap_configure(64 << 20), 0);
+    mp_heap_stats s0;
+    cr_assert_eq(mp_heap_usage(&s0), 0);
+    cr_assert_eq(s0.free_bytes, s0.capacity - s0.chunks_used);
+    cr_assert_eq(s0.largest_free, s0.free_bytes, "a fresh heap is one span");
+    size_t fresh[NDAY];
+    for (size_t b = 0; b < NDAY; b++) {
+        settle();
+        fresh[b] = fill(day[b], NULL);
+        cr_assert_geq(fresh[b] * block_bytes(day[b]), s0.free_bytes * 9 / 10,
+                      "%zu B blocks fill 90%% of a fresh heap", day[b]);
+    }
+    for (size_t a = 0; a < NDAY; a++) {
+        for (size_t b = 0; b < NDAY; b++) {
+            fill(day[a], NULL);
+            expect_whole();
+            mp_heap_stats s = settle();
+            cr_assert_eq(s.free_bytes, s0.free_bytes, "after %zu B blocks: all free", day[a]);
+            cr_assert_eq(s.largest_free, s0.largest_free, "after %zu B blocks: in one span",
+                         day[a]);
+            size_t n = fill(day[b], NULL);
+            cr_assert_eq(n, fresh[b], "%zu B blocks after %zu B ones: %zu, fresh %zu", day[b],
+                         day[a], n, fresh[b]);
+        }
+    }
+    expect_whole();
+}
+
+/* The numbers: 1 MiB Values filled and freed, then 24-byte blocks. */
+Test(heap, values_then_small_blocks, .timeout = MP_TMO(30))
+{
+    cr_assert_eq(mp_heap_configure(64 << 20), 0);
+    size_t fresh = fill(24, NULL);
+    mp_value *v[64];
+    int n = 0;
+    while (n < 64 && mp_value_new(&v[n], 1 << 20, NULL) == 0)
+        n++;
+    cr_assert_gt(n, 50);
+    for (int i = 0; i < n; i++)
+        mp_value_free(v[i]);
+    expect_whole();
+    cr_assert_eq(fill(24, NULL), fresh);
+    expect_whole();
+}
+
+/* Holes: with every other block of a size still live, the rest of the
+ * heap still takes blocks of any size, and usage says how it is cut up. */
+Test(heap, usage_reports_fragmentation, .timeout = MP_TMO(30))
+{
+    cr_assert_eq(mp_heap_configure(64 << 20), 0);
+    mp_heap_stats s0, s1, s2;
+    cr_assert_eq(mp_heap_usage(&s0), 0);
+    void **v;
+    size_t n = fill(65536, &v); /* every chunk */
+    cr_assert_eq(mp_heap_usage(&s1), 0);
+    cr_assert_eq(s1.free_bytes, 0);
+    cr_assert_eq(s1.largest_free, 0);
+    for (size_t i = 0; i < n; i += 2)
+        mp_shared_free(v[i]);
+    cr_assert_eq(mp_heap_usage(&s2), 0);
+    cr_assert_eq(s2.free_bytes, (n + 1) / 2 * 65536, "half the chunks are free");
+    cr_assert_eq(s2.largest_free, 65536, "in holes of one chunk");
+    cr_assert_null(mp_shared_alloc(2 * 65536), "no two free chunks are adjacent");
+    for (size_t i = 1; i < n; i += 2)
+        mp_shared_free(v[i]);
+    free(v);
+    cr_assert_eq(mp_heap_usage(&s2), 0);
+    cr_assert_eq(s2.free_bytes, s0.free_bytes);
+    cr_assert_eq(s2.largest_free, s0.largest_free);
+    expect_whole();
+}
+
+/* Two processes fill and free different sizes at the same time; then the
+ * parent gets the whole heap in the largest blocks. */
+static int churn_size(size_t size, int rounds)
+{
+    for (int r = 0; r < rounds; r++) {
+        void **v;
+        size_t n = fill(size, &v);
+        for (size_t i = 0; i < n; i++)
+            if (mp__heap_free(v[i]) != 0)
+                return 1;
+        free(v);
+    }
+    return 0;
+}
+
+Test(heap, processes_fill_and_free_at_once_then_one_takes_all, .timeout = MP_TMO(60))
+{
+    cr_assert_eq(mp_heap_configure(64 << 20), 0);
+    size_t fresh = fill(8 << 20, NULL);
+    cr_assert_geq(fresh, 7);
+    pid_t a = fork();
+    if (a == 0)
+        _exit(churn_size(24, 20));
+    pid_t b = fork();
+    if (b == 0)
+        _exit(churn_size(300000, 200));
+    int st = mp_test_waitpid(a, MP_TMO(50));
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    st = mp_test_waitpid(b, MP_TMO(50));
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    expect_whole();
+    cr_assert_geq(fill(8 << 20, NULL), fresh - 1, "without settling: all but one block");
+    settle();
+    cr_assert_eq(fill(8 << 20, NULL), fresh);
+}

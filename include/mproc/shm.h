@@ -34,10 +34,17 @@ typedef struct {
     size_t capacity;    /* bytes the heap may hand out */
     size_t in_use;      /* bytes in live blocks (rounded to size classes) */
     size_t blocks;      /* live blocks */
-    size_t chunks_used; /* bytes of the region ever carved into blocks */
+    size_t chunks_used; /* bytes in 64 KiB chunks that hold live blocks */
+    size_t free_bytes;  /* bytes in free chunks: free for a block of any size */
+    size_t largest_free;/* the largest block that fits now (bytes) */
 } mp_heap_stats;
 
-/* Snapshot of the heap's usage (creates the heap if needed).
+/* Snapshot of the heap's usage (creates the heap if needed).  Memory freed
+ * returns to a common pool of 64 KiB chunks, where free neighbours merge:
+ * capacity - free_bytes is what live blocks hold, with the unused rest of
+ * the chunks they sit in; free_bytes - largest_free is fragmentation.  It
+ * walks the chunks in use (about 1 ms a GiB of small blocks) and gives back
+ * the empty chunk each size class keeps for reuse.
  * Errors: -EINVAL (NULL), or the mapping's error.  Thread-safe. */
 MP_API int mp_heap_usage(mp_heap_stats *out);
 
