@@ -812,7 +812,10 @@ int mp__heap_check(char *why, size_t cap)
     uint32_t nfree = 0, nsmall[NSMALL] = {0};
     bool prev_free = false;
     rc = 0;
-    if (heap->bump > heap->nchunks)
+    if (atomic_load(&heap->undo_n) != 0)
+        snprintf(why, cap, "%u stores of an operation not undone", atomic_load(&heap->undo_n)),
+            rc = -EUCLEAN;
+    else if (heap->bump > heap->nchunks)
         snprintf(why, cap, "bump %u past %zu chunks", heap->bump, heap->nchunks), rc = -EUCLEAN;
     for (uint32_t c = 0; rc == 0 && c < heap->bump;) {
         chunk_rec *r = rec(c);
