@@ -43,7 +43,7 @@ typedef struct {
  * returns to a common pool of 64 KiB chunks, where free neighbours merge:
  * capacity - free_bytes is what live blocks hold, with the unused rest of
  * the chunks they sit in; free_bytes - largest_free is fragmentation.  It
- * walks the chunks in use (about 1 ms a GiB of small blocks) and gives back
+ * walks the chunks in use (about 30 µs a GiB) and gives back
  * the empty chunk each size class keeps for reuse.
  * Errors: -EINVAL (NULL), or the mapping's error.  Thread-safe. */
 MP_API int mp_heap_usage(mp_heap_stats *out);
