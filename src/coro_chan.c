@@ -1,5 +1,6 @@
 /* Channels between the coroutines of one thread: a ring of capacity
- * elements (0: every send meets its receive), with the senders and
+ * elements (0: every send meets its receive; MP_CHAN_UNBOUNDED: a ring
+ * that doubles when full, so a send never waits), with the senders and
  * receivers that wait on it in FIFO lists. */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -18,12 +19,37 @@ struct mp_chan {
     size_t esz, cap;
     char *buf;
     size_t head, count;
+    bool unbounded;  /* cap is the ring's present size, doubled as needed */
     bool closed;
     waitq senders, receivers;
 };
 
+enum { UNBOUNDED_FIRST = 16 };
+
+/* An unbounded channel's ring is full: double it, its elements in order
+ * from the start.  0 or -ENOMEM. */
+static int grow(mp_chan *ch)
+{
+    if (ch->cap > SIZE_MAX / 2 / ch->esz)
+        return -ENOMEM;
+    char *nb = malloc(2 * ch->cap * ch->esz);
+    if (nb == NULL)
+        return -ENOMEM;
+    size_t first = ch->cap - ch->head; /* elements from head to the end */
+    memcpy(nb, ch->buf + ch->head * ch->esz, first * ch->esz);
+    memcpy(nb + first * ch->esz, ch->buf, ch->head * ch->esz);
+    free(ch->buf);
+    ch->buf = nb;
+    ch->head = 0;
+    ch->cap *= 2;
+    return 0;
+}
+
 int mp_chan_new(mp_chan **out, size_t elem_size, size_t capacity)
 {
+    bool unbounded = capacity == MP_CHAN_UNBOUNDED;
+    if (unbounded)
+        capacity = UNBOUNDED_FIRST;
     if (out == NULL || elem_size == 0 || (capacity && elem_size > SIZE_MAX / capacity))
         return -EINVAL;
     *out = NULL;
@@ -40,6 +66,7 @@ int mp_chan_new(mp_chan **out, size_t elem_size, size_t capacity)
     ch->s = s;
     ch->esz = elem_size;
     ch->cap = capacity;
+    ch->unbounded = unbounded;
     *out = ch;
     return 0;
 }
@@ -60,6 +87,11 @@ int mp_chan_send(mp_chan *ch, const void *elem, double timeout)
         r->xfer_rc = 0;
         mp__co_wake(s, r, 0);
         return 0;
+    }
+    if (ch->count == ch->cap && ch->unbounded) {
+        int rc = grow(ch);
+        if (rc < 0)
+            return rc;
     }
     if (ch->count < ch->cap) {
         memcpy(ch->buf + ((ch->head + ch->count) % ch->cap) * ch->esz, elem, ch->esz);

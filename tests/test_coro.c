@@ -152,6 +152,35 @@ Test(coro, channels_buffered_and_rendezvous, .timeout = MP_TMO(10))
     run_chan(1);
     run_chan(7);
     run_chan(100);
+    run_chan(MP_CHAN_UNBOUNDED);
+}
+
+/* asyncio.Queue(): sends never wait, and the elements come out in order
+ * across the ring's growth, also when it had wrapped around. */
+Test(coro, unbounded_channel_never_blocks_a_sender, .timeout = MP_TMO(10))
+{
+    mp_chan *ch;
+    mp_expect_rc(mp_chan_new(&ch, sizeof(int), MP_CHAN_UNBOUNDED), 0);
+    int v, next_in = 0, next_out = 0;
+    for (int round = 0; round < 12; round++) {
+        int in = 3 << round, out = (3 << round) / 2 + 1; /* grows while wrapped */
+        for (int i = 0; i < in; i++, next_in++)
+            mp_expect_rc(mp_chan_send(ch, &next_in, 0), 0);
+        for (int i = 0; i < out; i++, next_out++) {
+            mp_expect_rc(mp_chan_recv(ch, &v, 0), 0);
+            cr_assert_eq(v, next_out);
+        }
+        cr_assert_eq(mp_chan_len(ch), (size_t)(next_in - next_out));
+    }
+    mp_expect_rc(mp_chan_close(ch), 0);
+    while (next_out < next_in) {
+        mp_expect_rc(mp_chan_recv(ch, &v, 0), 0);
+        cr_assert_eq(v, next_out++);
+    }
+    mp_expect_rc(mp_chan_recv(ch, &v, 0), MP_ECLOSED);
+    mp_chan_free(ch);
+    /* A huge element size cannot overflow the ring's size. */
+    mp_expect_rc(mp_chan_new(&ch, SIZE_MAX / 8, MP_CHAN_UNBOUNDED), -EINVAL);
 }
 
 Test(coro, channel_close_drains_then_reports_closed, .timeout = MP_TMO(10))

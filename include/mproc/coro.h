@@ -22,6 +22,7 @@
 #define MPROC_CORO_H
 
 #include <mproc/common.h>
+#include <stdint.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 
@@ -90,10 +91,16 @@ MP_API ssize_t mp_co_write(int fd, const void *buf, size_t n, double timeout);
 
 /* ---- channels (Go/gevent style), within one thread ---- */
 
+/* The capacity of a channel without a bound (asyncio.Queue()): a send
+ * never waits; the buffer grows as needed. */
+#define MP_CHAN_UNBOUNDED SIZE_MAX
+
 /* A channel of elements of elem_size bytes holding up to capacity of them
- * (0: rendezvous: a send waits for a receiver).  Errors: -EINVAL, -ENOMEM. */
+ * (0: rendezvous: a send waits for a receiver; MP_CHAN_UNBOUNDED: no
+ * bound).  Errors: -EINVAL, -ENOMEM. */
 MP_API int mp_chan_new(mp_chan **out, size_t elem_size, size_t capacity);
-/* Send one element (copied): 0, MP_ETIMEDOUT, MP_ECLOSED, -EINVAL. */
+/* Send one element (copied): 0, MP_ETIMEDOUT, MP_ECLOSED, -EINVAL, -ENOMEM
+ * (an unbounded channel could not grow). */
 MP_API int mp_chan_send(mp_chan *ch, const void *elem, double timeout);
 /* Receive one element: 0, MP_ETIMEDOUT, MP_ECLOSED (closed and drained). */
 MP_API int mp_chan_recv(mp_chan *ch, void *elem, double timeout);
