@@ -206,41 +206,64 @@ static void heap_remove(sched *s, mp_co *co)
 
 /* ---- wait lists ---- */
 
-void mp__co_wq_add(waitq *q, mp_co *co)
+void mp__co_wq_add(waitq *q, waiter *w)
 {
-    co->wq = q;
-    co->wq_next = NULL;
-    co->wq_prev = q->tail;
+    w->q = q;
+    w->next = NULL;
+    w->prev = q->tail;
     if (q->tail)
-        q->tail->wq_next = co;
+        q->tail->next = w;
     else
-        q->head = co;
-    q->tail = co;
+        q->head = w;
+    q->tail = w;
 }
 
-void mp__co_wq_del(mp_co *co)
+static void wq_del(waiter *w)
 {
-    waitq *q = co->wq;
+    waitq *q = w->q;
     if (q == NULL)
         return;
-    if (co->wq_prev)
-        co->wq_prev->wq_next = co->wq_next;
+    if (w->prev)
+        w->prev->next = w->next;
     else
-        q->head = co->wq_next;
-    if (co->wq_next)
-        co->wq_next->wq_prev = co->wq_prev;
+        q->head = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
     else
-        q->tail = co->wq_prev;
-    co->wq = NULL;
-    co->wq_next = co->wq_prev = NULL;
+        q->tail = w->prev;
+    w->q = NULL;
+    w->next = w->prev = NULL;
 }
 
-mp_co *mp__co_wq_pop(waitq *q)
+waiter *mp__co_wq_pop(waitq *q)
 {
-    mp_co *co = q->head;
-    if (co)
-        mp__co_wq_del(co);
-    return co;
+    waiter *w = q->head;
+    if (w)
+        wq_del(w);
+    return w;
+}
+
+void mp__co_wait_on(mp_co *co, waitq *q)
+{
+    co->w.co = co;
+    co->waits = &co->w;
+    co->nwaits = 1;
+    co->fired = NULL;
+    mp__co_wq_add(q, &co->w);
+}
+
+void mp__co_unwait(mp_co *co)
+{
+    for (unsigned i = 0; i < co->nwaits; i++)
+        wq_del(&co->waits[i]);
+    co->nwaits = 0;
+}
+
+void mp__co_fire(sched *s, waiter *w, int rc)
+{
+    w->rc = rc;
+    w->co->fired = w;
+    mp__co_wake(s, w->co, 0);
 }
 
 /* ---- waking and parking ---- */
@@ -252,7 +275,7 @@ void mp__co_wake(sched *s, mp_co *co, int rc)
     co->woken = true;
     co->wake_rc = rc;
     heap_remove(s, co);
-    mp__co_wq_del(co);
+    mp__co_unwait(co);
     mp__co_fd_forget(s, co);
     if (co->state == CO_WAITING)
         co->state = CO_READY;
@@ -349,7 +372,7 @@ int mp__co_park(sched *s, int64_t deadline)
     self->woken = false;
     self->wake_rc = 0;
     if (deadline != MP__NO_DEADLINE && heap_push(s, self, deadline) < 0) {
-        mp__co_wq_del(self);
+        mp__co_unwait(self);
         mp__co_fd_forget(s, self);
         return -ENOMEM;
     }
@@ -357,7 +380,7 @@ int mp__co_park(sched *s, int64_t deadline)
         int rc = run_loop(s, UNTIL_MAIN_WOKEN);
         if (rc < 0 && !self->woken) {
             heap_remove(s, self);
-            mp__co_wq_del(self);
+            mp__co_unwait(self);
             mp__co_fd_forget(s, self);
             return rc;
         }
@@ -385,9 +408,9 @@ static _Noreturn void co_exit(sched *s, mp_co *co)
 {
     co->state = CO_DONE;
     s->live--;
-    mp_co *j;
+    waiter *j;
     while ((j = mp__co_wq_pop(&co->joiners)) != NULL)
-        mp__co_wake(s, j, 0);
+        mp__co_wake(s, j->co, 0);
     if (co->detached)
         s->zombie = co; /* freed by whoever runs next, off this stack */
     co_switch(s, co, pick_next(s));
@@ -533,7 +556,7 @@ int mp_co_join(mp_co *co, double timeout)
     while (co->state != CO_DONE) {
         if (deadline != MP__NO_DEADLINE && mp__now_ns() >= deadline)
             return MP_ETIMEDOUT;
-        mp__co_wq_add(&co->joiners, s->current);
+        mp__co_wait_on(s->current, &co->joiners);
         rc = mp__co_park(s, deadline);
         if (rc < 0 && co->state != CO_DONE)
             return rc;

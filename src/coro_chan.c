@@ -71,21 +71,16 @@ int mp_chan_new(mp_chan **out, size_t elem_size, size_t capacity)
     return 0;
 }
 
-int mp_chan_send(mp_chan *ch, const void *elem, double timeout)
+/* Send without waiting: 0, MP_ECLOSED, MP_ETIMEDOUT (it would wait), or
+ * -ENOMEM (an unbounded ring could not grow). */
+static int try_send(mp_chan *ch, const void *elem)
 {
-    int64_t deadline;
-    if (ch == NULL || elem == NULL || mp__deadline(timeout, &deadline) < 0)
-        return -EINVAL;
-    sched *s = ch->s;
-    if (s != mp__co_tls)
-        return -EPERM;
     if (ch->closed)
         return MP_ECLOSED;
-    mp_co *r = mp__co_wq_pop(&ch->receivers);
+    waiter *r = mp__co_wq_pop(&ch->receivers);
     if (r) {
         memcpy(r->xfer, elem, ch->esz);
-        r->xfer_rc = 0;
-        mp__co_wake(s, r, 0);
+        mp__co_fire(ch->s, r, 0);
         return 0;
     }
     if (ch->count == ch->cap && ch->unbounded) {
@@ -98,14 +93,56 @@ int mp_chan_send(mp_chan *ch, const void *elem, double timeout)
         ch->count++;
         return 0;
     }
+    return MP_ETIMEDOUT;
+}
+
+/* Receive without waiting: 0, MP_ECLOSED (closed and drained), or
+ * MP_ETIMEDOUT (it would wait). */
+static int try_recv(mp_chan *ch, void *elem)
+{
+    if (ch->count > 0) {
+        memcpy(elem, ch->buf + ch->head * ch->esz, ch->esz);
+        ch->head = (ch->head + 1) % ch->cap;
+        ch->count--;
+        waiter *sd = mp__co_wq_pop(&ch->senders); /* room now: take a waiting sender's */
+        if (sd) {
+            memcpy(ch->buf + ((ch->head + ch->count) % ch->cap) * ch->esz, sd->xfer, ch->esz);
+            ch->count++;
+            mp__co_fire(ch->s, sd, 0);
+        }
+        return 0;
+    }
+    waiter *sd = mp__co_wq_pop(&ch->senders);
+    if (sd) { /* rendezvous */
+        memcpy(elem, sd->xfer, ch->esz);
+        mp__co_fire(ch->s, sd, 0);
+        return 0;
+    }
+    return ch->closed ? MP_ECLOSED : MP_ETIMEDOUT;
+}
+
+/* Wait for one channel operation (its try found nothing). */
+static int wait_one(sched *s, waitq *q, void *elem, int64_t deadline)
+{
     if (deadline != MP__NO_DEADLINE && mp__now_ns() >= deadline)
         return MP_ETIMEDOUT;
     mp_co *self = s->current;
-    self->xfer = (void *)elem;
-    self->xfer_rc = MP_ETIMEDOUT;
-    mp__co_wq_add(&ch->senders, self);
+    self->w.xfer = elem;
+    self->w.rc = MP_ETIMEDOUT;
+    mp__co_wait_on(self, q);
     int rc = mp__co_park(s, deadline);
-    return rc < 0 ? rc : self->xfer_rc;
+    return self->fired ? self->w.rc : rc < 0 ? rc : MP_ETIMEDOUT;
+}
+
+int mp_chan_send(mp_chan *ch, const void *elem, double timeout)
+{
+    int64_t deadline;
+    if (ch == NULL || elem == NULL || mp__deadline(timeout, &deadline) < 0)
+        return -EINVAL;
+    if (ch->s != mp__co_tls)
+        return -EPERM;
+    int rc = try_send(ch, elem);
+    return rc != MP_ETIMEDOUT ? rc : wait_one(ch->s, &ch->senders, (void *)elem, deadline);
 }
 
 int mp_chan_recv(mp_chan *ch, void *elem, double timeout)
@@ -113,39 +150,10 @@ int mp_chan_recv(mp_chan *ch, void *elem, double timeout)
     int64_t deadline;
     if (ch == NULL || elem == NULL || mp__deadline(timeout, &deadline) < 0)
         return -EINVAL;
-    sched *s = ch->s;
-    if (s != mp__co_tls)
+    if (ch->s != mp__co_tls)
         return -EPERM;
-    if (ch->count > 0) {
-        memcpy(elem, ch->buf + ch->head * ch->esz, ch->esz);
-        ch->head = (ch->head + 1) % ch->cap;
-        ch->count--;
-        mp_co *sd = mp__co_wq_pop(&ch->senders); /* room now: take a waiting sender's */
-        if (sd) {
-            memcpy(ch->buf + ((ch->head + ch->count) % ch->cap) * ch->esz, sd->xfer, ch->esz);
-            ch->count++;
-            sd->xfer_rc = 0;
-            mp__co_wake(s, sd, 0);
-        }
-        return 0;
-    }
-    mp_co *sd = mp__co_wq_pop(&ch->senders);
-    if (sd) { /* rendezvous */
-        memcpy(elem, sd->xfer, ch->esz);
-        sd->xfer_rc = 0;
-        mp__co_wake(s, sd, 0);
-        return 0;
-    }
-    if (ch->closed)
-        return MP_ECLOSED;
-    if (deadline != MP__NO_DEADLINE && mp__now_ns() >= deadline)
-        return MP_ETIMEDOUT;
-    mp_co *self = s->current;
-    self->xfer = elem;
-    self->xfer_rc = MP_ETIMEDOUT;
-    mp__co_wq_add(&ch->receivers, self);
-    int rc = mp__co_park(s, deadline);
-    return rc < 0 ? rc : self->xfer_rc;
+    int rc = try_recv(ch, elem);
+    return rc != MP_ETIMEDOUT ? rc : wait_one(ch->s, &ch->receivers, elem, deadline);
 }
 
 int mp_chan_close(mp_chan *ch)
@@ -155,16 +163,93 @@ int mp_chan_close(mp_chan *ch)
     if (ch->s != mp__co_tls)
         return -EPERM;
     ch->closed = true;
-    mp_co *co;
-    while ((co = mp__co_wq_pop(&ch->senders)) != NULL) {
-        co->xfer_rc = MP_ECLOSED;
-        mp__co_wake(ch->s, co, 0);
-    }
-    while ((co = mp__co_wq_pop(&ch->receivers)) != NULL) {
-        co->xfer_rc = MP_ECLOSED;
-        mp__co_wake(ch->s, co, 0);
-    }
+    waiter *w;
+    while ((w = mp__co_wq_pop(&ch->senders)) != NULL)
+        mp__co_fire(ch->s, w, MP_ECLOSED);
+    while ((w = mp__co_wq_pop(&ch->receivers)) != NULL)
+        mp__co_fire(ch->s, w, MP_ECLOSED);
     return 0;
+}
+
+/* ---- select ---- */
+
+/* Could op go on without waiting (including: fail on a closed channel)? */
+static bool op_ready(const mp_chan_op *op)
+{
+    const mp_chan *ch = op->ch;
+    if (ch->closed)
+        return true; /* a send fails, a receive drains or fails */
+    if (op->op == MP_CHAN_RECV)
+        return ch->count > 0 || ch->senders.head != NULL;
+    return ch->receivers.head != NULL || ch->count < ch->cap || ch->unbounded;
+}
+
+/* A cheap random number (the choice among ready operations, as Go's
+ * select, so that none of them starves). */
+static unsigned pick(sched *s, unsigned n)
+{
+    uint64_t x = s->rand ? s->rand : 0x9e3779b97f4a7c15ULL;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    s->rand = x;
+    return (unsigned)((x >> 32) % n);
+}
+
+int mp_chan_select(mp_chan_op *ops, size_t n, double timeout)
+{
+    int64_t deadline;
+    if (ops == NULL || n == 0 || n > MP_CHAN_SELECT_MAX || mp__deadline(timeout, &deadline) < 0)
+        return -EINVAL;
+    sched *s = mp__co_tls;
+    for (size_t i = 0; i < n; i++) {
+        if (ops[i].ch == NULL || ops[i].elem == NULL ||
+            (ops[i].op != MP_CHAN_SEND && ops[i].op != MP_CHAN_RECV))
+            return -EINVAL;
+        if (ops[i].ch->s != s)
+            return -EPERM;
+    }
+    for (;;) {
+        unsigned ready[MP_CHAN_SELECT_MAX], nready = 0;
+        for (size_t i = 0; i < n; i++)
+            if (op_ready(&ops[i]))
+                ready[nready++] = (unsigned)i;
+        if (nready > 0) {
+            unsigned i = ready[nready > 1 ? pick(s, nready) : 0];
+            mp_chan_op *op = &ops[i];
+            int rc = op->op == MP_CHAN_SEND ? try_send(op->ch, op->elem)
+                                            : try_recv(op->ch, op->elem);
+            if (rc < 0 && rc != MP_ECLOSED)
+                return rc; /* -ENOMEM */
+            op->rc = rc;
+            return (int)i;
+        }
+        if (deadline != MP__NO_DEADLINE && mp__now_ns() >= deadline)
+            return MP_ETIMEDOUT;
+        /* Wait on all of them; the first to fire ends the others. */
+        mp_co *self = s->current;
+        waiter w[MP_CHAN_SELECT_MAX];
+        for (size_t i = 0; i < n; i++) {
+            w[i] = (waiter){.co = self, .xfer = ops[i].elem, .rc = MP_ETIMEDOUT,
+                            .idx = (unsigned)i};
+            mp__co_wq_add(ops[i].op == MP_CHAN_SEND ? &ops[i].ch->senders
+                                                    : &ops[i].ch->receivers, &w[i]);
+        }
+        self->waits = w;
+        self->nwaits = (unsigned)n;
+        self->fired = NULL;
+        int rc = mp__co_park(s, deadline);
+        mp__co_unwait(self); /* (the wake took them off already) */
+        waiter *f = self->fired;
+        self->fired = NULL;
+        if (f) {
+            ops[f->idx].rc = f->rc;
+            return (int)f->idx;
+        }
+        if (rc < 0 && rc != MP_ETIMEDOUT)
+            return rc;
+        /* timed out, or woken for nothing: look again (the deadline ends it) */
+    }
 }
 
 size_t mp_chan_len(const mp_chan *ch)

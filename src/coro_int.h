@@ -55,9 +55,25 @@ enum { CO_READY, CO_RUNNING, CO_WAITING, CO_DONE };
 
 typedef struct sched sched;
 
+typedef struct waiter waiter;
+
 typedef struct waitq {
-    mp_co *head, *tail;
+    waiter *head, *tail;
 } waitq;
+
+/* One wait of a coroutine on a list (a channel's senders or receivers, a
+ * coroutine's joiners).  A coroutine is on one list at a time, except in
+ * mp_chan_select: one waiter per channel, all ended by the first that
+ * fires (mp__co_wake takes them all off their lists). */
+struct waiter {
+    mp_co *co;
+    waitq *q;                  /* the list it is on, or NULL */
+    waiter *next, *prev;
+    void *xfer;                /* channel: the element to send, or room
+                                * for the one received */
+    int rc;                    /* channel: 0 or MP_ECLOSED, set by the waker */
+    unsigned idx;              /* select: which op it is */
+};
 
 struct mp_co {
     void *sp;                  /* saved stack pointer while switched out */
@@ -75,12 +91,12 @@ struct mp_co {
     int wake_rc;
     size_t heap_idx;           /* in the timer heap, or SIZE_MAX */
     int64_t deadline;
-    waitq *wq;                 /* the wait list it is on, if any */
-    mp_co *wq_next, *wq_prev;
     int wait_fd;               /* fd it waits on, or -1 */
     int ready_events;
-    void *xfer;                /* channel: element to send / receive into */
-    int xfer_rc;
+    waiter w;                  /* its one wait (a join, a channel call) */
+    waiter *waits;             /* the waits it is in: &w, or select's */
+    unsigned nwaits;
+    waiter *fired;             /* the wait that ended it (channels) */
     waitq joiners;
 #ifdef CO_ASAN
     void *asan_fake;
@@ -110,6 +126,7 @@ struct sched {
     size_t nfds;
     size_t fd_waiters;
     size_t live;               /* coroutines spawned and not ended */
+    uint64_t rand;             /* mp_chan_select's choices */
     mp_co *zombie;             /* an ended detached coroutine to free */
     bool main_turn;            /* main was taken from the ready queue */
     char *stack_cache[STACK_CACHE_MAX];
@@ -131,10 +148,16 @@ void mp__co_wake(sched *s, mp_co *co, int rc);
 /* Block the current context until woken or deadline: 0 or the wake code
  * (MP_ETIMEDOUT), or -EDEADLK when main would wait forever. */
 int mp__co_park(sched *s, int64_t deadline);
-/* Wait lists (channels, joiners). */
-void mp__co_wq_add(waitq *q, mp_co *co);
-void mp__co_wq_del(mp_co *co);
-mp_co *mp__co_wq_pop(waitq *q);
+/* Wait lists.  mp__co_wait_on puts co's one waiter on q (its xfer and
+ * rc set by the caller); mp__co_wq_add puts any waiter on q; pop takes
+ * the first off (NULL: none); mp__co_unwait takes all of co's off. */
+void mp__co_wait_on(mp_co *co, waitq *q);
+void mp__co_wq_add(waitq *q, waiter *w);
+waiter *mp__co_wq_pop(waitq *q);
+void mp__co_unwait(mp_co *co);
+/* End the wait w of a channel with rc (0 or MP_ECLOSED): wake its
+ * coroutine, telling it which of its waits fired. */
+void mp__co_fire(sched *s, waiter *w, int rc);
 
 /* coro_fd.c: stop co waiting on its descriptor; wait for descriptors and
  * timers until deadline (the scheduler's idle step): 0 or -errno. */

@@ -505,3 +505,166 @@ Test(coro, bad_input, .timeout = MP_TMO(10))
     mp_expect_rc(mp_co_read(-1, NULL, 1, 0), -EINVAL);
     mp_expect_rc(mp_co_connect(-1, NULL, 0, 0), -EINVAL);
 }
+
+/* ---- select ---- */
+
+static int chan_put(mp_chan *ch, int v) { return mp_chan_send(ch, &v, 0); }
+
+Test(coro, select_does_the_ready_operation_only, .timeout = MP_TMO(10))
+{
+    mp_chan *a, *b;
+    mp_expect_rc(mp_chan_new(&a, sizeof(int), 1), 0);
+    mp_expect_rc(mp_chan_new(&b, sizeof(int), 1), 0);
+    mp_expect_rc(chan_put(b, 7), 0);
+    int va = -1, vb = -1;
+    mp_chan_op ops[] = {{a, MP_CHAN_RECV, &va, 1}, {b, MP_CHAN_RECV, &vb, 1}};
+    mp_expect_rc(mp_chan_select(ops, 2, 0), 1);
+    cr_assert_eq(vb, 7);
+    cr_assert_eq(ops[1].rc, 0);
+    cr_assert_eq(va, -1, "the other was not done");
+    /* Sends: a is full, b has room. */
+    mp_expect_rc(chan_put(a, 1), 0);
+    int x = 5, y = 6;
+    mp_chan_op sends[] = {{a, MP_CHAN_SEND, &x, 1}, {b, MP_CHAN_SEND, &y, 1}};
+    mp_expect_rc(mp_chan_select(sends, 2, 0), 1);
+    cr_assert_eq(mp_chan_len(a), 1);
+    cr_assert_eq(mp_chan_len(b), 1);
+    /* Nothing can go on: a timeout, waited out. */
+    mp_chan_op both_full[] = {{a, MP_CHAN_SEND, &x, 1}, {b, MP_CHAN_SEND, &y, 1}};
+    double t0 = mp_test_now();
+    mp_expect_rc(mp_chan_select(both_full, 2, 0.05), MP_ETIMEDOUT);
+    cr_assert_geq(mp_test_now() - t0, 0.05);
+    /* A closed channel's operation is done at once, with MP_ECLOSED. */
+    mp_expect_rc(mp_chan_close(a), 0);
+    mp_expect_rc(mp_chan_select(both_full, 2, 0), 0);
+    cr_assert_eq(both_full[0].rc, MP_ECLOSED);
+    mp_chan_free(a);
+    mp_chan_free(b);
+}
+
+typedef struct {
+    mp_chan *a, *b;
+    int got[64], ngot, from_b;
+} select_test;
+
+static void late_sender(void *arg)
+{
+    select_test *t = arg;
+    mp_co_sleep(0.02);
+    int v = 42;
+    cr_assert_eq(mp_chan_send(t->b, &v, MP_FOREVER), 0);
+}
+
+/* A select that waits is woken by the first operation possible, and is
+ * then off the other channels' lists. */
+Test(coro, select_waits_for_the_first_and_leaves_the_others, .timeout = MP_TMO(10))
+{
+    select_test t = {0};
+    mp_expect_rc(mp_chan_new(&t.a, sizeof(int), 0), 0);
+    mp_expect_rc(mp_chan_new(&t.b, sizeof(int), 0), 0);
+    mp_expect_rc(mp_co_spawn(NULL, late_sender, &t, 0), 0);
+    int va = -1, vb = -1;
+    mp_chan_op ops[] = {{t.a, MP_CHAN_RECV, &va, 1}, {t.b, MP_CHAN_RECV, &vb, 1}};
+    mp_expect_rc(mp_chan_select(ops, 2, MP_FOREVER), 1);
+    cr_assert_eq(vb, 42);
+    cr_assert_eq(va, -1);
+    mp_expect_rc(chan_put(t.a, 1), MP_ETIMEDOUT); /* nobody waits on a any more */
+    mp_expect_rc(mp_co_run(), 0);
+    mp_chan_free(t.a); /* (refused while anyone waits on it) */
+    mp_chan_free(t.b);
+}
+
+static void selector(void *arg)
+{
+    select_test *t = arg;
+    for (;;) {
+        int va, vb;
+        mp_chan_op ops[] = {{t->a, MP_CHAN_RECV, &va, 0}, {t->b, MP_CHAN_RECV, &vb, 0}};
+        int i = mp_chan_select(ops, 2, MP_FOREVER);
+        cr_assert(i == 0 || i == 1, "select: %d", i);
+        if (ops[i].rc == MP_ECLOSED)
+            return;
+        t->got[t->ngot++] = i == 0 ? va : vb;
+        t->from_b += i == 1;
+    }
+}
+
+static void feeder(void *arg)
+{
+    select_test *t = arg;
+    for (int i = 0; i < 60; i++)
+        cr_assert_eq(mp_chan_send(i % 2 ? t->b : t->a, &i, MP_FOREVER), 0);
+    mp_chan_close(t->a);
+    mp_chan_close(t->b);
+}
+
+/* Three coroutines select on the same two rendezvous channels: each
+ * element reaches exactly one of them. */
+Test(coro, selects_on_shared_channels_lose_and_repeat_nothing, .timeout = MP_TMO(10))
+{
+    select_test t[3] = {{0}};
+    mp_chan *a, *b;
+    mp_expect_rc(mp_chan_new(&a, sizeof(int), 0), 0);
+    mp_expect_rc(mp_chan_new(&b, sizeof(int), 0), 0);
+    for (int k = 0; k < 3; k++) {
+        t[k].a = a;
+        t[k].b = b;
+        mp_expect_rc(mp_co_spawn(NULL, selector, &t[k], 0), 0);
+    }
+    select_test f = {.a = a, .b = b};
+    mp_expect_rc(mp_co_spawn(NULL, feeder, &f, 0), 0);
+    mp_expect_rc(mp_co_run(), 0);
+    int seen[60] = {0}, total = 0;
+    for (int k = 0; k < 3; k++)
+        for (int i = 0; i < t[k].ngot; i++, total++)
+            seen[t[k].got[i]]++;
+    cr_assert_eq(total, 60);
+    for (int i = 0; i < 60; i++)
+        cr_assert_eq(seen[i], 1, "element %d received %d times", i, seen[i]);
+    mp_chan_free(a);
+    mp_chan_free(b);
+}
+
+/* When both can go on, both are chosen, about equally. */
+Test(coro, select_is_fair_between_ready_channels, .timeout = MP_TMO(10))
+{
+    mp_chan *a, *b;
+    mp_expect_rc(mp_chan_new(&a, sizeof(int), MP_CHAN_UNBOUNDED), 0);
+    mp_expect_rc(mp_chan_new(&b, sizeof(int), MP_CHAN_UNBOUNDED), 0);
+    for (int i = 0; i < 1000; i++) {
+        mp_expect_rc(chan_put(a, i), 0);
+        mp_expect_rc(chan_put(b, i), 0);
+    }
+    int n[2] = {0}, v;
+    for (int i = 0; i < 1000; i++) {
+        mp_chan_op ops[] = {{a, MP_CHAN_RECV, &v, 0}, {b, MP_CHAN_RECV, &v, 0}};
+        int k = mp_chan_select(ops, 2, 0);
+        cr_assert(k == 0 || k == 1);
+        n[k]++;
+    }
+    cr_assert(n[0] > 350 && n[1] > 350, "chosen %d and %d times", n[0], n[1]);
+    mp_chan_free(a);
+    mp_chan_free(b);
+}
+
+Test(coro, select_bad_input, .timeout = MP_TMO(10))
+{
+    mp_chan *a;
+    mp_expect_rc(mp_chan_new(&a, sizeof(int), 1), 0);
+    int v;
+    mp_chan_op ok = {a, MP_CHAN_RECV, &v, 0};
+    mp_chan_op bad_op = {a, 3, &v, 0}, no_chan = {NULL, MP_CHAN_RECV, &v, 0};
+    mp_chan_op no_elem = {a, MP_CHAN_RECV, NULL, 0};
+    mp_expect_rc(mp_chan_select(NULL, 1, 0), -EINVAL);
+    mp_expect_rc(mp_chan_select(&ok, 0, 0), -EINVAL);
+    mp_expect_rc(mp_chan_select(&bad_op, 1, 0), -EINVAL);
+    mp_expect_rc(mp_chan_select(&no_chan, 1, 0), -EINVAL);
+    mp_expect_rc(mp_chan_select(&no_elem, 1, 0), -EINVAL);
+    mp_expect_rc(mp_chan_select(&ok, 1, NAN), -EINVAL);
+    mp_chan_op many[MP_CHAN_SELECT_MAX + 1];
+    for (int i = 0; i <= MP_CHAN_SELECT_MAX; i++)
+        many[i] = ok;
+    mp_expect_rc(mp_chan_select(many, MP_CHAN_SELECT_MAX + 1, 0), -EINVAL);
+    mp_expect_rc(mp_chan_select(many, MP_CHAN_SELECT_MAX, 0), MP_ETIMEDOUT);
+    mp_chan_free(a);
+}

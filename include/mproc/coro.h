@@ -107,6 +107,24 @@ MP_API int mp_chan_recv(mp_chan *ch, void *elem, double timeout);
 /* Close: waiting senders fail with MP_ECLOSED; receivers drain what is
  * buffered, then get MP_ECLOSED.  0, or -EINVAL. */
 MP_API int mp_chan_close(mp_chan *ch);
+/* One operation of a select: send *elem on ch, or receive into elem. */
+typedef struct {
+    mp_chan *ch;
+    int op;     /* MP_CHAN_SEND or MP_CHAN_RECV */
+    void *elem; /* the element to send (copied), or room for one */
+    int rc;     /* set for the operation done: 0, or MP_ECLOSED */
+} mp_chan_op;
+
+enum { MP_CHAN_SEND = 1, MP_CHAN_RECV = 2, MP_CHAN_SELECT_MAX = 64 };
+
+/* Wait until one of n operations (at most MP_CHAN_SELECT_MAX, on channels
+ * of this thread) can be done, do it, and return its index (Go's select,
+ * libdill's choose): ops[i].rc says 0 or MP_ECLOSED (a send to, or a
+ * receive from a drained, closed channel).  When several can, one of them
+ * is chosen at random, so that none starves.  Only that one is done.
+ * Returns the index, MP_ETIMEDOUT, -EINVAL (NULL, n 0 or too many, a bad
+ * op), -EPERM (another thread's channel), -EDEADLK, -ENOMEM. */
+MP_API int mp_chan_select(mp_chan_op *ops, size_t n, double timeout);
 /* Elements buffered now. */
 MP_API size_t mp_chan_len(const mp_chan *ch);
 /* Free a channel nobody waits on.  NULL: no-op. */
