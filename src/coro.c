@@ -34,29 +34,68 @@ _Thread_local sched *mp__co_tls __attribute__((tls_model("initial-exec")));
 static pthread_key_t sched_key;
 static pthread_once_t sched_once = PTHREAD_ONCE_INIT;
 
-/* ---- stacks ---- */
+/* ---- records and their stacks ---- */
 
-static size_t default_stack(void) { return MP_CO_STACK_DEFAULT + (size_t)mp__page_size(); }
-
-static char *stack_get(sched *s, size_t size, int *err)
+/* A coroutine's record with a stack of the default size is kept when it
+ * ends (up to STACK_CACHE_MAX of them), its stack still mapped, and the
+ * next spawn takes both: no malloc, no mmap. */
+static mp_co *co_alloc(sched *s, size_t stack_size, int *err)
 {
-    if (size == default_stack() && s->ncache > 0) {
-        char *st = s->stack_cache[--s->ncache];
+    mp_co *co = s->co_cache;
+    if (co != NULL && stack_size == s->default_stack) {
+        s->co_cache = co->next;
+        s->ncache--;
+        /* Field by field, what spawn and co_prepare do not set (a memset
+         * of the record was half of a spawn). */
+        co->detached = false;
+        co->next = NULL;
+        co->queued = false;
+        co->woken = false;
+        co->wake_rc = 0;
+        co->deadline = 0;
+        co->ready_events = 0;
+        co->w = (waiter){0};
+        co->waits = NULL;
+        co->nwaits = 0;
+        co->fired = NULL;
+        co->joiners = (waitq){0};
+#ifdef CO_TSAN
+        co->tsan_fiber = NULL;
+#endif
 #ifdef CO_ASAN
         /* Frames of the coroutine that ended on it may still be poisoned. */
-        __asan_unpoison_memory_region(st, size);
+        __asan_unpoison_memory_region(co->stack, stack_size);
 #endif
-        return st;
+        return co;
     }
-    return mp__stack_map(size, err);
+    co = calloc(1, sizeof *co);
+    if (co == NULL) {
+        *err = -ENOMEM;
+        return NULL;
+    }
+    co->stack = mp__stack_map(stack_size, err);
+    if (co->stack == NULL) {
+        free(co);
+        return NULL;
+    }
+    co->stack_size = stack_size;
+    return co;
 }
 
-static void stack_put(sched *s, char *st, size_t size)
+static void co_release(sched *s, mp_co *co)
 {
-    if (size == default_stack() && s->ncache < STACK_CACHE_MAX)
-        s->stack_cache[s->ncache++] = st;
-    else
-        mp__stack_unmap(st, size);
+#ifdef CO_TSAN
+    if (co->tsan_fiber)
+        __tsan_destroy_fiber(co->tsan_fiber);
+#endif
+    if (co->stack_size == s->default_stack && s->ncache < STACK_CACHE_MAX) {
+        co->next = s->co_cache;
+        s->co_cache = co;
+        s->ncache++;
+        return;
+    }
+    mp__stack_unmap(co->stack, co->stack_size);
+    free(co);
 }
 
 /* ---- the scheduler of this thread ---- */
@@ -67,8 +106,12 @@ static void sched_destroy(void *arg)
     if (s == NULL)
         return;
     /* Coroutines still parked when the thread ends are abandoned. */
-    for (size_t i = 0; i < s->ncache; i++)
-        mp__stack_unmap(s->stack_cache[i], default_stack());
+    while (s->co_cache) {
+        mp_co *co = s->co_cache;
+        s->co_cache = co->next;
+        mp__stack_unmap(co->stack, co->stack_size);
+        free(co);
+    }
     if (s->ep >= 0)
         close(s->ep);
     free(s->heap);
@@ -96,6 +139,7 @@ sched *mp__co_sched_create(void)
     if (s == NULL)
         return NULL;
     s->ep = -1;
+    s->default_stack = MP_CO_STACK_DEFAULT + (size_t)mp__page_size();
     s->main.s = s;
     s->main.state = CO_RUNNING;
     s->main.heap_idx = SIZE_MAX;
@@ -287,11 +331,7 @@ static void after_switch(sched *s)
     mp_co *z = s->zombie;
     if (z && z != s->current) {
         s->zombie = NULL;
-        stack_put(s, z->stack, z->stack_size);
-#ifdef CO_TSAN
-        __tsan_destroy_fiber(z->tsan_fiber);
-#endif
-        free(z);
+        co_release(s, z);
     }
 }
 
@@ -480,16 +520,10 @@ int mp_co_spawn(mp_co **out, mp_co_fn fn, void *arg, size_t stack_size)
     if (stack_size > ((size_t)1 << 40))
         return -EINVAL;
     stack_size = (stack_size + page - 1) / page * page + page; /* + the guard */
-    mp_co *co = calloc(1, sizeof *co);
+    int err = -ENOMEM;
+    mp_co *co = co_alloc(s, stack_size, &err);
     if (co == NULL)
-        return -ENOMEM;
-    int err = 0;
-    co->stack = stack_get(s, stack_size, &err);
-    if (co->stack == NULL) {
-        free(co);
-        return err ? err : -ENOMEM;
-    }
-    co->stack_size = stack_size;
+        return err;
     co->s = s;
     co->fn = fn;
     co->arg = arg;
@@ -497,8 +531,7 @@ int mp_co_spawn(mp_co **out, mp_co_fn fn, void *arg, size_t stack_size)
     co->wait_fd = -1;
     co->detached = out == NULL;
     if ((err = co_prepare(co)) < 0) {
-        stack_put(s, co->stack, co->stack_size);
-        free(co);
+        co_release(s, co);
         return err;
     }
 #ifdef CO_TSAN
@@ -512,21 +545,12 @@ int mp_co_spawn(mp_co **out, mp_co_fn fn, void *arg, size_t stack_size)
     return 0;
 }
 
-static void co_destroy(sched *s, mp_co *co)
-{
-    stack_put(s, co->stack, co->stack_size);
-#ifdef CO_TSAN
-    __tsan_destroy_fiber(co->tsan_fiber);
-#endif
-    free(co);
-}
-
 void mp_co_free(mp_co *co)
 {
     if (co == NULL || co == &co->s->main || co->s != mp__co_tls)
         return;
     if (co->state == CO_DONE)
-        co_destroy(co->s, co);
+        co_release(co->s, co);
     else
         co->detached = true;
 }

@@ -49,7 +49,7 @@ void mp__co_trampoline(void);
 #include <ucontext.h>
 #endif
 
-#define STACK_CACHE_MAX 256 /* default-size stacks kept for reuse */
+#define STACK_CACHE_MAX 256 /* ended records kept with their stacks */
 
 enum { CO_READY, CO_RUNNING, CO_WAITING, CO_DONE };
 
@@ -129,8 +129,9 @@ struct sched {
     uint64_t rand;             /* mp_chan_select's choices */
     mp_co *zombie;             /* an ended detached coroutine to free */
     bool main_turn;            /* main was taken from the ready queue */
-    char *stack_cache[STACK_CACHE_MAX];
+    mp_co *co_cache;           /* ended records with default stacks */
     size_t ncache;
+    size_t default_stack;      /* its size (with the guard page) */
 };
 
 extern _Thread_local sched *mp__co_tls __attribute__((tls_model("initial-exec")));
