@@ -24,6 +24,7 @@
 
 #ifdef CO_ASM
 void mp__co_switch(void **save_sp, void *load_sp);
+void mp__co_switch_ret(void **save_sp, void *load_sp);
 /* (src/os/<arch>/co_frame.c) */
 void *mp__co_frame(char *top, void (*entry)(void *), void *arg);
 #endif
@@ -349,7 +350,7 @@ static void co_switch(sched *s, mp_co *from, mp_co *to)
     __tsan_switch_to_fiber(to->tsan_fiber, 0);
 #endif
 #ifdef CO_ASM
-    mp__co_switch(&from->sp, to->sp);
+    mp__co_switch_ret(&from->sp, to->sp); /* (why `ret`: see co_switch.S) */
 #else
     swapcontext(&from->uc, &to->uc);
 #endif

@@ -8,8 +8,15 @@
  * load_sp and restores the same set from there.  The two entry points
  * differ in how they resume: mp__co_switch pops the return address and
  * jumps to it (an indirect jump the branch predictor learns), while
- * mp__co_switch_ret ends in `ret`, which the return-stack buffer predicts
- * wrongly on every switch.  bench/bench_coro.c measures both.
+ * mp__co_switch_ret ends in `ret`.  Two contexts that switch from
+ * different places (bench/bench_coro.c's bare switch) favour the jump:
+ * the `ret` is predicted to return where this context called from.  The
+ * scheduler uses mp__co_switch_ret: its coroutines switch from the same
+ * places (park, yield), so the `ret` and the returns after it are
+ * predicted as deep as the two call stacks agree, while after the jump
+ * the return-stack buffer holds one stale entry and every return
+ * misses (a yield between two coroutines: 21-25 ns with the jump, 12-13
+ * with `ret`).  bench/bench_coro.c measures both bare switches.
  *
  * A new coroutine's stack is laid out as if it had called the switch from
  * mp__co_trampoline with r12 = its argument and r13 = its entry function
