@@ -5,6 +5,7 @@
 #   bench_pool_cxx     oneTBB parallel_for (libtbb-dev, C++)
 #   bench_pool_extra   OpenMP (gcc -fopenmp), libuv uv_queue_work
 #                      (libuv1-dev) and a condition-variable pool
+#   bench_coro_cxx     Boost.Context fcontext (libboost-context-dev, C++)
 # bench/run.sh runs each right after the module's own benchmark.
 find_package(Boost QUIET)
 include(CheckLanguage)
@@ -42,4 +43,11 @@ if(OpenMP_C_FOUND AND LIBUV_FOUND)
   target_include_directories(bench_pool_extra PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
   target_compile_definitions(bench_pool_extra PRIVATE _GNU_SOURCE)
   target_link_libraries(bench_pool_extra PRIVATE OpenMP::OpenMP_C PkgConfig::LIBUV Threads::Threads m)
+endif()
+find_package(Boost QUIET COMPONENTS context)
+if(Boost_CONTEXT_FOUND AND CMAKE_CXX_COMPILER)
+  enable_language(CXX)
+  add_executable(bench_coro_cxx ${CMAKE_CURRENT_SOURCE_DIR}/bench_coro_cxx.cpp)
+  target_include_directories(bench_coro_cxx PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
+  target_link_libraries(bench_coro_cxx PRIVATE Boost::context)
 endif()

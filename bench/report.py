@@ -186,7 +186,7 @@ def markdown(rows, targets, when):
     return "\n".join(out)
 
 
-PEERS = ("tbb", "openmp", "libuv", "condvar", "boost", "zmq", "swapcontext")
+PEERS = ("tbb", "openmp", "libuv", "condvar", "boost", "boost-context", "zmq", "swapcontext")
 CALL_PEERS = ("tbb-call", "openmp-call")
 
 
@@ -200,7 +200,7 @@ def peers(rows):
            "in the same rounds (oneTBB `parallel_for` and OpenMP `parallel for` "
            "with as many threads as the pool has workers, libuv "
            "`uv_queue_work`, a minimal condition-variable pool, "
-           "Boost.Interprocess, ZeroMQ, `swapcontext`).  The ratio is to the "
+           "Boost.Interprocess, ZeroMQ, Boost.Context's fcontext, `swapcontext`).  The ratio is to the "
            "best peer: above 1 mproc is faster.  The per-element maps "
            "(`mp_pool_map`: a call through a function pointer per element) "
            "are also set beside the same peers calling the same function per "
