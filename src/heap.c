@@ -218,13 +218,8 @@ static uint32_t class_chunk(int c)
 
 /* idx / small_sizes[c] for idx < CHUNK_SIZE, by a multiplication: the
  * error of the rounded-up reciprocal stays below 1 / size. */
-static uint32_t recip[NSMALL];
-
-__attribute__((constructor)) static void recip_init(void)
-{
-    for (int c = 0; c < NSMALL; c++)
-        recip[c] = (uint32_t)((((uint64_t)1 << 32) + small_sizes[c] - 1) / small_sizes[c]);
-}
+#define SMALL_RECIP(s) (uint32_t)((((uint64_t)1 << 32) + (s) - 1) / (s)),
+static const uint32_t recip[] = {SMALL_SIZES(SMALL_RECIP)};
 
 static inline uint32_t block_index(size_t in, int c)
 {

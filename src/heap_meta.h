@@ -59,11 +59,13 @@ typedef union {
     uint64_t word; /* both, for one store */
 } block_entry;
 
-static const uint32_t small_sizes[] = {
-    16, 32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384, 448, 512,
-    640, 768, 896, 1024, 1280, 1536, 1792, 2048, 2560, 3072, 3584, 4096,
-    5120, 6144, 7168, 8192, 10240, 12288, 14336, 16384, 20480, 24576, 28672,
-    32768};
+#define SMALL_SIZES(X)                                                               \
+    X(16) X(32) X(48) X(64) X(80) X(96) X(112) X(128) X(160) X(192) X(224) X(256)   \
+    X(320) X(384) X(448) X(512) X(640) X(768) X(896) X(1024) X(1280) X(1536)        \
+    X(1792) X(2048) X(2560) X(3072) X(3584) X(4096) X(5120) X(6144) X(7168) X(8192) \
+    X(10240) X(12288) X(14336) X(16384) X(20480) X(24576) X(28672) X(32768)
+#define SMALL_SIZE(s) s,
+static const uint32_t small_sizes[] = {SMALL_SIZES(SMALL_SIZE)};
 #define NSMALL ((int)(sizeof small_sizes / sizeof small_sizes[0]))
 
 typedef struct {

@@ -42,7 +42,9 @@ typedef void (*mp_co_fn)(void *arg);
  * NULL, stack_size over 1 TiB), -ENOMEM. */
 MP_API int mp_co_spawn(mp_co **out, mp_co_fn fn, void *arg, size_t stack_size);
 
-/* Release a handle.  A coroutine still running goes on, detached. */
+/* Release a handle.  A coroutine still running goes on, detached.  The
+ * handle must not be used after, by any coroutine (a join under way
+ * included): its record is reused by a later spawn. */
 MP_API void mp_co_free(mp_co *co);
 
 /* Wait up to timeout seconds for co to end: 0 or MP_ETIMEDOUT; -EDEADLK
