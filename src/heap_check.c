@@ -1,38 +1,11 @@
-/* Counting the shared heap's live blocks, and checking every list and span
- * of it (tests: after a process was killed inside the allocator, the
- * metadata must be whole). */
+/* Checking every list and span of the shared heap (tests: after a process
+ * was killed inside the allocator, the metadata must be whole). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdio.h>
 
 #include "heap_int.h"
 #include "heap_meta.h"
-
-/* ---- counting ---- */
-
-/* The bytes and number of live blocks: a walk over the spans handed out
- * (no counter on the allocation path: each would be one more store to
- * log).  Lock held. */
-void mp__heap_tally(uint64_t *in_use, uint64_t *blocks)
-{
-    uint64_t bytes = 0, n = 0;
-    for (uint32_t c = 0; c < mp__heap->bump;) {
-        chunk_rec *r = rec(c);
-        if (r->kind >= K_SMALL) {
-            bytes += (uint64_t)used_of(r) * small_sizes[r->kind - K_SMALL];
-            n += used_of(r);
-            c++;
-            continue;
-        }
-        if (r->kind == K_LARGE && entry(c * BLOCKS_PER_CHUNK_MAX)->link == ALLOCATED) {
-            bytes += (uint64_t)r->len << CHUNK_SHIFT;
-            n++;
-        }
-        c += r->len ? r->len : 1; /* (a guard: a span is never empty) */
-    }
-    *in_use = bytes;
-    *blocks = n;
-}
 
 /* ---- checking (tests) ---- */
 

@@ -1,6 +1,6 @@
 /* The shared heap's metadata, for the files that make the heap (heap.c:
- * bring-up, blocks; heap_span.c: the chunk pool and the undo log;
- * heap_check.c: counting and checking).  See heap.c for the design. */
+ * bring-up, blocks, counting; heap_span.c: the chunk pool and the undo
+ * log; heap_check.c: checking).  See heap.c for the design. */
 #ifndef MPROC_HEAP_META_H
 #define MPROC_HEAP_META_H
 
@@ -190,7 +190,7 @@ void mp__span_give(uint32_t chunk, uint32_t len);
 /* Every class gives up the empty chunk it keeps; false if none did. */
 bool mp__heap_release_empty(void);
 
-/* ---- heap_check.c ---- */
+/* ---- heap.c ---- */
 
 /* Bytes and number of live blocks (a walk of the spans).  Lock held. */
 void mp__heap_tally(uint64_t *in_use, uint64_t *blocks);
