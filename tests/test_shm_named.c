@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <mproc.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <dirent.h>
@@ -281,7 +282,7 @@ Test(shm_named, the_creators_children_keep_it_until_they_exit, .timeout = MP_TMO
 /* Our child named mproc-tracker other than `skip`, or 0.  The test makes
  * itself a subreaper first: a tracker (forked twice by a child of ours)
  * then becomes our child, so that we can wait for it to finish. */
-static pid_t find_tracker(pid_t skip)
+static pid_t find_tracker_now(pid_t skip)
 {
     DIR *d = opendir("/proc");
     cr_assert_not_null(d);
@@ -307,6 +308,17 @@ static pid_t find_tracker(pid_t skip)
     }
     closedir(d);
     return found;
+}
+
+/* The tracker comes to us (the subreaper) once its first parent has
+ * exited, which may be a little after the creator reports: wait for it. */
+static pid_t find_tracker(pid_t skip)
+{
+    double until = mp_test_now() + MP_TMO(5);
+    pid_t pid;
+    while ((pid = find_tracker_now(skip)) == 0 && mp_test_now() < until)
+        sched_yield();
+    return pid;
 }
 
 enum { MANY = 5000 };
