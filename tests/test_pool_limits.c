@@ -7,12 +7,19 @@
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <dirent.h>
+#include <stdio.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "mp_test.h"
 #include "os/os.h"
+#include "pool/batch.h"
 #include "pool/core.h"
 #include "pool/job.h"
+#include "pool/ring.h"
+#include "pool/worker.h"
 #include "test_pool_common.h"
 
 /* Waits for every worker of the pool at a barrier: it returns only once
@@ -430,6 +437,157 @@ Test(pool_limits, worker_dead_after_its_job_was_taken_again, .timeout = MP_TMO(3
     mp_expect_rc(mp_pool_apply(p, run_op, &a, sizeof a, &v, &len), 0);
     cr_assert_eq(*(int *)v, 49);
     free(v);
+    mp_expect_rc(mp_pool_close(p), 0);
+    mp_expect_rc(mp_pool_join(p, MP_TMO(10)), 0);
+    mp_pool_free(p);
+}
+
+/* ---- a helper's end, pushed while its map's owner waits ---- */
+
+/* Whether thread tid sleeps (state S) in system call nr, first argument
+ * arg0 (-1: any); tid 0: any thread of ours. */
+static bool sleeps_in(pid_t tid, long nr, long arg0)
+{
+    char path[64];
+    DIR *d = opendir("/proc/self/task");
+    cr_assert_not_null(d);
+    bool found = false;
+    struct dirent *e;
+    while (!found && (e = readdir(d)) != NULL) {
+        pid_t t = (pid_t)atoi(e->d_name);
+        if (t <= 0 || (tid && t != tid))
+            continue;
+        char buf[512] = "", state = 0;
+        snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)t);
+        FILE *f = fopen(path, "r");
+        if (f && fgets(buf, sizeof buf, f)) {
+            const char *p = strrchr(buf, ')');
+            if (p && p[1] == ' ')
+                state = p[2];
+        }
+        if (f)
+            fclose(f);
+        snprintf(path, sizeof path, "/proc/self/task/%d/syscall", (int)t);
+        f = fopen(path, "r");
+        long n = -2;
+        unsigned long a0 = 0;
+        if (f && fscanf(f, "%ld %lx", &n, &a0) >= 1)
+            found = state == 'S' && n == nr && (arg0 < 0 || (long)a0 == arg0);
+        if (f)
+            fclose(f);
+    }
+    closedir(d);
+    return found;
+}
+
+/* Whether a thread of ours sleeps in epoll on poller (glibc's epoll_wait
+ * is one of two system calls, by architecture). */
+static bool epoll_sleeps(int poller)
+{
+#ifdef SYS_epoll_wait
+    if (sleeps_in(0, SYS_epoll_wait, poller))
+        return true;
+#endif
+    return sleeps_in(0, SYS_epoll_pwait, poller);
+}
+
+/* What the eventfd fd holds, from /proc (reading it would take it). */
+static unsigned long eventfd_count(int fd)
+{
+    char path[64], line[128];
+    snprintf(path, sizeof path, "/proc/self/fdinfo/%d", fd);
+    FILE *f = fopen(path, "r");
+    cr_assert_not_null(f);
+    unsigned long v = ~0ul;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "eventfd-count: %lx", &v) == 1)
+            break;
+    fclose(f);
+    return v;
+}
+
+typedef struct {
+    mp_iter *it;
+    _Atomic pid_t tid;
+    _Atomic int done;
+} iter_owner;
+
+static void *free_iter(void *arg)
+{
+    iter_owner *o = arg;
+    atomic_store(&o->tid, (pid_t)syscall(SYS_gettid));
+    mp_iter_free(o->it);
+    atomic_store(&o->done, 1);
+    return NULL;
+}
+
+static int plus_one(const void *in, void *out)
+{
+    *(long *)out = *(const long *)in + 1;
+    return 0;
+}
+
+#define WAIT_FOR(cond, what)                                                                  \
+    do {                                                                                      \
+        double until_ = mp_test_now() + MP_TMO(10);                                           \
+        bool ok_;                                                                             \
+        while (!(ok_ = (cond)) && mp_test_now() < until_)                                     \
+            sched_yield();                                                                    \
+        cr_assert(ok_, "%s", what);                                                           \
+    } while (0)
+
+/* A map's owner that waits for its helpers to end (mp_iter_free) is
+ * answered when a helper's end comes after the owner has woken the
+ * supervisor and the supervisor has gone back to sleep.  The worker used
+ * to decide whether to wake the supervisor from the map's stop flag read
+ * before its push: read before the owner set it, nobody woke the
+ * supervisor again and the owner waited for ever (an MPI rank hung so in
+ * mp_iter_free, once in some thousand maps under load).  The test plays
+ * that worker: it takes the helper from the ring, runs its chunk, and
+ * pushes its end, as the stale read said (not urgent), only once the
+ * owner waits and the supervisor sleeps. */
+Test(pool_limits, helper_end_pushed_while_its_owner_waits, .timeout = MP_TMO(60))
+{
+    mp_pool *p;
+    mp_expect_rc(mp_pool_new(&p, &(mp_pool_opts){.workers = 1}), 0);
+    pool_core *c = p->c;
+    pool_shm *s = c->s;
+    mp_event *gate;
+    mp_expect_rc(mp_event_new(&gate), 0);
+    mp_result *busy;
+    mp_expect_rc(submit_running(p, gate, &busy), 0); /* the worker takes nothing else */
+    long in = 41;
+    iter_owner o = {0};
+    mp_expect_rc(mp_pool_imap(p, plus_one, &in, 1, sizeof in, sizeof in, 1, true, &o.it), 0);
+
+    job_shm *j = NULL;
+    uint64_t pos;
+    double until = mp_test_now() + MP_TMO(10);
+    while ((j = mp__ring_claim(&s->ring, 0, &pos)) == NULL && mp_test_now() < until)
+        sched_yield();
+    cr_assert_not_null(j, "the helper is queued");
+    mp__ring_release(&s->ring, pos);
+    cr_assert_eq(j->kind, JOB_HELPER);
+    cr_assert(mp__job_begin(j));
+    batch_shm *b = j->batch;
+    cr_assert_eq(mp__batch_claim(b, 0, 1), 0);
+    mp__batch_done(b, 0, 1);
+    cr_assert(mp__job_end(j));
+
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, free_iter, &o), 0);
+    WAIT_FOR(atomic_load(&o.tid) != 0, "the owner runs");
+    WAIT_FOR(sleeps_in(atomic_load(&o.tid), SYS_futex, -1), "the owner waits for its helper");
+    WAIT_FOR(eventfd_count(s->notify_fd) == 0 && epoll_sleeps(c->poller),
+             "the supervisor took the owner's wake-up and sleeps again");
+    mp__worker_push_done(s, 0, j, false);
+    WAIT_FOR(atomic_load(&o.done), "the owner saw its helper end");
+    pthread_join(th, NULL);
+
+    mp_event_set(gate);
+    mp_expect_rc(mp_result_wait(busy, MP_TMO(10)), 0);
+    mp_result_free(busy);
+    mp_event_free(gate);
     mp_expect_rc(mp_pool_close(p), 0);
     mp_expect_rc(mp_pool_join(p, MP_TMO(10)), 0);
     mp_pool_free(p);

@@ -119,16 +119,10 @@ Test(pool_mpi, example_speed_on_11_ranks, .timeout = MP_TMO(90))
         cr_skip_test("examples not built");
     char *argv[] = {"-n", "11", "--oversubscribe", prog, NULL};
     const char *want = "[1, 4, 9, 16, 25, 36, 49, 64, 81, 100]\n";
+    /* (It used to print its result and then, now and then, not end: a
+     * rank hung freeing the iterator of a chunk it had answered, see
+     * pool_limits::helper_end_pushed_while_its_owner_waits.) */
     int st = run(argv, out, sizeof out, MP_TMO(30));
-    if (st != 0 && strstr(out, want) && strstr(out, "over MPI ranks: ")) {
-        /* An open problem: now and then (a few CI runs in ten, never by
-         * hand) this job prints its result and then does not end.  The
-         * ranks' stacks are above; the map's result and speed are what
-         * this test is about, so it runs once more. */
-        fprintf(stderr, "example_speed_on_11_ranks: the job printed its result, then ended "
-                        "with status %#x; once more\n", (unsigned)st);
-        st = run(argv, out, sizeof out, MP_TMO(30));
-    }
     expect_ok(st, out, want);
     double t = 0;
     const char *line = strstr(out, "over MPI ranks: ");

@@ -71,6 +71,9 @@ typedef struct {
     _Atomic uint32_t want_refill;   /* jobs wait for room in the ring: the
                                        next worker to claim one says so */
     _Atomic uint32_t terminating;   /* MPI: ranks stop their tasks */
+    _Atomic uint32_t helper_waiters; /* owners waiting for their maps'
+                                        helpers to end: every push wakes
+                                        the supervisor (worker.c) */
     int notify_fd;                  /* wakes the supervisor */
     uint32_t nworkers;
     uint32_t maxtasks;

@@ -298,10 +298,18 @@ static bool helpers_gone(void *arg)
     return gone;
 }
 
+/* A helper that ends pushes itself without waking the supervisor unless
+ * someone waits for it; we say we do, then wake the supervisor: a push
+ * before our count is collected after this kick, one after it sees the
+ * count and wakes the supervisor itself. */
 void mp__map_wait_helpers(map_batch *mb)
 {
+    pool_shm *s = mb->c->s;
+    atomic_fetch_add(&s->helper_waiters, 1);
+    mp__pool_kick(mb->c);
     mp__wait_word(&mb->shm->events, &mb->shm->waiters, helpers_gone, mb, MP__NO_DEADLINE,
                   MP__WAIT_SPIN);
+    atomic_fetch_sub(&s->helper_waiters, 1);
 }
 
 static int cmp_err(const void *a, const void *b)

@@ -125,10 +125,18 @@ void mp__worker_push_done(pool_shm *s, unsigned w, job_shm *j, bool urgent)
     job_shm *head = atomic_load_explicit(&ws->done_head, memory_order_relaxed);
     do
         j->next_done = head;
-    while (!atomic_compare_exchange_weak_explicit(&ws->done_head, &head, j, memory_order_release,
+    while (!atomic_compare_exchange_weak_explicit(&ws->done_head, &head, j, memory_order_seq_cst,
                                                   memory_order_relaxed));
-    /* Once pushed, the job is the supervisor's: do not touch it. */
-    if (atomic_load(&s->sup_sleeping) && (urgent || ++pushed_quietly >= QUIET_PUSHES)) {
+    /* (seq_cst: the push comes before the two loads below, which pair
+     * with the supervisor's and the owner's stores.)  Once pushed, the job
+     * is the supervisor's: do not touch it.  Whether
+     * a map's owner waits for its helpers is read here, after the push,
+     * from the pool (the batch may be gone): read before, a stop set in
+     * between would have been missed, the owner's kick having come before
+     * the push and this push after it, unannounced (mp__map_wait_helpers
+     * counts itself, then kicks). */
+    if (atomic_load(&s->sup_sleeping) &&
+        (urgent || atomic_load(&s->helper_waiters) || ++pushed_quietly >= QUIET_PUSHES)) {
         pushed_quietly = 0;
         mp__notify(s->notify_fd);
     }
