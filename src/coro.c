@@ -1,6 +1,8 @@
 /* Coroutines: one scheduler per thread, stackful coroutines switched by
  * src/os/<arch>/co_switch.S, timers in a binary heap, descriptor waits in
- * a one-shot epoll set (coro_fd.c), and channels (coro_chan.c).
+ * a one-shot epoll set (coro_fd.c), and channels (coro_chan.c).  Both
+ * call into this file; it calls coro_fd.c only through the two hooks that
+ * file sets in the scheduler on its first wait (coro_int.h).
  *
  * The thread's own context ("main") is a coroutine record too.  It is the
  * scheduler: whenever main blocks in a call of this module it runs
@@ -321,7 +323,8 @@ void mp__co_wake(sched *s, mp_co *co, int rc)
     co->wake_rc = rc;
     heap_remove(s, co);
     mp__co_unwait(co);
-    mp__co_fd_forget(s, co);
+    if (co->wait_fd >= 0)
+        s->fd_forget(s, co);
     if (co->state == CO_WAITING)
         co->state = CO_READY;
     push_ready(s, co);
@@ -377,6 +380,23 @@ static mp_co *pick_next(sched *s)
     return co ? co : &s->main;
 }
 
+/* Nothing is ready: wait for descriptors (coro_fd.c) or sleep, until
+ * deadline; then wake the coroutines whose time is up. */
+static int idle(sched *s, int64_t deadline)
+{
+    if (s->fd_waiters > 0) {
+        int rc = s->fd_poll(s, deadline);
+        if (rc < 0)
+            return rc;
+    } else if (deadline > mp__now_ns()) {
+        mp__sleep_until(deadline);
+    }
+    int64_t now = mp__now_ns();
+    while (s->nheap && s->heap[0]->deadline <= now)
+        mp__co_wake(s, s->heap[0], MP_ETIMEDOUT);
+    return 0;
+}
+
 typedef enum { UNTIL_ALL_DONE, UNTIL_MAIN_WOKEN, UNTIL_MAIN_TURN } run_mode;
 
 /* Run the scheduler from main until the mode's condition holds. */
@@ -399,7 +419,7 @@ static int run_loop(sched *s, run_mode mode)
         int64_t deadline = s->nheap ? s->heap[0]->deadline : MP__NO_DEADLINE;
         if (deadline == MP__NO_DEADLINE && s->fd_waiters == 0)
             return -EDEADLK; /* nothing left that could mp__co_wake anyone */
-        int rc = mp__co_poll_io(s, deadline);
+        int rc = idle(s, deadline);
         if (rc < 0)
             return rc;
     }
@@ -414,7 +434,8 @@ int mp__co_park(sched *s, int64_t deadline)
     self->wake_rc = 0;
     if (deadline != MP__NO_DEADLINE && heap_push(s, self, deadline) < 0) {
         mp__co_unwait(self);
-        mp__co_fd_forget(s, self);
+        if (self->wait_fd >= 0)
+            s->fd_forget(s, self);
         return -ENOMEM;
     }
     if (self == &s->main) {
@@ -422,7 +443,8 @@ int mp__co_park(sched *s, int64_t deadline)
         if (rc < 0 && !self->woken) {
             heap_remove(s, self);
             mp__co_unwait(self);
-            mp__co_fd_forget(s, self);
+            if (self->wait_fd >= 0)
+                s->fd_forget(s, self);
             return rc;
         }
         if (self->queued) { /* its ready-queue entry is no longer needed */

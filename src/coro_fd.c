@@ -24,7 +24,7 @@ static void fd_rearm(sched *s, int fd)
 }
 
 /* Stop co waiting on its descriptor (woken or timed out). */
-void mp__co_fd_forget(sched *s, mp_co *co)
+static void fd_forget(sched *s, mp_co *co)
 {
     int fd = co->wait_fd;
     if (fd < 0)
@@ -45,39 +45,33 @@ void mp__co_fd_forget(sched *s, mp_co *co)
         fd_rearm(s, fd); /* the one-shot arming may have been used up */
 }
 
-int mp__co_poll_io(sched *s, int64_t deadline)
+/* The scheduler's idle step while coroutines wait on descriptors: wait
+ * for them until deadline (the timers are the scheduler's). */
+static int fd_poll(sched *s, int64_t deadline)
 {
     int64_t now = mp__now_ns();
-    if (s->fd_waiters > 0 && s->ep >= 0) {
-        uint64_t tags[64];
-        unsigned evs[64];
-        int n = mp__poller_wait_events(s->ep, tags, evs, 64, deadline > now ? deadline : now);
-        if (n < 0)
-            return n;
-        for (int i = 0; i < n; i++) {
-            int fd = (int)tags[i];
-            if (fd < 0 || (size_t)fd >= s->nfds)
-                continue;
-            fd_slot *slot = &s->fds[fd];
-            mp_co *rd = slot->rd, *wr = slot->wr;
-            if (rd && (evs[i] & MP__POLL_IN)) {
-                rd->ready_events |= MP_READABLE;
-                mp__co_wake(s, rd, 0);
-            }
-            if (wr && (evs[i] & MP__POLL_OUT)) {
-                wr->ready_events |= MP_WRITABLE;
-                mp__co_wake(s, wr, 0);
-            }
-            if (slot->rd || slot->wr)
-                fd_rearm(s, fd);
+    uint64_t tags[64];
+    unsigned evs[64];
+    int n = mp__poller_wait_events(s->ep, tags, evs, 64, deadline > now ? deadline : now);
+    if (n < 0)
+        return n;
+    for (int i = 0; i < n; i++) {
+        int fd = (int)tags[i];
+        if (fd < 0 || (size_t)fd >= s->nfds)
+            continue;
+        fd_slot *slot = &s->fds[fd];
+        mp_co *rd = slot->rd, *wr = slot->wr;
+        if (rd && (evs[i] & MP__POLL_IN)) {
+            rd->ready_events |= MP_READABLE;
+            mp__co_wake(s, rd, 0);
         }
-        now = mp__now_ns();
-    } else if (deadline > now) {
-        mp__sleep_until(deadline);
-        now = mp__now_ns();
+        if (wr && (evs[i] & MP__POLL_OUT)) {
+            wr->ready_events |= MP_WRITABLE;
+            mp__co_wake(s, wr, 0);
+        }
+        if (slot->rd || slot->wr)
+            fd_rearm(s, fd);
     }
-    while (s->nheap && s->heap[0]->deadline <= now)
-        mp__co_wake(s, s->heap[0], MP_ETIMEDOUT);
     return 0;
 }
 
@@ -97,6 +91,8 @@ int mp_co_wait_fd(int fd, int events, double timeout)
             s->ep = -1;
             return rc;
         }
+        s->fd_forget = fd_forget;
+        s->fd_poll = fd_poll;
     }
     if ((size_t)fd >= s->nfds) {
         size_t n = s->nfds ? s->nfds : 64;
@@ -130,7 +126,7 @@ int mp_co_wait_fd(int fd, int events, double timeout)
     self->ready_events = 0;
     s->fd_waiters++;
     rc = mp__co_park(s, deadline);
-    mp__co_fd_forget(s, self);
+    fd_forget(s, self);
     if (rc < 0)
         return rc;
     return self->ready_events;

@@ -125,6 +125,13 @@ struct sched {
     fd_slot *fds;
     size_t nfds;
     size_t fd_waiters;
+    /* Set by coro_fd.c on its first descriptor wait: the scheduler calls
+     * down through these, never into coro_fd.c by name.  fd_forget: co
+     * (wait_fd >= 0) stops waiting on its descriptor; fd_poll: wait for
+     * descriptors (fd_waiters > 0) until deadline, waking their
+     * coroutines: 0 or -errno. */
+    void (*fd_forget)(sched *s, mp_co *co);
+    int (*fd_poll)(sched *s, int64_t deadline);
     size_t live;               /* coroutines spawned and not ended */
     uint64_t rand;             /* mp_chan_select's choices */
     mp_co *zombie;             /* an ended detached coroutine to free */
@@ -160,9 +167,5 @@ void mp__co_unwait(mp_co *co);
  * coroutine, telling it which of its waits fired. */
 void mp__co_fire(sched *s, waiter *w, int rc);
 
-/* coro_fd.c: stop co waiting on its descriptor; wait for descriptors and
- * timers until deadline (the scheduler's idle step): 0 or -errno. */
-void mp__co_fd_forget(sched *s, mp_co *co);
-int mp__co_poll_io(sched *s, int64_t deadline);
 
 #endif
