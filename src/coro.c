@@ -237,11 +237,9 @@ static int heap_push(sched *s, mp_co *co, int64_t deadline)
     return 0;
 }
 
-static void heap_remove(sched *s, mp_co *co)
+static void heap_take_out(sched *s, mp_co *co)
 {
     size_t i = co->heap_idx;
-    if (i == SIZE_MAX)
-        return;
     co->heap_idx = SIZE_MAX;
     if (i != --s->nheap) {
         s->heap[i] = s->heap[s->nheap];
@@ -249,6 +247,14 @@ static void heap_remove(sched *s, mp_co *co)
         heap_down(s, i);
         heap_up(s, i);
     }
+}
+
+/* Take co off the timer heap if it is on it (most waits have no time
+ * limit: no call then). */
+static inline void heap_remove(sched *s, mp_co *co)
+{
+    if (co->heap_idx != SIZE_MAX)
+        heap_take_out(s, co);
 }
 
 /* ---- wait lists ---- */
@@ -339,10 +345,10 @@ static void after_switch(sched *s)
     }
 }
 
-static void co_switch(sched *s, mp_co *from, mp_co *to)
+/* `to` runs from now on (for the sanitizers too). */
+static inline void hand_over(sched *s, mp_co *from, mp_co *to)
 {
-    if (from == to)
-        return;
+    (void)from;
     s->current = to;
     to->state = CO_RUNNING;
 #ifdef CO_ASAN
@@ -352,7 +358,21 @@ static void co_switch(sched *s, mp_co *from, mp_co *to)
 #ifdef CO_TSAN
     __tsan_switch_to_fiber(to->tsan_fiber, 0);
 #endif
-#ifdef CO_ASM
+}
+
+static void co_switch(sched *s, mp_co *from, mp_co *to)
+{
+    if (from == to)
+        return;
+    hand_over(s, from, to);
+#ifdef CO_EXIT_BY_RETURN
+    if (to->fresh) {
+        to->fresh = false;
+        mp__co_switch(&from->sp, to->sp); /* (a jump: see coro_int.h) */
+    } else {
+        mp__co_switch_ret(&from->sp, to->sp);
+    }
+#elif defined(CO_ASM)
     mp__co_switch_ret(&from->sp, to->sp); /* (why `ret`: see co_switch.S) */
 #else
     swapcontext(&from->uc, &to->uc);
@@ -467,7 +487,8 @@ int mp__co_park(sched *s, int64_t deadline)
 
 /* ---- coroutines ---- */
 
-static _Noreturn void co_exit(sched *s, mp_co *co)
+/* co has ended: wake its joiners; the next to run (never co). */
+static mp_co *co_end(sched *s, mp_co *co)
 {
     co->state = CO_DONE;
     s->live--;
@@ -476,11 +497,15 @@ static _Noreturn void co_exit(sched *s, mp_co *co)
         mp__co_wake(s, j->co, 0);
     if (co->detached)
         s->zombie = co; /* freed by whoever runs next, off this stack */
-    co_switch(s, co, pick_next(s));
-    abort(); /* a finished coroutine is never resumed */
+    return pick_next(s);
 }
 
+#ifdef CO_EXIT_BY_RETURN
+/* The entry returns the stack to switch to; the trampoline switches. */
+static void *co_entry(void *arg)
+#else
 static void co_entry(void *arg)
+#endif
 {
     mp_co *co = arg;
     sched *s = co->s;
@@ -495,7 +520,16 @@ static void co_entry(void *arg)
 #endif
     after_switch(s);
     co->fn(co->arg);
-    co_exit(s, co);
+    mp_co *to = co_end(s, co);
+#ifdef CO_EXIT_BY_RETURN
+    hand_over(s, co, to);
+    if (to->fresh)
+        to->fresh = false; /* (its first frame's return goes to the trampoline) */
+    return to->sp;
+#else
+    co_switch(s, co, to);
+    abort(); /* a finished coroutine is never resumed */
+#endif
 }
 
 #ifndef CO_ASM
@@ -509,7 +543,9 @@ static void co_entry_uc(unsigned hi, unsigned lo)
 static int co_prepare(mp_co *co)
 {
 #ifdef CO_ASM
-    co->sp = mp__co_frame(co->stack + co->stack_size, co_entry, co);
+    co->sp = mp__co_frame(co->stack + co->stack_size, (void (*)(void *))(void (*)(void))co_entry,
+                          co);
+    co->fresh = true;
 #else
     if (getcontext(&co->uc) < 0)
         return -errno;
@@ -535,14 +571,16 @@ int mp_co_spawn(mp_co **out, mp_co_fn fn, void *arg, size_t stack_size)
     sched *s = mp__co_sched();
     if (s == NULL)
         return -ENOMEM;
-    size_t page = (size_t)mp__page_size();
-    if (stack_size == 0)
-        stack_size = MP_CO_STACK_DEFAULT;
-    if (stack_size < MIN_STACK)
-        stack_size = MIN_STACK;
-    if (stack_size > ((size_t)1 << 40))
-        return -EINVAL;
-    stack_size = (stack_size + page - 1) / page * page + page; /* + the guard */
+    if (stack_size == 0) {
+        stack_size = s->default_stack; /* (with its guard page) */
+    } else {
+        size_t page = (size_t)mp__page_size();
+        if (stack_size < MIN_STACK)
+            stack_size = MIN_STACK;
+        if (stack_size > ((size_t)1 << 40))
+            return -EINVAL;
+        stack_size = (stack_size + page - 1) / page * page + page; /* + the guard */
+    }
     int err = -ENOMEM;
     mp_co *co = co_alloc(s, stack_size, &err);
     if (co == NULL)
@@ -591,8 +629,8 @@ mp_co *mp_co_self(void)
 
 int mp_co_join(mp_co *co, double timeout)
 {
-    int64_t deadline;
-    int rc = mp__deadline(timeout, &deadline);
+    int64_t deadline = MP__NO_DEADLINE;
+    int rc = timeout == MP_FOREVER ? 0 : mp__deadline(timeout, &deadline);
     if (co == NULL || rc < 0)
         return -EINVAL;
     sched *s = mp__co_sched();

@@ -41,6 +41,16 @@ void mp__co_trampoline(void);
 #include <ucontext.h>
 #endif
 
+/* x86_64 without the sanitizers (whose fiber switches cannot run in the
+ * middle of a return): a coroutine is entered first by a jump, and it
+ * makes its last switch from its first frame, once its entry function
+ * has returned (co_switch.S).  Each `ret` of a switch then goes back
+ * where its context called the switch, so the processor's prediction of
+ * returns stays in step with the stacks. */
+#if defined(CO_ASM) && defined(__x86_64__) && !defined(CO_ASAN) && !defined(CO_TSAN)
+#define CO_EXIT_BY_RETURN 1
+#endif
+
 
 /* MP_CO_UCONTEXT forces the portable fallback (to test it). */
 #if (defined(__x86_64__) || defined(__aarch64__)) && !defined(MP_CO_UCONTEXT)
@@ -84,6 +94,7 @@ struct mp_co {
     size_t stack_size;
     int state;
     bool detached;             /* free when it ends */
+    bool fresh;                /* it has not run yet */
     mp_co *next;               /* ready queue */
     bool queued;
     /* what it waits for */

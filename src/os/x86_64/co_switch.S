@@ -23,6 +23,19 @@
  * (see coro.c). */
     .text
 
+/* Pop the callee-saved set at rsp (its return address stays on top). */
+.macro LOAD_SET
+    ldmxcsr (%rsp)
+    fldcw 4(%rsp)
+    addq $8, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+.endm
+
 /* Push the callee-saved set, store rsp in *save_sp (rdi), load rsp from
  * load_sp (rsi) and pop the set saved there (its return address stays on
  * top). */
@@ -38,15 +51,7 @@
     fnstcw 4(%rsp)
     movq %rsp, (%rdi)
     movq %rsi, %rsp
-    ldmxcsr (%rsp)
-    fldcw 4(%rsp)
-    addq $8, %rsp
-    popq %r15
-    popq %r14
-    popq %r13
-    popq %r12
-    popq %rbx
-    popq %rbp
+    LOAD_SET
 .endm
 
     .globl mp__co_switch
@@ -68,7 +73,14 @@ mp__co_switch_ret:
     ret
     .size mp__co_switch_ret, .-mp__co_switch_ret
 
-/* First code a coroutine runs: entry(arg), which never returns. */
+/* First code a coroutine runs: entry(arg).  An entry that returns (the
+ * scheduler's, when its coroutine has ended) returns the stack of the
+ * context to resume: the trampoline loads it and returns into it, as
+ * that context's own switch would have.  A coroutine's last switch is
+ * thus made from its first frame, where the return-stack predictor holds
+ * what it held when the coroutine was entered (by mp__co_switch, which
+ * leaves it alone): the `ret` below and the returns after it in the
+ * resumed context are predicted (coro_int.h, CO_EXIT_BY_RETURN). */
     .globl mp__co_trampoline
     .hidden mp__co_trampoline
     .type mp__co_trampoline, @function
@@ -76,7 +88,9 @@ mp__co_switch_ret:
 mp__co_trampoline:
     movq %r12, %rdi
     callq *%r13
-    ud2
+    movq %rax, %rsp
+    LOAD_SET
+    ret
     .size mp__co_trampoline, .-mp__co_trampoline
 
     .section .note.GNU-stack,"",@progbits
