@@ -81,6 +81,11 @@ static mp_co *co_alloc(sched *s, size_t stack_size, int *err)
         free(co);
         return NULL;
     }
+#ifdef CO_ASAN
+    /* The mapping may reuse the addresses of a stack unmapped with frames
+     * still poisoned on it (a coroutine's last frames never return). */
+    __asan_unpoison_memory_region(co->stack, stack_size);
+#endif
     co->stack_size = stack_size;
     return co;
 }
