@@ -51,14 +51,6 @@ void mp__co_trampoline(void);
 #define CO_EXIT_BY_RETURN 1
 #endif
 
-
-/* MP_CO_UCONTEXT forces the portable fallback (to test it). */
-#if (defined(__x86_64__) || defined(__aarch64__)) && !defined(MP_CO_UCONTEXT)
-#define CO_ASM 1
-#else
-#include <ucontext.h>
-#endif
-
 #define STACK_CACHE_MAX 256 /* ended records kept with their stacks */
 
 enum { CO_READY, CO_RUNNING, CO_WAITING, CO_DONE };
