@@ -78,9 +78,9 @@ def speedup(row, other):
 def fmt(v):
     if v is None:
         return "–"
-    for limit, suffix in ((1e9, "G"), (1e6, "M"), (1e5, "k")):
+    for limit, unit, suffix in ((1e9, 1e9, "G"), (1e6, 1e6, "M"), (1e5, 1e3, "k")):
         if v >= limit:
-            return "%.3g%s" % (v / limit, suffix)
+            return "%.3g%s" % (v / unit, suffix)
     if v >= 100:
         return "%.0f" % v
     if v >= 10:
