@@ -73,25 +73,35 @@ typedef struct {
     uint64_t old;
 } undo_rec;
 
+/* Laid out for the small-block path, which takes the lock, logs two
+ * stores and reads where the tables are: the lock (40 bytes), the undo
+ * count and the tables' offsets fill one cache line, the data's offset
+ * and the first records of the log the next, so that an operation pulls
+ * two lines of the header from the process that last held the lock (the
+ * lock alone spanned two lines when it came after the read-only fields,
+ * the log's count and records were two more). */
 typedef struct {
     uint64_t magic;
     size_t map_size;     /* bytes mapped */
-    size_t nchunks;      /* data chunks available */
-    size_t chunk_off;    /* offset of the chunk table */
-    size_t block_off;    /* offset of the block table */
-    size_t data_off;     /* offset of chunk 0 */
-    mp__mutex lock;      /* guards everything below */
     /* Changed only through set32 / set64: */
     uint64_t free_chunks;/* chunks in free spans (not the wilderness) */
-    uint32_t bump;       /* chunks below it were handed out at least once */
     uint32_t bin_map;    /* bit k: bin k is not empty */
     uint32_t bin_head[NBINS];   /* chunk + 1 */
     uint32_t partial[NSMALL];   /* chunk + 1: chunks with free blocks; the
                                  * first may be empty (kept for reuse) */
-    /* The undo log of the operation under way. */
-    _Atomic uint32_t undo_n;
-    undo_rec undo[UNDO_MAX];
+    /* What every operation touches, in two cache lines: */
+    _Alignas(64) mp__mutex lock; /* guards everything that changes */
+    _Atomic uint32_t undo_n;     /* records in the undo log */
+    uint32_t bump;       /* chunks below it were handed out at least once
+                          * (set32) */
+    size_t chunk_off;    /* offset of the chunk table */
+    size_t block_off;    /* offset of the block table */
+    size_t data_off;     /* offset of chunk 0 */
+    size_t nchunks;      /* data chunks available */
+    undo_rec undo[UNDO_MAX]; /* the undo log of the operation under way */
 } heap_hdr;
+_Static_assert(offsetof(heap_hdr, block_off) + sizeof(size_t) - offsetof(heap_hdr, lock) <= 64,
+               "the lock, the undo count and the table offsets share a line");
 
 extern heap_hdr *mp__heap; /* NULL until mapped in this process tree */
 
