@@ -39,7 +39,7 @@
 #include "os/os.h"
 
 enum { HDR = 8, KIND_DATA = 1, KIND_FD = 2, RBUF_CAP = 64 * 1024, SMALL_FRAME = PIPE_BUF,
-       MAX_PENDING_FDS = 16 };
+       READ_AHEAD = 4096, MAX_PENDING_FDS = 16 };
 #define FRAME_LIMIT ((size_t)UINT32_MAX)
 
 typedef struct {
@@ -382,8 +382,12 @@ static ssize_t rd(mp_conn *c, void *dst, size_t n, int64_t deadline)
     }
 }
 
-/* Read ahead into the buffer.  Returns > 0, 0 at end of stream, or an
- * error. */
+/* Read ahead into the buffer, a page at most.  A pipe gives back the
+ * pages a read empties: a reader that takes 64 KiB at a time empties the
+ * pipe whole, and then every frame the writer adds wakes it (4 KiB
+ * frames on a pipe: 205k a second read 64 KiB at a time, 575k a page at
+ * a time; 64-byte frames alike either way).  Returns > 0, 0 at end of
+ * stream, or an error. */
 static ssize_t fill(mp_conn *c, int64_t deadline)
 {
     if (c->rb == NULL) {
@@ -395,7 +399,8 @@ static ssize_t fill(mp_conn *c, int64_t deadline)
         memmove(c->rb, c->rb + c->roff, c->rlen);
         c->roff = 0;
     }
-    ssize_t r = rd(c, c->rb + c->rlen, RBUF_CAP - c->rlen, deadline);
+    size_t room = RBUF_CAP - c->rlen;
+    ssize_t r = rd(c, c->rb + c->rlen, room < READ_AHEAD ? room : READ_AHEAD, deadline);
     if (r > 0)
         c->rlen += (size_t)r;
     else if (r == 0)
