@@ -276,7 +276,7 @@ bool mp__map_over(map_batch *mb)
     return over;
 }
 
-void mp__map_cancel(map_batch *mb)
+void mp__map_stop(map_batch *mb)
 {
     pthread_mutex_lock(&mb->lock);
     mb->canceled = true;
@@ -285,6 +285,11 @@ void mp__map_cancel(map_batch *mb)
     atomic_store(&mb->shm->stop, 1);
     atomic_fetch_add(&mb->shm->staged, 1);
     mp__wake_word(&mb->shm->staged, &mb->shm->stage_waiters);
+}
+
+void mp__map_cancel(map_batch *mb)
+{
+    mp__map_stop(mb);
     /* Helpers that ended before `stop` did not wake the supervisor. */
     mp__pool_kick(mb->c);
 }
@@ -507,9 +512,15 @@ static int map_run(mp_pool *p, mp_map_fn fn, bool range, const void *in, size_t 
         mp__wait_word(&b->events, &b->waiters, event_moved, &e, until, MP__WAIT_SPIN);
     }
     bool complete = atomic_load(&b->ndone) >= nchunks;
-    mp__map_cancel(mb); /* helpers still queued have nothing to do */
-    if (!complete)
+    /* Helpers still queued have nothing to do.  Complete, nobody waits for
+     * the helpers: they go to the supervisor when it next looks (waking it
+     * for them takes a CPU from the workers at every map). */
+    if (complete) {
+        mp__map_stop(mb);
+    } else {
+        mp__map_cancel(mb);
         mp__map_wait_helpers(mb); /* the staging must outlive them */
+    }
     mp__map_pump(mb);
     pthread_mutex_lock(&mb->lock);
     mp__map_sort_errors(mb);

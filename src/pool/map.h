@@ -47,7 +47,10 @@ int mp__map_add_helpers(map_batch *mb, unsigned n);
 void mp__map_pump(map_batch *mb);
 /* True once every chunk is done, or the batch can get no further. */
 bool mp__map_over(map_batch *mb);
-/* Stop the batch: helpers claim nothing more; queued ones are cancelled. */
+/* Stop the batch: helpers claim nothing more; queued ones end at once. */
+void mp__map_stop(map_batch *mb);
+/* Stop it and wake the supervisor to collect the helpers (for an owner
+ * that waits for them). */
 void mp__map_cancel(map_batch *mb);
 /* Wait until no helper will touch the batch's chunks any more. */
 void mp__map_wait_helpers(map_batch *mb);
