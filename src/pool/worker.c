@@ -21,7 +21,7 @@
 #include "pool/batch.h"
 #include "pool/worker.h"
 
-#define IDLE_SPIN_NS 300000      /* an idle worker looks for work this long */
+#define IDLE_SPIN_NS 2000000     /* an idle worker looks for work this long */
 #define QUIET_PUSHES 256        /* ended jobs a worker piles up unannounced */
 
 static _Thread_local int worker_index = -1;
