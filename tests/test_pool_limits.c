@@ -570,7 +570,7 @@ Test(pool_limits, helper_end_pushed_while_its_owner_waits, .timeout = MP_TMO(60)
     cr_assert_eq(j->kind, JOB_HELPER);
     cr_assert(mp__job_begin(j));
     batch_shm *b = j->batch;
-    cr_assert_eq(mp__batch_claim(b, 0, 1), 0);
+    cr_assert_eq(mp__batch_claim(b, 0, 0, 1, 1), 0);
     mp__batch_done(b, 0, 1);
     cr_assert(mp__job_end(j));
 
@@ -591,4 +591,46 @@ Test(pool_limits, helper_end_pushed_while_its_owner_waits, .timeout = MP_TMO(60)
     mp_expect_rc(mp_pool_close(p), 0);
     mp_expect_rc(mp_pool_join(p, MP_TMO(10)), 0);
     mp_pool_free(p);
+}
+
+/* A blocking map's helpers claim chunks up from the front of their own
+ * part and then down from the back of the others', so that they meet on a
+ * cache line only once; a chunk given back (a worker stopped or died)
+ * is found again by either side. */
+Test(pool_limits, helpers_claim_their_own_part_first, .timeout = MP_TMO(30))
+{
+    int err = 0;
+    batch_shm *b = mp__batch_new(10, 2, &err);
+    cr_assert_not_null(b, "batch: %d", err);
+    for (uint32_t k = 0; k < 10; k++)
+        atomic_store(&b->chunks[k].claim, CHUNK_FREE);
+    mp__batch_set_parts(b, 10, 2);
+    for (int k = 0; k < 5; k++)
+        cr_assert_eq(mp__batch_claim(b, 0, 0, 10, 2), k, "helper 0 goes up its part");
+    cr_assert_eq(mp__batch_claim(b, 1, 1, 10, 2), 5, "helper 1 starts on its own");
+    cr_assert_eq(mp__batch_claim(b, 0, 0, 10, 2), 9, "then helper 0 steals from the back");
+    cr_assert_eq(mp__batch_claim(b, 0, 0, 10, 2), 8);
+    cr_assert_eq(mp__batch_claim(b, 1, 1, 10, 2), 6);
+    cr_assert_eq(mp__batch_claim(b, 1, 1, 10, 2), 7);
+    cr_assert_eq(mp__batch_claim(b, 1, 1, 10, 2), BATCH_OVER);
+    cr_assert_eq(atomic_load(&b->chunks[9].claim), CHUNK_CLAIMED + 0);
+
+    mp__batch_reset(b, 3, 2, 10, 2);
+    cr_assert_eq(mp__batch_claim(b, 1, 1, 10, 2), 3, "a thief finds a chunk given back");
+    cr_assert_eq(b->chunks[3].start, 2u);
+    mp__batch_reset(b, 8, 0, 10, 2);
+    mp__batch_reset(b, 6, 0, 10, 2);
+    cr_assert_eq(mp__batch_claim(b, 1, 1, 10, 2), 6, "its owner, from the front");
+    cr_assert_eq(mp__batch_claim(b, 0, 0, 10, 2), 8, "and a thief, from the back");
+    cr_assert_eq(mp__batch_claim(b, 0, 0, 10, 2), BATCH_OVER);
+
+    /* One part (staged maps, iterators): up from the front, a chunk not yet
+     * staged ends the scan. */
+    batch_shm *one = mp__batch_new(4, 1, &err);
+    cr_assert_not_null(one);
+    atomic_store(&one->chunks[0].claim, CHUNK_FREE);
+    cr_assert_eq(mp__batch_claim(one, 0, 0, 4, 1), 0);
+    cr_assert_eq(mp__batch_claim(one, 1, 0, 4, 1), BATCH_NONE);
+    mp__batch_free(one);
+    mp__batch_free(b);
 }

@@ -235,7 +235,8 @@ static bool send_next(sender *sd, unsigned w)
         helper *h = sd->helpers;
         while (h) {
             if (h->claiming) {
-                int k = mp__batch_claim(h->mb->shm, 0, h->mb->geom.nchunks);
+                int k = mp__batch_claim(h->mb->shm, 0, 0, h->mb->geom.nchunks,
+                                                h->mb->geom.nparts);
                 if (k >= 0) {
                     send_chunk(sd, w, o, h, (uint32_t)k);
                     return true;

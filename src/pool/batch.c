@@ -1,16 +1,18 @@
 /* A map's shared work: see batch.h.
  *
- * Claiming: a worker scans from `hint` for a FREE chunk and takes it with
- * a CAS of its claim word to CLAIMED+w.  The hint only saves the scan
- * over chunks already taken: it is moved forward past taken chunks with a
- * CAS (a stale view just fails), and back by a reset, so no FREE chunk is
- * ever below it for long.  Chunks are staged in index order, so a WAIT
- * chunk ends the scan: nothing beyond it is ready either.
+ * Claiming: a worker scans its part up from the part's `hint` for a FREE
+ * chunk and takes it with a CAS of its claim word to CLAIMED+w; its part
+ * used up, it scans the other parts down from their `tail`.  The bounds
+ * only save the scan over chunks already taken: they are moved past taken
+ * chunks with a CAS (a stale view just fails), and back by a reset, so no
+ * FREE chunk is outside them for long.  Chunks are staged in index order
+ * (one part), so a WAIT chunk ends the scan: nothing beyond it is ready
+ * either.
  *
  * Completion: a done chunk's index goes into `order` at the position its
  * fetch-add of `ndone` gave, for iterators that take chunks as they come;
- * entries not yet written read UINT32_MAX.  `events` is bumped after, and
- * waiters sleep on it (wait_int.h). */
+ * entries not yet written read UINT32_MAX (kept for iterators only).
+ * `events` is bumped after, and waiters sleep on it (wait_int.h). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <string.h>
@@ -19,31 +21,38 @@
 #include "pool/batch.h"
 #include "wait_int.h"
 
-batch_shm *mp__batch_new(uint32_t nchunks, int *err)
+batch_shm *mp__batch_new(uint32_t nchunks, uint32_t max_parts, int *err)
 {
+    if (max_parts < 1)
+        max_parts = 1;
     batch_shm *b =
-        mp__heap_alloc(mp__batch_order_at(nchunks) + (size_t)nchunks * sizeof(uint32_t), err);
+        mp__heap_alloc(mp__batch_parts_at(nchunks) + (size_t)max_parts * sizeof(batch_part), err);
     if (b == NULL)
         return NULL;
     memset(b, 0, sizeof(batch_shm) + (size_t)nchunks * sizeof(batch_chunk));
     b->geom.nchunks = nchunks;
     memset(mp__batch_order(b, nchunks), 0xff, (size_t)nchunks * sizeof(uint32_t));
+    mp__batch_set_parts(b, nchunks, 1);
     return b;
 }
 
-void mp__batch_free(batch_shm *b)
+void mp__batch_set_parts(batch_shm *b, uint32_t nchunks, uint32_t nparts)
 {
-    if (b)
-        mp__heap_free(b);
+    batch_part *pt = mp__batch_parts(b, nchunks);
+    for (uint32_t q = 0; q < nparts; q++) {
+        atomic_init(&pt[q].hint, mp__batch_part_start(q, nchunks, nparts));
+        atomic_init(&pt[q].tail, mp__batch_part_start(q + 1, nchunks, nparts));
+    }
+    b->geom.nparts = nparts;
 }
 
-int mp__batch_claim(batch_shm *b, unsigned w, uint32_t nchunks)
+/* Up from part pt's hint to end: the first FREE chunk claimed, BATCH_NONE
+ * at a WAIT chunk, else BATCH_OVER. */
+static int claim_up(batch_shm *b, batch_part *pt, uint32_t end, unsigned w)
 {
-    if (atomic_load_explicit(&b->stop, memory_order_relaxed))
-        return BATCH_OVER;
-    uint32_t h = atomic_load_explicit(&b->hint, memory_order_acquire);
+    uint32_t h = atomic_load_explicit(&pt->hint, memory_order_acquire);
     bool taken_below = true; /* every chunk from h to k is taken */
-    for (uint32_t k = h; k < nchunks; k++) {
+    for (uint32_t k = h; k < end; k++) {
         _Atomic uint32_t *cw = &b->chunks[k].claim;
         uint32_t c = atomic_load_explicit(cw, memory_order_acquire);
         if (c == CHUNK_WAIT)
@@ -52,34 +61,94 @@ int mp__batch_claim(batch_shm *b, unsigned w, uint32_t nchunks)
             atomic_compare_exchange_strong_explicit(cw, &c, CHUNK_CLAIMED + w,
                                                     memory_order_acq_rel, memory_order_acquire)) {
             if (taken_below)
-                atomic_compare_exchange_strong(&b->hint, &h, k + 1);
+                atomic_compare_exchange_strong(&pt->hint, &h, k + 1);
             return (int)k;
         }
         if (c == CHUNK_FREE)
             taken_below = false; /* lost a race: it is someone's now */
     }
-    if (taken_below && h < nchunks)
-        atomic_compare_exchange_strong(&b->hint, &h, nchunks);
+    if (taken_below && h < end)
+        atomic_compare_exchange_strong(&pt->hint, &h, end);
     return BATCH_OVER;
+}
+
+/* Down from part pt's tail to begin: the last FREE chunk claimed, else
+ * BATCH_OVER (parts of more than one are never staged: no WAIT). */
+static int claim_down(batch_shm *b, batch_part *pt, uint32_t begin, unsigned w)
+{
+    uint32_t t = atomic_load_explicit(&pt->tail, memory_order_acquire);
+    bool taken_above = true; /* every chunk from k to t is taken */
+    for (uint32_t k = t; k > begin;) {
+        k--;
+        _Atomic uint32_t *cw = &b->chunks[k].claim;
+        uint32_t c = atomic_load_explicit(cw, memory_order_acquire);
+        if (c == CHUNK_FREE &&
+            atomic_compare_exchange_strong_explicit(cw, &c, CHUNK_CLAIMED + w,
+                                                    memory_order_acq_rel, memory_order_acquire)) {
+            if (taken_above)
+                atomic_compare_exchange_strong(&pt->tail, &t, k);
+            return (int)k;
+        }
+        if (c == CHUNK_FREE)
+            taken_above = false;
+    }
+    if (taken_above && t > begin)
+        atomic_compare_exchange_strong(&pt->tail, &t, begin);
+    return BATCH_OVER;
+}
+
+void mp__batch_free(batch_shm *b)
+{
+    if (b)
+        mp__heap_free(b);
+}
+
+int mp__batch_claim(batch_shm *b, unsigned w, uint32_t part, uint32_t nchunks,
+                    uint32_t nparts)
+{
+    if (atomic_load_explicit(&b->stop, memory_order_relaxed))
+        return BATCH_OVER;
+    batch_part *pt = mp__batch_parts(b, nchunks);
+    if (nparts <= 1 || nparts > BATCH_PARTS_MAX || nparts > nchunks)
+        return claim_up(b, &pt[0], nchunks, w);
+    uint32_t p = part % nparts;
+    int k = claim_up(b, &pt[p], mp__batch_part_start(p + 1, nchunks, nparts), w);
+    for (uint32_t i = 1; k == BATCH_OVER && i < nparts; i++) {
+        uint32_t q = (p + i) % nparts;
+        k = claim_down(b, &pt[q], mp__batch_part_start(q, nchunks, nparts), w);
+    }
+    return k;
 }
 
 void mp__batch_done(batch_shm *b, uint32_t k, uint32_t nchunks)
 {
     atomic_store_explicit(&b->chunks[k].claim, CHUNK_DONE, memory_order_release);
     uint32_t pos = atomic_fetch_add(&b->ndone, 1);
-    if (pos < nchunks)
+    if (pos < nchunks && b->log_order)
         atomic_store_explicit(&mp__batch_order(b, nchunks)[pos], k, memory_order_release);
     atomic_fetch_add(&b->events, 1);
     if (b->wake_each || pos + 1 >= nchunks)
         mp__wake_word(&b->events, &b->waiters);
 }
 
-void mp__batch_reset(batch_shm *b, uint32_t k, uint32_t start)
+void mp__batch_reset(batch_shm *b, uint32_t k, uint32_t start, uint32_t nchunks,
+                     uint32_t nparts)
 {
     b->chunks[k].start = start;
     atomic_store_explicit(&b->chunks[k].claim, CHUNK_FREE, memory_order_release);
-    uint32_t h = atomic_load(&b->hint);
-    while (h > k && !atomic_compare_exchange_weak(&b->hint, &h, k))
+    if (nparts < 1 || nparts > BATCH_PARTS_MAX || nparts > nchunks)
+        nparts = 1;
+    uint32_t q = (uint32_t)((uint64_t)k * nparts / nchunks);
+    while (q + 1 < nparts && mp__batch_part_start(q + 1, nchunks, nparts) <= k)
+        q++;
+    while (q > 0 && mp__batch_part_start(q, nchunks, nparts) > k)
+        q--;
+    batch_part *pt = &mp__batch_parts(b, nchunks)[q];
+    uint32_t h = atomic_load(&pt->hint);
+    while (h > k && !atomic_compare_exchange_weak(&pt->hint, &h, k))
+        ;
+    uint32_t t = atomic_load(&pt->tail);
+    while (t <= k && !atomic_compare_exchange_weak(&pt->tail, &t, k + 1))
         ;
     atomic_fetch_add(&b->staged, 1); /* helpers waiting for work: here is some */
     mp__wake_word(&b->staged, &b->stage_waiters);

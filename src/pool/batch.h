@@ -15,6 +15,14 @@
  *                 failures to report, or the    └────────────────────────────┘   ▼ (worker)
  *                 supervisor after w died: start moves past the item)           DONE
  *
+ * Parts.  A blocking map over arrays in place cuts its chunks into as many
+ * runs ("parts") as it starts helpers: each helper claims up from the front
+ * of its own part, then steals down from the back of the others', so that
+ * two workers meet on a cache line only where they meet in the array (a
+ * claim fought over costs a line transfer, half a microsecond on a
+ * virtual machine).  Staged maps and iterators have one part: chunks are
+ * staged, and wanted, in index order.
+ *
  * `start` is the first item of the chunk still to run: items before it
  * ran (their failures are recorded), so a chunk resumed after a crash runs
  * each item at most once.  Crash safety: a CLAIMED+w chunk names its
@@ -60,25 +68,37 @@ typedef struct {
     uint32_t window;            /* staged: chunk k uses slot k % window; 0: in place */
     uint32_t stage_in;          /* staged: whether in, out are staged */
     uint32_t stage_out;
+    uint32_t nparts;            /* runs of chunks helpers start on (>= 1) */
     int64_t timeout_ns;         /* per item; 0: none */
 } batch_geom;
 
+#define BATCH_PARTS_MAX 64
+
+/* A part's bounds for claims: no FREE chunk of the part below `hint` (its
+ * helper claims up from there) nor at or above `tail` (thieves claim down
+ * from there).  Each on a line of its own. */
+typedef struct {
+    _Alignas(64) _Atomic uint32_t hint;
+    _Atomic uint32_t tail;
+} batch_part;
+
 typedef struct batch_shm {
     batch_geom geom;            /* the workers' copy */
-    _Alignas(64) _Atomic uint32_t hint; /* no free chunk below this */
-    _Atomic uint32_t stop;      /* claim nothing more (cancelled) */
+    _Alignas(64) _Atomic uint32_t stop; /* claim nothing more (cancelled) */
     _Atomic uint32_t any_fail;  /* an item failed: see map.c */
     uint32_t wake_each;         /* wake the waiters at every chunk's end (they
                                    copy chunks out, or hand them out); else
                                    only at the last: a wake-up for nothing
                                    takes a CPU from the workers */
+    uint32_t log_order;         /* keep `order` (iterators read it) */
     _Alignas(64) _Atomic uint32_t ndone; /* chunks done */
     _Atomic uint32_t events;    /* futex: bumped at every chunk's end */
     _Atomic uint32_t waiters;
     _Alignas(64) _Atomic uint32_t staged; /* futex: bumped at every staging */
     _Atomic uint32_t stage_waiters;
     batch_chunk chunks[];       /* then, 16-aligned, the nchunks entries of
-                                   `order`: chunks in the order they were done */
+                                   `order`: chunks in the order they were done;
+                                   then, 64-aligned, the parts */
 } batch_shm;
 
 static inline size_t mp__batch_order_at(uint32_t nchunks)
@@ -93,9 +113,30 @@ static inline _Atomic uint32_t *mp__batch_order(batch_shm *b, uint32_t nchunks)
     return (_Atomic uint32_t *)(void *)((char *)b + mp__batch_order_at(nchunks));
 }
 
-/* A batch of nchunks chunks in the shared heap, all WAIT, order unset.
- * NULL and *err on failure. */
-batch_shm *mp__batch_new(uint32_t nchunks, int *err);
+static inline size_t mp__batch_parts_at(uint32_t nchunks)
+{
+    return (mp__batch_order_at(nchunks) + (size_t)nchunks * sizeof(uint32_t) + 63) & ~(size_t)63;
+}
+
+/* The parts of a batch of nchunks chunks (computed, not read). */
+static inline batch_part *mp__batch_parts(batch_shm *b, uint32_t nchunks)
+{
+    return (batch_part *)(void *)((char *)b + mp__batch_parts_at(nchunks));
+}
+
+/* The first chunk of part q of nparts (q == nparts: nchunks). */
+static inline uint32_t mp__batch_part_start(uint32_t q, uint32_t nchunks, uint32_t nparts)
+{
+    return (uint32_t)((uint64_t)q * nchunks / nparts);
+}
+
+/* A batch of nchunks chunks in the shared heap, all WAIT, order unset,
+ * with room for up to max_parts parts (one, the whole, set up).  NULL and
+ * *err on failure. */
+batch_shm *mp__batch_new(uint32_t nchunks, uint32_t max_parts, int *err);
+/* (map caller, before any claim) Cut the chunks into nparts parts (at most
+ * the max_parts of mp__batch_new). */
+void mp__batch_set_parts(batch_shm *b, uint32_t nchunks, uint32_t nparts);
 void mp__batch_free(batch_shm *b);
 
 /* Items of chunk k: the first's index in *first, how many in *count. */
@@ -122,16 +163,19 @@ static inline char *mp__batch_out(const batch_geom *g, uint32_t k)
     return g->out + (size_t)k * g->chunk * g->out_size;
 }
 
-/* (worker w) Claim a chunk: its index, BATCH_NONE or BATCH_OVER.  Past
- * nchunks (from the parent's geometry, for the parent's own claims) nothing
- * is looked at. */
-MP_INTERNAL int mp__batch_claim(batch_shm *b, unsigned w, uint32_t nchunks);
+/* (worker w) Claim a chunk, from part `part` first: its index, BATCH_NONE
+ * or BATCH_OVER.  Past nchunks and nparts (from the parent's geometry, for
+ * the parent's own claims) nothing is looked at. */
+MP_INTERNAL int mp__batch_claim(batch_shm *b, unsigned w, uint32_t part, uint32_t nchunks,
+                                uint32_t nparts);
 /* (worker, supervisor) Chunk k of nchunks is done: record it and wake the
  * waiters. */
 MP_INTERNAL void mp__batch_done(batch_shm *b, uint32_t k, uint32_t nchunks);
-/* (worker w stopping, supervisor for a dead w) Chunk k goes back to be
- * claimed again from item start (of the chunk). */
-void mp__batch_reset(batch_shm *b, uint32_t k, uint32_t start);
+/* (supervisor, for a worker that stopped or died) Chunk k of nchunks in
+ * nparts parts goes back to be claimed again from item start (of the
+ * chunk). */
+void mp__batch_reset(batch_shm *b, uint32_t k, uint32_t start, uint32_t nchunks,
+                     uint32_t nparts);
 /* (supervisor) The chunk worker w holds, or -1. */
 int mp__batch_held_by(batch_shm *b, uint32_t nchunks, unsigned w);
 /* (map caller) Chunk k's input is staged: it may be claimed. */

@@ -106,6 +106,7 @@ typedef struct job_shm {
     batch_shm *batch;
     _Atomic uint64_t cur;       /* item running now */
     uint32_t nfail;             /* fails recorded this dispatch */
+    uint32_t part;              /* the part of the chunks it starts on */
 
     union {
         _Alignas(16) unsigned char inline_buf[JOB_INLINE]; /* apply: argument,

@@ -102,7 +102,7 @@ static void helper_done(job *j, int how, const mp_task_info *died, unsigned w)
         if (start >= count)
             mp__batch_done(b, (uint32_t)k, g->nchunks);
         else
-            mp__batch_reset(b, (uint32_t)k, start);
+            mp__batch_reset(b, (uint32_t)k, start, g->nchunks, g->nparts);
     }
     uint32_t st = job_state(s);
     bool more = !atomic_load(&b->stop) && !mp__pool_terminated(c) &&
@@ -162,6 +162,7 @@ int mp__map_add_helpers(map_batch *mb, unsigned n)
         }
         j->shm->kind = JOB_HELPER;
         j->shm->batch = b;
+        j->shm->part = mb->helpers_made + got; /* helper i starts on part i */
         j->shm->timeout_ns = mb->geom.timeout_ns;
         atomic_store(&j->shm->cur, BATCH_NO_ITEM);
         atomic_store(&j->shm->notify, 1);
@@ -396,7 +397,15 @@ int mp__map_start(mp_pool *p, mp_map_fn fn, bool range, const void *in, size_t n
     atomic_init(&mb->refs, 1);
     mb->c = c;
     mp__pool_ref(c);
-    mb->shm = mp__batch_new((uint32_t)nchunks, &rc);
+    /* A blocking map starts with a helper a CPU (see below), each on its
+     * own part of the chunks where they are not staged. */
+    unsigned start_helpers = c->nworkers < c->cpus ? c->nworkers : c->cpus;
+    uint32_t max_parts = !blocking || (c->be->caps & BACKEND_REMOTE) ? 1
+                         : start_helpers < BATCH_PARTS_MAX ? start_helpers
+                                                           : BATCH_PARTS_MAX;
+    if (max_parts > nchunks)
+        max_parts = nchunks ? (uint32_t)nchunks : 1;
+    mb->shm = mp__batch_new((uint32_t)nchunks, max_parts, &rc);
     if (mb->shm == NULL) {
         mp__map_unref(mb);
         return rc ? rc : -ENOMEM;
@@ -429,8 +438,11 @@ int mp__map_start(mp_pool *p, mp_map_fn fn, bool range, const void *in, size_t n
         }
     }
     rc = stage_in || stage_out ? setup_staging(mb, stage_in, stage_out, !blocking) : 0;
+    b->nparts = stage_in || stage_out ? 1 : max_parts;
     mb->shm->geom = *b;
+    mp__batch_set_parts(mb->shm, b->nchunks, b->nparts);
     mb->shm->wake_each = !blocking || stage_in || stage_out;
+    mb->shm->log_order = !blocking;
     if (rc == 0 && !stage_in)
         for (uint32_t k = 0; k < b->nchunks; k++)
             atomic_init(&mb->shm->chunks[k].claim, CHUNK_FREE);

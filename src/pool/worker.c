@@ -212,7 +212,7 @@ static unsigned run_helper(pool_shm *s, unsigned w, job_shm *j, unsigned budget)
     uint32_t nfail = j->nfail;
     for (;;) {
         uint32_t seen = atomic_load(&b->staged);
-        int k = mp__batch_claim(b, w, nchunks);
+        int k = mp__batch_claim(b, w, j->part, nchunks, g->nparts);
         if (k == BATCH_OVER)
             break;
         if (k == BATCH_NONE) {
