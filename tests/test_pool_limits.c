@@ -571,7 +571,7 @@ Test(pool_limits, helper_end_pushed_while_its_owner_waits, .timeout = MP_TMO(60)
     cr_assert(mp__job_begin(j));
     batch_shm *b = j->batch;
     cr_assert_eq(mp__batch_claim(b, 0, 0, 1, 1), 0);
-    mp__batch_done(b, 0, 1);
+    mp__batch_done(b, 0, 1, 1);
     cr_assert(mp__job_end(j));
 
     pthread_t th;
@@ -623,6 +623,20 @@ Test(pool_limits, helpers_claim_their_own_part_first, .timeout = MP_TMO(30))
     cr_assert_eq(mp__batch_claim(b, 1, 1, 10, 2), 6, "its owner, from the front");
     cr_assert_eq(mp__batch_claim(b, 0, 0, 10, 2), 8, "and a thief, from the back");
     cr_assert_eq(mp__batch_claim(b, 0, 0, 10, 2), BATCH_OVER);
+
+    /* Counted a part at a time: ndone moves when a part's last chunk is
+     * done, the waiters' word only at the map's last. */
+    uint32_t ev = atomic_load(&b->events);
+    for (uint32_t k = 0; k < 4; k++)
+        mp__batch_done(b, k, 10, 2);
+    cr_assert_eq(atomic_load(&b->ndone), 0u);
+    for (uint32_t k = 5; k < 10; k++)
+        mp__batch_done(b, k, 10, 2);
+    cr_assert_eq(atomic_load(&b->ndone), 5u, "part 1 done");
+    cr_assert_eq(atomic_load(&b->events), ev);
+    mp__batch_done(b, 4, 10, 2);
+    cr_assert_eq(atomic_load(&b->ndone), 10u);
+    cr_assert_eq(atomic_load(&b->events), ev + 1, "the last chunk wakes the waiters");
 
     /* One part (staged maps, iterators): up from the front, a chunk not yet
      * staged ends the scan. */

@@ -124,7 +124,7 @@ static void fail_items(sender *sd, helper *h, uint32_t k, uint32_t start, const 
     mp__batch_range(g, k, &first, &count);
     for (uint32_t i = start; i < count; i++)
         mp__map_fail_item(sd->c, h->j, first + i, info);
-    mp__batch_done(h->mb->shm, k, g->nchunks);
+    mp__batch_done(h->mb->shm, k, g->nchunks, g->nparts);
 }
 
 static void end_chunk(sender *sd, out_slot *o, const result_msg *r, const char *body,
@@ -162,7 +162,7 @@ static void end_chunk(sender *sd, out_slot *o, const result_msg *r, const char *
         for (size_t i = 0; i < r->nerrs; i++)
             if (e[i].index < n)
                 mp__map_fail_item(sd->c, h->j, first + o->start + e[i].index, &e[i].info);
-        mp__batch_done(h->mb->shm, o->k, b->nchunks);
+        mp__batch_done(h->mb->shm, o->k, b->nchunks, b->nparts);
     }
     h->out--;
     helper_maybe_end(sd, h);

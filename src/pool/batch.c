@@ -9,10 +9,14 @@
  * (one part), so a WAIT chunk ends the scan: nothing beyond it is ready
  * either.
  *
- * Completion: a done chunk's index goes into `order` at the position its
- * fetch-add of `ndone` gave, for iterators that take chunks as they come;
- * entries not yet written read UINT32_MAX (kept for iterators only).
- * `events` is bumped after, and waiters sleep on it (wait_int.h). */
+ * Completion: with one part, a done chunk's index goes into `order` at
+ * the position its fetch-add of `ndone` gave, for iterators that take
+ * chunks as they come (entries not yet written read UINT32_MAX).  With
+ * parts, a done chunk counts down its part's `left`, on the line its
+ * helper claims on, and only a part's last chunk adds the part to `ndone`:
+ * no line is fought over at every chunk.  `events` is bumped after, at
+ * every chunk for waiters that want each (wake_each) and at the last for
+ * the others, and waiters sleep on it (wait_int.h). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <string.h>
@@ -40,8 +44,11 @@ void mp__batch_set_parts(batch_shm *b, uint32_t nchunks, uint32_t nparts)
 {
     batch_part *pt = mp__batch_parts(b, nchunks);
     for (uint32_t q = 0; q < nparts; q++) {
-        atomic_init(&pt[q].hint, mp__batch_part_start(q, nchunks, nparts));
-        atomic_init(&pt[q].tail, mp__batch_part_start(q + 1, nchunks, nparts));
+        uint32_t first = mp__batch_part_start(q, nchunks, nparts);
+        uint32_t end = mp__batch_part_start(q + 1, nchunks, nparts);
+        atomic_init(&pt[q].hint, first);
+        atomic_init(&pt[q].tail, end);
+        atomic_init(&pt[q].left, end - first);
     }
     b->geom.nparts = nparts;
 }
@@ -109,7 +116,8 @@ int mp__batch_claim(batch_shm *b, unsigned w, uint32_t part, uint32_t nchunks,
     if (atomic_load_explicit(&b->stop, memory_order_relaxed))
         return BATCH_OVER;
     batch_part *pt = mp__batch_parts(b, nchunks);
-    if (nparts <= 1 || nparts > BATCH_PARTS_MAX || nparts > nchunks)
+    nparts = mp__batch_nparts(nchunks, nparts);
+    if (nparts == 1)
         return claim_up(b, &pt[0], nchunks, w);
     uint32_t p = part % nparts;
     int k = claim_up(b, &pt[p], mp__batch_part_start(p + 1, nchunks, nparts), w);
@@ -120,15 +128,25 @@ int mp__batch_claim(batch_shm *b, unsigned w, uint32_t part, uint32_t nchunks,
     return k;
 }
 
-void mp__batch_done(batch_shm *b, uint32_t k, uint32_t nchunks)
+void mp__batch_done(batch_shm *b, uint32_t k, uint32_t nchunks, uint32_t nparts)
 {
     atomic_store_explicit(&b->chunks[k].claim, CHUNK_DONE, memory_order_release);
-    uint32_t pos = atomic_fetch_add(&b->ndone, 1);
-    if (pos < nchunks && b->log_order)
+    nparts = mp__batch_nparts(nchunks, nparts);
+    uint32_t count = 1;
+    if (nparts > 1) {
+        uint32_t q = mp__batch_part_of(k, nchunks, nparts);
+        if (atomic_fetch_sub(&mp__batch_parts(b, nchunks)[q].left, 1) != 1)
+            return; /* (no waiter wants each chunk of a map with parts) */
+        count = mp__batch_part_start(q + 1, nchunks, nparts) -
+                mp__batch_part_start(q, nchunks, nparts);
+    }
+    uint32_t pos = atomic_fetch_add(&b->ndone, count);
+    if (nparts == 1 && pos < nchunks && b->log_order)
         atomic_store_explicit(&mp__batch_order(b, nchunks)[pos], k, memory_order_release);
-    atomic_fetch_add(&b->events, 1);
-    if (b->wake_each || pos + 1 >= nchunks)
+    if (b->wake_each || pos + count >= nchunks) {
+        atomic_fetch_add(&b->events, 1);
         mp__wake_word(&b->events, &b->waiters);
+    }
 }
 
 void mp__batch_reset(batch_shm *b, uint32_t k, uint32_t start, uint32_t nchunks,
@@ -136,14 +154,8 @@ void mp__batch_reset(batch_shm *b, uint32_t k, uint32_t start, uint32_t nchunks,
 {
     b->chunks[k].start = start;
     atomic_store_explicit(&b->chunks[k].claim, CHUNK_FREE, memory_order_release);
-    if (nparts < 1 || nparts > BATCH_PARTS_MAX || nparts > nchunks)
-        nparts = 1;
-    uint32_t q = (uint32_t)((uint64_t)k * nparts / nchunks);
-    while (q + 1 < nparts && mp__batch_part_start(q + 1, nchunks, nparts) <= k)
-        q++;
-    while (q > 0 && mp__batch_part_start(q, nchunks, nparts) > k)
-        q--;
-    batch_part *pt = &mp__batch_parts(b, nchunks)[q];
+    nparts = mp__batch_nparts(nchunks, nparts);
+    batch_part *pt = &mp__batch_parts(b, nchunks)[mp__batch_part_of(k, nchunks, nparts)];
     uint32_t h = atomic_load(&pt->hint);
     while (h > k && !atomic_compare_exchange_weak(&pt->hint, &h, k))
         ;

@@ -76,10 +76,12 @@ typedef struct {
 
 /* A part's bounds for claims: no FREE chunk of the part below `hint` (its
  * helper claims up from there) nor at or above `tail` (thieves claim down
- * from there).  Each on a line of its own. */
+ * from there); and its chunks not yet done (`ndone` counts a part's
+ * chunks when the last is done).  Each on a line of its own. */
 typedef struct {
     _Alignas(64) _Atomic uint32_t hint;
     _Atomic uint32_t tail;
+    _Atomic uint32_t left;
 } batch_part;
 
 typedef struct batch_shm {
@@ -91,8 +93,10 @@ typedef struct batch_shm {
                                    only at the last: a wake-up for nothing
                                    takes a CPU from the workers */
     uint32_t log_order;         /* keep `order` (iterators read it) */
-    _Alignas(64) _Atomic uint32_t ndone; /* chunks done */
-    _Atomic uint32_t events;    /* futex: bumped at every chunk's end */
+    _Alignas(64) _Atomic uint32_t ndone; /* chunks done (with parts: those
+                                           of the parts done) */
+    _Atomic uint32_t events;    /* futex: bumped at a chunk's end (at the
+                                   last only, unless wake_each) */
     _Atomic uint32_t waiters;
     _Alignas(64) _Atomic uint32_t staged; /* futex: bumped at every staging */
     _Atomic uint32_t stage_waiters;
@@ -128,6 +132,23 @@ static inline batch_part *mp__batch_parts(batch_shm *b, uint32_t nchunks)
 static inline uint32_t mp__batch_part_start(uint32_t q, uint32_t nchunks, uint32_t nparts)
 {
     return (uint32_t)((uint64_t)q * nchunks / nparts);
+}
+
+/* nparts as claims and counts use it: 1 where it makes no sense. */
+static inline uint32_t mp__batch_nparts(uint32_t nchunks, uint32_t nparts)
+{
+    return nparts < 1 || nparts > BATCH_PARTS_MAX || nparts > nchunks ? 1 : nparts;
+}
+
+/* The part chunk k (< nchunks) is in. */
+static inline uint32_t mp__batch_part_of(uint32_t k, uint32_t nchunks, uint32_t nparts)
+{
+    uint32_t q = (uint32_t)((uint64_t)k * nparts / nchunks);
+    while (q + 1 < nparts && mp__batch_part_start(q + 1, nchunks, nparts) <= k)
+        q++;
+    while (q > 0 && mp__batch_part_start(q, nchunks, nparts) > k)
+        q--;
+    return q;
 }
 
 /* A batch of nchunks chunks in the shared heap, all WAIT, order unset,
@@ -168,9 +189,9 @@ static inline char *mp__batch_out(const batch_geom *g, uint32_t k)
  * the parent's own claims) nothing is looked at. */
 MP_INTERNAL int mp__batch_claim(batch_shm *b, unsigned w, uint32_t part, uint32_t nchunks,
                                 uint32_t nparts);
-/* (worker, supervisor) Chunk k of nchunks is done: record it and wake the
- * waiters. */
-MP_INTERNAL void mp__batch_done(batch_shm *b, uint32_t k, uint32_t nchunks);
+/* (worker, supervisor) Chunk k of nchunks in nparts parts is done: count
+ * it and wake the waiters. */
+MP_INTERNAL void mp__batch_done(batch_shm *b, uint32_t k, uint32_t nchunks, uint32_t nparts);
 /* (supervisor, for a worker that stopped or died) Chunk k of nchunks in
  * nparts parts goes back to be claimed again from item start (of the
  * chunk). */

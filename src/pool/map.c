@@ -100,7 +100,7 @@ static void helper_done(job *j, int how, const mp_task_info *died, unsigned w)
         /* (Killed by terminate or a restart: the item did not fail, it
          * did not run; the chunk is not done.) */
         if (start >= count)
-            mp__batch_done(b, (uint32_t)k, g->nchunks);
+            mp__batch_done(b, (uint32_t)k, g->nchunks, g->nparts);
         else
             mp__batch_reset(b, (uint32_t)k, start, g->nchunks, g->nparts);
     }

@@ -269,7 +269,7 @@ static unsigned run_helper(pool_shm *s, unsigned w, job_shm *j, unsigned budget)
             stopped = true;
             break;
         }
-        mp__batch_done(b, (uint32_t)k, nchunks);
+        mp__batch_done(b, (uint32_t)k, nchunks, g->nparts);
         atomic_fetch_add_explicit(&ws->tasks, 1, memory_order_relaxed);
         ran++;
         if (budget && ran >= budget) {
