@@ -7,6 +7,7 @@
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
 #include <dirent.h>
 #include <stdio.h>
 #include <sys/resource.h>
@@ -570,7 +571,7 @@ Test(pool_limits, helper_end_pushed_while_its_owner_waits, .timeout = MP_TMO(60)
     cr_assert_eq(j->kind, JOB_HELPER);
     cr_assert(mp__job_begin(j));
     batch_shm *b = j->batch;
-    cr_assert_eq(mp__batch_claim(b, 0, 0, 1, 1), 0);
+    cr_assert_eq(mp__batch_claim(b, 0, 0, 1, 1, NULL), 0);
     mp__batch_done(b, 0, 1, 1);
     cr_assert(mp__job_end(j));
 
@@ -606,23 +607,23 @@ Test(pool_limits, helpers_claim_their_own_part_first, .timeout = MP_TMO(30))
         atomic_store(&b->chunks[k].claim, CHUNK_FREE);
     mp__batch_set_parts(b, 10, 2);
     for (int k = 0; k < 5; k++)
-        cr_assert_eq(mp__batch_claim(b, 0, 0, 10, 2), k, "helper 0 goes up its part");
-    cr_assert_eq(mp__batch_claim(b, 1, 1, 10, 2), 5, "helper 1 starts on its own");
-    cr_assert_eq(mp__batch_claim(b, 0, 0, 10, 2), 9, "then helper 0 steals from the back");
-    cr_assert_eq(mp__batch_claim(b, 0, 0, 10, 2), 8);
-    cr_assert_eq(mp__batch_claim(b, 1, 1, 10, 2), 6);
-    cr_assert_eq(mp__batch_claim(b, 1, 1, 10, 2), 7);
-    cr_assert_eq(mp__batch_claim(b, 1, 1, 10, 2), BATCH_OVER);
+        cr_assert_eq(mp__batch_claim(b, 0, 0, 10, 2, NULL), k, "helper 0 goes up its part");
+    cr_assert_eq(mp__batch_claim(b, 1, 1, 10, 2, NULL), 5, "helper 1 starts on its own");
+    cr_assert_eq(mp__batch_claim(b, 0, 0, 10, 2, NULL), 9, "then helper 0 steals from the back");
+    cr_assert_eq(mp__batch_claim(b, 0, 0, 10, 2, NULL), 8);
+    cr_assert_eq(mp__batch_claim(b, 1, 1, 10, 2, NULL), 6);
+    cr_assert_eq(mp__batch_claim(b, 1, 1, 10, 2, NULL), 7);
+    cr_assert_eq(mp__batch_claim(b, 1, 1, 10, 2, NULL), BATCH_OVER);
     cr_assert_eq(atomic_load(&b->chunks[9].claim), CHUNK_CLAIMED + 0);
 
     mp__batch_reset(b, 3, 2, 10, 2);
-    cr_assert_eq(mp__batch_claim(b, 1, 1, 10, 2), 3, "a thief finds a chunk given back");
+    cr_assert_eq(mp__batch_claim(b, 1, 1, 10, 2, NULL), 3, "a thief finds a chunk given back");
     cr_assert_eq(b->chunks[3].start, 2u);
     mp__batch_reset(b, 8, 0, 10, 2);
     mp__batch_reset(b, 6, 0, 10, 2);
-    cr_assert_eq(mp__batch_claim(b, 1, 1, 10, 2), 6, "its owner, from the front");
-    cr_assert_eq(mp__batch_claim(b, 0, 0, 10, 2), 8, "and a thief, from the back");
-    cr_assert_eq(mp__batch_claim(b, 0, 0, 10, 2), BATCH_OVER);
+    cr_assert_eq(mp__batch_claim(b, 1, 1, 10, 2, NULL), 6, "its owner, from the front");
+    cr_assert_eq(mp__batch_claim(b, 0, 0, 10, 2, NULL), 8, "and a thief, from the back");
+    cr_assert_eq(mp__batch_claim(b, 0, 0, 10, 2, NULL), BATCH_OVER);
 
     /* Counted a part at a time: ndone moves when a part's last chunk is
      * done, the waiters' word only at the map's last. */
@@ -643,8 +644,56 @@ Test(pool_limits, helpers_claim_their_own_part_first, .timeout = MP_TMO(30))
     batch_shm *one = mp__batch_new(4, 1, &err);
     cr_assert_not_null(one);
     atomic_store(&one->chunks[0].claim, CHUNK_FREE);
-    cr_assert_eq(mp__batch_claim(one, 0, 0, 4, 1), 0);
-    cr_assert_eq(mp__batch_claim(one, 1, 0, 4, 1), BATCH_NONE);
+    cr_assert_eq(mp__batch_claim(one, 0, 0, 4, 1, NULL), 0);
+    cr_assert_eq(mp__batch_claim(one, 1, 0, 4, 1, NULL), BATCH_NONE);
     mp__batch_free(one);
     mp__batch_free(b);
+}
+
+static int fail_every_1000th(const void *in, void *out)
+{
+    long v = *(const long *)in;
+    if (v % 1000 == 7)
+        return 9;
+    *(long *)out = 2 * v + 1;
+    return 0;
+}
+
+/* A helper that stopped at a failed item is collected by the supervisor
+ * after its worker may already run another helper of the same map: the
+ * chunk it stopped in must be told from the one its worker holds now (the
+ * supervisor used to take the first chunk the worker held: it reset the
+ * chunk another helper was running and never finished the stopped one,
+ * so that the map waited for ever, or ran items twice). */
+Test(pool_limits, stopped_helpers_chunks_are_told_apart, .timeout = MP_TMO(120))
+{
+    mp_pool *p;
+    mp_expect_rc(mp_pool_new(&p, &(mp_pool_opts){.workers = 2, .kind = MP_POOL_THREAD}), 0);
+    enum { N = 10000 };
+    long *in = malloc(N * sizeof *in), *out = malloc(N * sizeof *out);
+    cr_assert(in && out);
+    for (long i = 0; i < N; i++)
+        in[i] = i;
+    for (int round = 0; round < 300; round++) {
+        memset(out, 0xff, N * sizeof *out);
+        mp_map_error *errs = NULL;
+        size_t nerrs = 0;
+        size_t chunk = round % 3 == 0 ? 0 : round % 3 == 1 ? 16 : 100;
+        mp_expect_rc(mp_pool_map_ex(p, fail_every_1000th, in, N, sizeof *in, out, sizeof *out,
+                                    chunk, &errs, &nerrs),
+                     MP_ETASK);
+        cr_assert_eq(nerrs, (size_t)(N / 1000), "round %d: %zu failures", round, nerrs);
+        for (size_t e = 0; e < nerrs; e++)
+            cr_assert(errs[e].index == e * 1000 + 7 && errs[e].info.task_rc == 9,
+                      "round %d: failure %zu at %zu", round, e, errs[e].index);
+        for (long i = 0; i < N; i++)
+            if (i % 1000 != 7)
+                cr_assert_eq(out[i], 2 * i + 1, "round %d: item %ld", round, i);
+        free(errs);
+    }
+    free(in);
+    free(out);
+    mp_expect_rc(mp_pool_close(p), 0);
+    mp_expect_rc(mp_pool_join(p, MP_TMO(10)), 0);
+    mp_pool_free(p);
 }

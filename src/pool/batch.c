@@ -53,9 +53,21 @@ void mp__batch_set_parts(batch_shm *b, uint32_t nchunks, uint32_t nparts)
     b->geom.nparts = nparts;
 }
 
+/* Take chunk k (its claim word cw read FREE as c) for worker w, naming it
+ * in *held first. */
+static bool claim_one(_Atomic uint32_t *cw, uint32_t c, uint32_t k, unsigned w,
+                      _Atomic uint32_t *held)
+{
+    if (held)
+        atomic_store_explicit(held, k, memory_order_relaxed);
+    return atomic_compare_exchange_strong_explicit(cw, &c, CHUNK_CLAIMED + w, memory_order_acq_rel,
+                                                   memory_order_acquire);
+}
+
 /* Up from part pt's hint to end: the first FREE chunk claimed, BATCH_NONE
  * at a WAIT chunk, else BATCH_OVER. */
-static int claim_up(batch_shm *b, batch_part *pt, uint32_t end, unsigned w)
+static int claim_up(batch_shm *b, batch_part *pt, uint32_t end, unsigned w,
+                    _Atomic uint32_t *held)
 {
     uint32_t h = atomic_load_explicit(&pt->hint, memory_order_acquire);
     bool taken_below = true; /* every chunk from h to k is taken */
@@ -64,9 +76,7 @@ static int claim_up(batch_shm *b, batch_part *pt, uint32_t end, unsigned w)
         uint32_t c = atomic_load_explicit(cw, memory_order_acquire);
         if (c == CHUNK_WAIT)
             return BATCH_NONE;
-        if (c == CHUNK_FREE &&
-            atomic_compare_exchange_strong_explicit(cw, &c, CHUNK_CLAIMED + w,
-                                                    memory_order_acq_rel, memory_order_acquire)) {
+        if (c == CHUNK_FREE && claim_one(cw, c, k, w, held)) {
             if (taken_below)
                 atomic_compare_exchange_strong(&pt->hint, &h, k + 1);
             return (int)k;
@@ -81,7 +91,8 @@ static int claim_up(batch_shm *b, batch_part *pt, uint32_t end, unsigned w)
 
 /* Down from part pt's tail to begin: the last FREE chunk claimed, else
  * BATCH_OVER (parts of more than one are never staged: no WAIT). */
-static int claim_down(batch_shm *b, batch_part *pt, uint32_t begin, unsigned w)
+static int claim_down(batch_shm *b, batch_part *pt, uint32_t begin, unsigned w,
+                      _Atomic uint32_t *held)
 {
     uint32_t t = atomic_load_explicit(&pt->tail, memory_order_acquire);
     bool taken_above = true; /* every chunk from k to t is taken */
@@ -89,9 +100,7 @@ static int claim_down(batch_shm *b, batch_part *pt, uint32_t begin, unsigned w)
         k--;
         _Atomic uint32_t *cw = &b->chunks[k].claim;
         uint32_t c = atomic_load_explicit(cw, memory_order_acquire);
-        if (c == CHUNK_FREE &&
-            atomic_compare_exchange_strong_explicit(cw, &c, CHUNK_CLAIMED + w,
-                                                    memory_order_acq_rel, memory_order_acquire)) {
+        if (c == CHUNK_FREE && claim_one(cw, c, k, w, held)) {
             if (taken_above)
                 atomic_compare_exchange_strong(&pt->tail, &t, k);
             return (int)k;
@@ -111,19 +120,19 @@ void mp__batch_free(batch_shm *b)
 }
 
 int mp__batch_claim(batch_shm *b, unsigned w, uint32_t part, uint32_t nchunks,
-                    uint32_t nparts)
+                    uint32_t nparts, _Atomic uint32_t *held)
 {
     if (atomic_load_explicit(&b->stop, memory_order_relaxed))
         return BATCH_OVER;
     batch_part *pt = mp__batch_parts(b, nchunks);
     nparts = mp__batch_nparts(nchunks, nparts);
     if (nparts == 1)
-        return claim_up(b, &pt[0], nchunks, w);
+        return claim_up(b, &pt[0], nchunks, w, held);
     uint32_t p = part % nparts;
-    int k = claim_up(b, &pt[p], mp__batch_part_start(p + 1, nchunks, nparts), w);
+    int k = claim_up(b, &pt[p], mp__batch_part_start(p + 1, nchunks, nparts), w, held);
     for (uint32_t i = 1; k == BATCH_OVER && i < nparts; i++) {
         uint32_t q = (p + i) % nparts;
-        k = claim_down(b, &pt[q], mp__batch_part_start(q, nchunks, nparts), w);
+        k = claim_down(b, &pt[q], mp__batch_part_start(q, nchunks, nparts), w, held);
     }
     return k;
 }
@@ -168,11 +177,10 @@ void mp__batch_reset(batch_shm *b, uint32_t k, uint32_t start, uint32_t nchunks,
     mp__wake_word(&b->events, &b->waiters);
 }
 
-int mp__batch_held_by(batch_shm *b, uint32_t nchunks, unsigned w)
+int mp__batch_held(batch_shm *b, uint32_t nchunks, unsigned w, uint32_t held)
 {
-    for (uint32_t k = 0; k < nchunks; k++)
-        if (atomic_load(&b->chunks[k].claim) == CHUNK_CLAIMED + w)
-            return (int)k;
+    if (held < nchunks && atomic_load(&b->chunks[held].claim) == CHUNK_CLAIMED + w)
+        return (int)held;
     return -1;
 }
 

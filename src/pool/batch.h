@@ -26,8 +26,10 @@
  * `start` is the first item of the chunk still to run: items before it
  * ran (their failures are recorded), so a chunk resumed after a crash runs
  * each item at most once.  Crash safety: a CLAIMED+w chunk names its
- * worker, so the supervisor finds the chunk a dead worker held, and the
- * helper job's `cur` names the item. */
+ * worker, and the helper job's `held` names the chunk (a worker may hold
+ * two: one in a helper that stopped at a failure and is not collected yet,
+ * one in the helper it runs now), so the supervisor finds the chunk a dead
+ * or stopped helper held; the helper job's `cur` names the item. */
 #ifndef MPROC_POOL_BATCH_H
 #define MPROC_POOL_BATCH_H
 
@@ -47,6 +49,8 @@ enum { CHUNK_WAIT = 0, CHUNK_FREE, CHUNK_DONE, CHUNK_CLAIMED };
 
 /* The map item index meaning "not running an item" (helper's cur). */
 #define BATCH_NO_ITEM UINT64_MAX
+/* The chunk index meaning "holding no chunk" (helper's held). */
+#define BATCH_NO_CHUNK UINT32_MAX
 
 typedef struct {
     _Atomic uint32_t claim;     /* CHUNK_* (+ worker index) */
@@ -185,10 +189,12 @@ static inline char *mp__batch_out(const batch_geom *g, uint32_t k)
 }
 
 /* (worker w) Claim a chunk, from part `part` first: its index, BATCH_NONE
- * or BATCH_OVER.  Past nchunks and nparts (from the parent's geometry, for
- * the parent's own claims) nothing is looked at. */
+ * or BATCH_OVER.  Each chunk it tries is written to *held (may be NULL)
+ * before its CAS, so that whenever the chunk is CLAIMED+w, *held names
+ * it.  Past nchunks and nparts (from the parent's geometry, for the
+ * parent's own claims) nothing is looked at. */
 MP_INTERNAL int mp__batch_claim(batch_shm *b, unsigned w, uint32_t part, uint32_t nchunks,
-                                uint32_t nparts);
+                                uint32_t nparts, _Atomic uint32_t *held);
 /* (worker, supervisor) Chunk k of nchunks in nparts parts is done: count
  * it and wake the waiters. */
 MP_INTERNAL void mp__batch_done(batch_shm *b, uint32_t k, uint32_t nchunks, uint32_t nparts);
@@ -197,8 +203,9 @@ MP_INTERNAL void mp__batch_done(batch_shm *b, uint32_t k, uint32_t nchunks, uint
  * chunk). */
 void mp__batch_reset(batch_shm *b, uint32_t k, uint32_t start, uint32_t nchunks,
                      uint32_t nparts);
-/* (supervisor) The chunk worker w holds, or -1. */
-int mp__batch_held_by(batch_shm *b, uint32_t nchunks, unsigned w);
+/* (supervisor) The chunk a helper of worker w holds (held: what the
+ * helper's job says, checked against the chunk's claim word), or -1. */
+int mp__batch_held(batch_shm *b, uint32_t nchunks, unsigned w, uint32_t held);
 /* (map caller) Chunk k's input is staged: it may be claimed. */
 void mp__batch_staged(batch_shm *b, uint32_t k);
 /* (worker) Wait until staging has moved on from `seen` (the `staged`

@@ -107,6 +107,8 @@ typedef struct job_shm {
     _Atomic uint64_t cur;       /* item running now */
     uint32_t nfail;             /* fails recorded this dispatch */
     uint32_t part;              /* the part of the chunks it starts on */
+    _Atomic uint32_t held;      /* the chunk it claims or holds (BATCH_NO_CHUNK:
+                                   none): which of its worker's chunks is its */
 
     union {
         _Alignas(16) unsigned char inline_buf[JOB_INLINE]; /* apply: argument,

@@ -81,7 +81,9 @@ static void helper_done(job *j, int how, const mp_task_info *died, unsigned w)
     }
     s->nfail = 0;
     const batch_geom *g = &mb->geom; /* ours: not the shared copy */
-    int k = how == JOB_END_CANCELED ? -1 : mp__batch_held_by(b, g->nchunks, w);
+    /* The chunk this helper holds, not any its worker holds: the worker
+     * may be running another helper of the map by now. */
+    int k = how == JOB_END_CANCELED ? -1 : mp__batch_held(b, g->nchunks, w, atomic_load(&s->held));
     if (k >= 0) {
         size_t first;
         uint32_t count;
@@ -165,6 +167,7 @@ int mp__map_add_helpers(map_batch *mb, unsigned n)
         j->shm->part = mb->helpers_made + got; /* helper i starts on part i */
         j->shm->timeout_ns = mb->geom.timeout_ns;
         atomic_store(&j->shm->cur, BATCH_NO_ITEM);
+        atomic_store(&j->shm->held, BATCH_NO_CHUNK);
         atomic_store(&j->shm->notify, 1);
         j->notify = true;
         j->done = helper_done;

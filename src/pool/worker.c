@@ -212,7 +212,9 @@ static unsigned run_helper(pool_shm *s, unsigned w, job_shm *j, unsigned budget)
     uint32_t nfail = j->nfail;
     for (;;) {
         uint32_t seen = atomic_load(&b->staged);
-        int k = mp__batch_claim(b, w, j->part, nchunks, g->nparts);
+        int k = mp__batch_claim(b, w, j->part, nchunks, g->nparts, &j->held);
+        if (k < 0) /* (held may name a chunk tried and lost) */
+            atomic_store_explicit(&j->held, BATCH_NO_CHUNK, memory_order_relaxed);
         if (k == BATCH_OVER)
             break;
         if (k == BATCH_NONE) {
@@ -270,6 +272,7 @@ static unsigned run_helper(pool_shm *s, unsigned w, job_shm *j, unsigned budget)
             break;
         }
         mp__batch_done(b, (uint32_t)k, nchunks, g->nparts);
+        atomic_store_explicit(&j->held, BATCH_NO_CHUNK, memory_order_relaxed);
         atomic_fetch_add_explicit(&ws->tasks, 1, memory_order_relaxed);
         ran++;
         if (budget && ran >= budget) {
