@@ -236,7 +236,7 @@ static bool send_next(sender *sd, unsigned w)
         while (h) {
             if (h->claiming) {
                 int k = mp__batch_claim(h->mb->shm, 0, 0, h->mb->geom.nchunks,
-                                                h->mb->geom.nparts, NULL);
+                                        h->mb->geom.nparts, NULL);
                 if (k >= 0) {
                     send_chunk(sd, w, o, h, (uint32_t)k);
                     return true;

@@ -40,6 +40,12 @@ batch_shm *mp__batch_new(uint32_t nchunks, uint32_t max_parts, int *err)
     return b;
 }
 
+void mp__batch_free(batch_shm *b)
+{
+    if (b)
+        mp__heap_free(b);
+}
+
 void mp__batch_set_parts(batch_shm *b, uint32_t nchunks, uint32_t nparts)
 {
     batch_part *pt = mp__batch_parts(b, nchunks);
@@ -111,12 +117,6 @@ static int claim_down(batch_shm *b, batch_part *pt, uint32_t begin, unsigned w,
     if (taken_above && t > begin)
         atomic_compare_exchange_strong(&pt->tail, &t, begin);
     return BATCH_OVER;
-}
-
-void mp__batch_free(batch_shm *b)
-{
-    if (b)
-        mp__heap_free(b);
 }
 
 int mp__batch_claim(batch_shm *b, unsigned w, uint32_t part, uint32_t nchunks,

@@ -400,14 +400,18 @@ int mp__map_start(mp_pool *p, mp_map_fn fn, bool range, const void *in, size_t n
     atomic_init(&mb->refs, 1);
     mb->c = c;
     mp__pool_ref(c);
-    /* A blocking map starts with a helper a CPU (see below), each on its
-     * own part of the chunks where they are not staged. */
-    unsigned start_helpers = c->nworkers < c->cpus ? c->nworkers : c->cpus;
-    uint32_t max_parts = !blocking || (c->be->caps & BACKEND_REMOTE) ? 1
-                         : start_helpers < BATCH_PARTS_MAX ? start_helpers
-                                                           : BATCH_PARTS_MAX;
-    if (max_parts > nchunks)
-        max_parts = nchunks ? (uint32_t)nchunks : 1;
+    /* A blocking map starts with a helper a CPU and adds more while it
+     * waits, if the items are slow (mp_pool_map_ex); an iterator's has no
+     * one to do that, so it starts with all.  A blocking map's first
+     * helpers each start on their own part of the chunks (where they are
+     * not staged). */
+    mb->max_helpers = (c->be->caps & BACKEND_REMOTE) ? 1 : c->nworkers;
+    if (mb->max_helpers > nchunks)
+        mb->max_helpers = (unsigned)nchunks;
+    unsigned nh = mb->max_helpers;
+    if (blocking && nh > c->cpus)
+        nh = c->cpus;
+    uint32_t max_parts = !blocking || nh == 0 ? 1 : nh < BATCH_PARTS_MAX ? nh : BATCH_PARTS_MAX;
     mb->shm = mp__batch_new((uint32_t)nchunks, max_parts, &rc);
     if (mb->shm == NULL) {
         mp__map_unref(mb);
@@ -458,15 +462,6 @@ int mp__map_start(mp_pool *p, mp_map_fn fn, bool range, const void *in, size_t n
             mp__map_pump(mb);
     }
 
-    /* A blocking map starts with a helper a CPU and adds more while it
-     * waits, if the items are slow (mp_pool_map_ex); an iterator's has no
-     * one to do that, so it starts with all. */
-    mb->max_helpers = (c->be->caps & BACKEND_REMOTE) ? 1 : c->nworkers;
-    if (mb->max_helpers > b->nchunks)
-        mb->max_helpers = b->nchunks;
-    unsigned nh = mb->max_helpers;
-    if (blocking && nh > c->cpus)
-        nh = c->cpus;
     if (rc == 0)
         rc = mp__map_add_helpers(mb, nh);
     if (rc < 0) {
