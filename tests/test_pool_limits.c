@@ -697,3 +697,61 @@ Test(pool_limits, stopped_helpers_chunks_are_told_apart, .timeout = MP_TMO(120))
     mp_expect_rc(mp_pool_join(p, MP_TMO(10)), 0);
     mp_pool_free(p);
 }
+
+/* More tasks in flight than the ring has slots (16384): those past it wait
+ * in the parent's pending list until room is made.  Plain tasks end without
+ * the supervisor, and nothing woke it to move them: once both workers had
+ * emptied the ring, the pool sat idle with work pending, and the first get
+ * of a pending task waited for ever. */
+static void more_in_flight_than_the_ring(mp_pool_kind kind)
+{
+    enum { N = 3 * 16384 + 100 };
+    mp_pool *p;
+    mp_expect_rc(mp_pool_new(&p, &(mp_pool_opts){.workers = 2, .kind = kind}), 0);
+    pool_core *c;
+    mp_expect_rc(mp__pool_check(p, &c), 0);
+    /* Both workers held, so that the ring fills and the rest pends. */
+    mp_event *ev;
+    mp_expect_rc(mp_event_new(&ev), 0);
+    mp_result *held[2];
+    for (int i = 0; i < 2; i++)
+        mp_expect_rc(submit_running(p, ev, &held[i]), 0);
+    mp_result **rs = calloc(N, sizeof *rs);
+    cr_assert_not_null(rs);
+    for (int i = 0; i < N; i++)
+        mp_expect_rc(submit(p, OP_SQUARE, i % 1000, NULL, NULL, &rs[i]), 0);
+    /* The supervisor has nothing to do: it goes to sleep. */
+    double end = mp_test_now() + 10;
+    while (!atomic_load(&c->s->sup_sleeping) && mp_test_now() < end)
+        sched_yield();
+    cr_assert(atomic_load(&c->s->sup_sleeping), "the supervisor never went to sleep");
+    mp_expect_rc(mp_event_set(ev), 0);
+    for (int i = 0; i < N; i++) {
+        const void *res;
+        size_t len;
+        int rc = mp_result_get(rs[i], MP_TMO(20), &res, &len);
+        cr_assert_eq(rc, 0, "task %d of %d: %s", i, (int)N, mp_errname(rc));
+        cr_assert_eq(len, sizeof(int));
+        cr_assert_eq(*(const int *)res, (i % 1000) * (i % 1000));
+        mp_result_free(rs[i]);
+    }
+    for (int i = 0; i < 2; i++) {
+        mp_expect_rc(mp_result_get(held[i], MP_TMO(20), NULL, NULL), 0);
+        mp_result_free(held[i]);
+    }
+    free(rs);
+    mp_expect_rc(mp_pool_close(p), 0);
+    mp_expect_rc(mp_pool_join(p, MP_TMO(30)), 0);
+    mp_pool_free(p);
+    mp_event_free(ev);
+}
+
+Test(pool_limits, more_in_flight_than_the_ring_holds, .timeout = MP_TMO(60))
+{
+    more_in_flight_than_the_ring(MP_POOL_PROCESS);
+}
+
+Test(pool_limits, more_in_flight_than_the_ring_holds_threads, .timeout = MP_TMO(60))
+{
+    more_in_flight_than_the_ring(MP_POOL_THREAD);
+}

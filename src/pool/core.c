@@ -162,6 +162,33 @@ void mp__pool_report_cancel(pool_core *c, job *j)
 
 /* ---- dispatch ---- */
 
+/* Move pending jobs into the ring while it has room (lock held).  When
+ * some must still wait, ask the workers to say when room is made
+ * (want_refill), then look once more: a worker that emptied the ring
+ * before the flag was visible has seen the flag or left the slot free for
+ * this look (the argument is at ask_refill, worker.c). */
+static void push_pending(pool_core *c)
+{
+    for (;;) {
+        while (c->pend_head && (c->pend_head->ring_pos = c->tail,
+                                mp__ring_push(&c->s->ring, &c->tail, c->pend_head->shm))) {
+            job *j = c->pend_head;
+            j->pending = false;
+            c->pend_head = j->next;
+            if (c->pend_head == NULL)
+                c->pend_tail = NULL;
+        }
+        if (c->pend_head == NULL) {
+            atomic_store(&c->pending, false);
+            return;
+        }
+        atomic_store(&c->s->want_refill, 1);
+        atomic_thread_fence(memory_order_seq_cst);
+        if (!mp__ring_has_room(&c->s->ring, c->tail))
+            return;
+    }
+}
+
 void mp__pool_dispatch(pool_core *c, job *j)
 {
     mp__job_queue(j->shm, ++c->next_seq);
@@ -176,7 +203,7 @@ void mp__pool_dispatch(pool_core *c, job *j)
         c->pend_head = j;
     c->pend_tail = j;
     atomic_store(&c->pending, true);
-    atomic_store(&c->s->want_refill, 1);
+    push_pending(c);
 }
 
 void mp__pool_dispatch_locked(pool_core *c, job *j)
@@ -191,18 +218,7 @@ void mp__pool_refill(pool_core *c)
     if (!atomic_load(&c->pending))
         return;
     pthread_mutex_lock(&c->lock);
-    while (c->pend_head && (c->pend_head->ring_pos = c->tail,
-                            mp__ring_push(&c->s->ring, &c->tail, c->pend_head->shm))) {
-        job *j = c->pend_head;
-        j->pending = false;
-        c->pend_head = j->next;
-        if (c->pend_head == NULL)
-            c->pend_tail = NULL;
-    }
-    if (c->pend_head)
-        atomic_store(&c->s->want_refill, 1);
-    else
-        atomic_store(&c->pending, false);
+    push_pending(c);
     pthread_mutex_unlock(&c->lock);
 }
 

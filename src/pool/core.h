@@ -68,8 +68,8 @@ typedef struct {
 typedef struct {
     ring ring;
     _Alignas(64) _Atomic uint32_t sup_sleeping; /* the supervisor sleeps in epoll */
-    _Atomic uint32_t want_refill;   /* jobs wait for room in the ring: the
-                                       next worker to claim one says so */
+    _Atomic uint32_t want_refill;   /* jobs wait for room in the ring: a
+                                       worker that makes room says so */
     _Atomic uint32_t terminating;   /* MPI: ranks stop their tasks */
     _Atomic uint32_t helper_waiters; /* owners waiting for their maps'
                                         helpers to end: every push wakes

@@ -46,6 +46,11 @@ bool mp__ring_push(ring *r, uint64_t *tail, job_shm *j)
     return true;
 }
 
+bool mp__ring_has_room(ring *r, uint64_t tail)
+{
+    return atomic_load(&r->slots[tail & (r->size - 1)].word) == RING_WORD(tail, TAG_FREE);
+}
+
 bool mp__ring_ready(ring *r)
 {
     uint64_t h = atomic_load(&r->head);

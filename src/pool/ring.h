@@ -63,6 +63,8 @@ void mp__ring_destroy(ring *r);
 /* (parent, one at a time) Put j at *tail and ring the doorbell: false if
  * the ring is full. */
 bool mp__ring_push(ring *r, uint64_t *tail, job_shm *j);
+/* (parent) True when the slot at tail is free for a push. */
+bool mp__ring_has_room(ring *r, uint64_t tail);
 /* True when a job waits to be claimed. */
 MP_INTERNAL bool mp__ring_ready(ring *r);
 /* (worker w) Claim the next job: the job, its position in *pos; NULL when

@@ -311,6 +311,24 @@ static unsigned run_job(pool_shm *s, unsigned w, job_shm *j, bool process, unsig
     return 1;
 }
 
+/* Jobs wait in the parent for room in the ring (want_refill): tell the
+ * supervisor, which moves them, every half lap and when the ring runs dry.
+ * The dry case is the one that must not be missed (nobody else would come
+ * by): the parent sets want_refill, then looks at the ring's tail slot
+ * again (core.c); we free a slot, see the ring empty, then look at
+ * want_refill, a fence between on both sides.  Either it sees the slot free
+ * and pushes itself, or we see the flag. */
+static void ask_refill(pool_shm *s, uint64_t pos, bool more)
+{
+    if (more && (pos & (s->ring.size / 2 - 1)) != 0)
+        return;
+    if (!more)
+        atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load_explicit(&s->want_refill, memory_order_relaxed) &&
+        atomic_exchange(&s->want_refill, 0))
+        mp__notify(s->notify_fd);
+}
+
 void mp__worker_run(pool_shm *s, unsigned w, bool process)
 {
     worker_index = (int)w;
@@ -332,8 +350,10 @@ void mp__worker_run(pool_shm *s, unsigned w, bool process)
         atomic_store_explicit(&ws->current, j, memory_order_release);
         mp__ring_release(r, pos);
         /* More work waiting and nobody looking for it: wake a sleeper. */
-        if (mp__ring_ready(r))
+        bool more = mp__ring_ready(r);
+        if (more)
             mp__ring_wake(r);
+        ask_refill(s, pos, more);
         done += run_job(s, w, j, process, max ? max - done : 0);
         atomic_store_explicit(&ws->current, NULL, memory_order_release);
         if (max && done >= max)
