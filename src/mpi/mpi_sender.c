@@ -252,7 +252,7 @@ static bool send_next(sender *sd, unsigned w)
         job_shm *j = mp__ring_claim(&sd->s->ring, 0, &pos);
         if (j == NULL)
             return false;
-        mp__ring_release(&sd->s->ring, pos);
+        mp__worker_release(sd->s, pos);
         if (!mp__job_begin(j)) {
             if (mp__job_drop(j)) /* cancelled while queued */
                 mp__worker_push_done(sd->s, 0, j, atomic_load(&j->notify));

@@ -329,6 +329,16 @@ static void ask_refill(pool_shm *s, uint64_t pos, bool more)
         mp__notify(s->notify_fd);
 }
 
+void mp__worker_release(pool_shm *s, uint64_t pos)
+{
+    mp__ring_release(&s->ring, pos);
+    /* More work waiting and nobody looking for it: wake a sleeper. */
+    bool more = mp__ring_ready(&s->ring);
+    if (more)
+        mp__ring_wake(&s->ring);
+    ask_refill(s, pos, more);
+}
+
 void mp__worker_run(pool_shm *s, unsigned w, bool process)
 {
     worker_index = (int)w;
@@ -348,12 +358,7 @@ void mp__worker_run(pool_shm *s, unsigned w, bool process)
         }
         atomic_store_explicit(&ws->current_seq, atomic_load(&j->seq), memory_order_relaxed);
         atomic_store_explicit(&ws->current, j, memory_order_release);
-        mp__ring_release(r, pos);
-        /* More work waiting and nobody looking for it: wake a sleeper. */
-        bool more = mp__ring_ready(r);
-        if (more)
-            mp__ring_wake(r);
-        ask_refill(s, pos, more);
+        mp__worker_release(s, pos);
         done += run_job(s, w, j, process, max ? max - done : 0);
         atomic_store_explicit(&ws->current, NULL, memory_order_release);
         if (max && done >= max)

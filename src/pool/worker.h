@@ -5,6 +5,7 @@
 #define MPROC_POOL_WORKER_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "pool/core.h"
 #include "export_int.h"
@@ -12,6 +13,10 @@
 /* Run worker w of the pool until the pool stops or the worker has run
  * maxtasks tasks.  A thread worker returns; a process worker _exits. */
 void mp__worker_run(pool_shm *s, unsigned w, bool process);
+/* Free the ring slot of the job claimed at pos, once it is recorded as
+ * the current one; wake a sleeper for more work behind it, and tell the
+ * supervisor of room when jobs wait for it. */
+MP_INTERNAL void mp__worker_release(pool_shm *s, uint64_t pos);
 /* Hand an ended job to the supervisor on worker w's done stack; wake the
  * supervisor now if urgent (callbacks, failures), else once a batch of
  * them has piled up. */

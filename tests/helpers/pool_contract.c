@@ -373,6 +373,32 @@ static void check_imap(void)
     puts("ok imap");
 }
 
+/* More tasks in flight than the pool's ring holds (16384), queued behind
+ * naps so that the ring fills: the rest wait in the parent for room. */
+static void check_many_in_flight(void)
+{
+    enum { NAPS = 16, N = 3 * 16384 + 100 };
+    mp_pool *p = pool(0, 0);
+    mp_result **rs = calloc(NAPS + N, sizeof *rs);
+    CHECK(rs != NULL);
+    double s = 0.05;
+    for (int i = 0; i < NAPS; i++)
+        CHECK_RC(mp_pool_apply_async(p, nap, &s, sizeof s, NULL, &rs[i]), 0);
+    for (long i = 0; i < N; i++)
+        CHECK_RC(mp_pool_apply_async(p, square, &i, sizeof i, NULL, &rs[NAPS + i]), 0);
+    for (long i = 0; i < NAPS + N; i++) {
+        const void *res;
+        size_t len;
+        CHECK_RC(mp_result_get(rs[i], 20, &res, &len), 0);
+        if (i >= NAPS)
+            CHECK(len == sizeof(long) && *(const long *)res == (i - NAPS) * (i - NAPS));
+        mp_result_free(rs[i]);
+    }
+    free(rs);
+    done(p);
+    puts("ok many in flight");
+}
+
 static void check_crash(void)
 {
     mp_pool *p = pool(0, 0);
@@ -610,6 +636,7 @@ int main(int argc, char **argv)
     check_map();
     check_map_chunks();
     check_imap();
+    check_many_in_flight();
     if (kind != MP_POOL_THREAD) {
         check_crash();
         check_timeouts();
