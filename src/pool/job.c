@@ -53,6 +53,14 @@ static void wake(job_shm *s)
 void mp__job_queue(job_shm *s, uint64_t seq)
 {
     atomic_store_explicit(&s->seq, seq, memory_order_relaxed);
+    /* Fresh from mp__job_get, the job is its submitter's alone (nobody
+     * holds a handle to it yet): a plain store does, and spares waiting
+     * for the line a CAS needs (the ring's push publishes it).  A job
+     * dispatched again may be orphaned meanwhile: that takes the CAS. */
+    if (atomic_load_explicit(&s->state, memory_order_relaxed) == JOB_FREE) {
+        atomic_store_explicit(&s->state, JOB_QUEUED, memory_order_relaxed);
+        return;
+    }
     move(s, ST(JOB_FREE) | ST(JOB_QUEUED) | ST(JOB_STOPPED) | ST(JOB_DONE) | ST(JOB_RUNNING),
          JOB_QUEUED);
 }
@@ -177,9 +185,36 @@ static int enter(job_table *t, job *j)
     return 0;
 }
 
+/* Move the jobs returned since the last look to the free list, or to the
+ * trash past its bound (lock held). */
+static void take_returned(job_table *t)
+{
+    job *j = atomic_exchange(&t->returned, NULL);
+    while (j) {
+        job *n = j->next;
+        if (j->block && t->kept + j->block_size > KEEP_MAX) {
+            mp__heap_free(j->block);
+            j->block = NULL;
+            j->block_size = 0;
+        }
+        if (t->nfree < JOB_FREE_MAX) {
+            j->next = t->free;
+            t->free = j;
+            t->nfree++;
+            t->kept += j->block_size;
+        } else {
+            j->next = t->trash;
+            t->trash = j;
+        }
+        j = n;
+    }
+}
+
 job *mp__job_get(pool_core *c, job_table *t)
 {
     pthread_mutex_lock(&t->lock);
+    if (t->free == NULL)
+        take_returned(t);
     job *j = t->free;
     if (j) {
         t->free = j->next;
@@ -249,27 +284,19 @@ void mp__job_recycle(job_table *t, job *j)
     for (uint32_t i = 0; i < j->nfds && i < MP_TASK_MAX_FDS; i++)
         close(j->fds[i]);
     j->nfds = 0;
-    pthread_mutex_lock(&t->lock);
-    if (j->block && t->kept + j->block_size > KEEP_MAX) {
-        mp__heap_free(j->block);
-        j->block = NULL;
-        j->block_size = 0;
-    }
-    if (t->nfree < JOB_FREE_MAX) {
-        j->next = t->free;
-        t->free = j;
-        t->nfree++;
-        t->kept += j->block_size;
-    } else {
-        j->next = t->trash;
-        t->trash = j;
-    }
-    pthread_mutex_unlock(&t->lock);
+    /* Onto the returned stack without the lock (a push-only stack has no
+     * ABA: it is only ever taken whole); the next get or trim sorts it. */
+    job *head = atomic_load_explicit(&t->returned, memory_order_relaxed);
+    do
+        j->next = head;
+    while (!atomic_compare_exchange_weak_explicit(&t->returned, &head, j, memory_order_release,
+                                                  memory_order_relaxed));
 }
 
 void mp__jobs_trim(job_table *t)
 {
     pthread_mutex_lock(&t->lock);
+    take_returned(t);
     job *list = t->trash;
     t->trash = NULL;
     for (job *j = list; j; j = j->next) {

@@ -210,6 +210,9 @@ typedef struct {
     job *free;                  /* recycled jobs, both halves kept */
     size_t nfree;
     size_t kept;                /* bytes of argument blocks the free hold */
+    job *_Atomic returned;      /* recycled since the last get that found
+                                   the free list empty (no lock: pushed by
+                                   any thread, taken whole under it) */
     job *trash;                 /* past the free list's bound: the
                                    supervisor destroys them (trim) */
     uint32_t *free_ids;         /* ids of destroyed jobs, to reuse */
