@@ -781,7 +781,10 @@ Test(pool, bad_input, .timeout = MP_TMO(30))
     mp_expect_rc(mp_pool_apply_async(NULL, run_op, &a, sizeof a, NULL, &r), -EINVAL);
     mp_expect_rc(mp_pool_apply_async(p, NULL, &a, sizeof a, NULL, &r), -EINVAL);
     mp_expect_rc(mp_pool_apply_async(p, run_op, NULL, 4, NULL, &r), -EINVAL);
-    mp_expect_rc(mp_pool_apply_async(p, run_op, &a, sizeof a, NULL, NULL), -EINVAL);
+    mp_expect_rc(mp_pool_apply_async(p, NULL, &a, sizeof a, NULL, NULL), -EINVAL);
+    mp_expect_rc(mp_pool_apply_async(p, run_op, &a, sizeof a, &(mp_task_opts){.timeout = NAN},
+                                     NULL),
+                 -EINVAL);
     mp_expect_rc(mp_pool_apply_async(p, run_op, &a, sizeof a, &(mp_task_opts){.timeout = NAN}, &r), -EINVAL);
     mp_expect_rc(mp_pool_apply(NULL, run_op, &a, sizeof a, NULL, NULL), -EINVAL);
     int in[4] = {0}, out[4];

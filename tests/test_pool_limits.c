@@ -820,3 +820,42 @@ Test(pool_limits, idle_pool_sleeps_threads, .timeout = MP_TMO(30))
 {
     idle_pool_sleeps(MP_POOL_THREAD);
 }
+
+/* Fire-and-forget tasks (out NULL) give their jobs back: rounds of them
+ * reuse the jobs of the rounds before instead of making new ones. */
+static void fire_and_forget_jobs_come_back(mp_pool_kind kind)
+{
+    enum { N = 10000, ROUNDS = 20 };
+    mp_pool *p;
+    mp_expect_rc(mp_pool_new(&p, &(mp_pool_opts){.workers = 2, .kind = kind}), 0);
+    pool_core *c;
+    mp_expect_rc(mp__pool_check(p, &c), 0);
+    for (int round = 0; round < ROUNDS; round++) {
+        for (int i = 0; i < N; i++)
+            mp_expect_rc(submit(p, OP_SQUARE, i, NULL, NULL, NULL), 0);
+        /* The ring is first in, first out: once this one has run, every
+         * task before it has been taken. */
+        mp_expect_rc(mp_pool_apply(p, run_op, &(task_arg){.op = OP_SQUARE, .value = 3},
+                                   sizeof(task_arg), NULL, NULL),
+                     0);
+    }
+    uint32_t made = atomic_load(&c->jobs.njobs);
+    /* Jobs come back through the supervisor, which may lag a round or
+     * several behind on 2 CPUs; never given back, there would be one a
+     * task. */
+    cr_assert_lt(made, N * ROUNDS / 2, "%u jobs made for %d tasks in rounds of %d", made,
+                 N * ROUNDS, N);
+    mp_expect_rc(mp_pool_close(p), 0);
+    mp_expect_rc(mp_pool_join(p, MP_TMO(30)), 0);
+    mp_pool_free(p);
+}
+
+Test(pool_limits, fire_and_forget_jobs_come_back, .timeout = MP_TMO(60))
+{
+    fire_and_forget_jobs_come_back(MP_POOL_PROCESS);
+}
+
+Test(pool_limits, fire_and_forget_jobs_come_back_threads, .timeout = MP_TMO(60))
+{
+    fire_and_forget_jobs_come_back(MP_POOL_THREAD);
+}

@@ -111,7 +111,9 @@ MP_API int mp_pool_apply(mp_pool *p, mp_task_fn fn, const void *arg, size_t len,
                          void **res, size_t *res_len);
 
 /* Submit fn(arg, len) (the argument is copied) and return at once with a
- * result handle in *out (opts may be NULL).  Never blocks.  Errors:
+ * result handle in *out (opts may be NULL).  With out NULL the task is
+ * fire and forget: it runs, its callbacks run, its result is dropped.
+ * Never blocks.  Errors:
  * -EINVAL, MP_ECLOSED, -ENOMEM, -ENOTSUP (a timeout on a thread pool),
  * -EBADF (a descriptor in opts->fds is not open). */
 MP_API int mp_pool_apply_async(mp_pool *p, mp_task_fn fn, const void *arg, size_t len,

@@ -99,7 +99,7 @@ int mp_pool_apply_async(mp_pool *p, mp_task_fn fn, const void *arg, size_t len,
     int rc = mp__pool_check(p, &c);
     if (rc < 0)
         return rc;
-    if (fn == NULL || out == NULL || (arg == NULL && len > 0))
+    if (fn == NULL || (arg == NULL && len > 0))
         return -EINVAL;
     int64_t timeout_ns = c->s->pool_timeout_ns;
     if (opts) {
@@ -167,6 +167,14 @@ int mp_pool_apply_async(mp_pool *p, mp_task_fn fn, const void *arg, size_t len,
     }
     mp__pool_dispatch(c, j);
     pthread_mutex_unlock(&c->lock);
+    if (out == NULL) {
+        /* Fire and forget: as if its handle were freed at once, whoever
+         * ends the task (its worker through the supervisor, or the
+         * supervisor after its callbacks) recycles it. */
+        if (mp__job_orphan(j->shm))
+            mp__job_recycle(&c->jobs, j);
+        return 0;
+    }
     mp__pool_ref(c);
     *out = (mp_result *)j;
     return 0;

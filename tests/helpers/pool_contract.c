@@ -249,6 +249,42 @@ static void check_async_callbacks(void)
     puts("ok apply_async callbacks");
 }
 
+/* Fire and forget (out NULL): the tasks run, their callbacks run, and the
+ * pool's join waits for them; those that fail reach their error callback. */
+static void check_fire_and_forget(void)
+{
+    atomic_store(&cb_calls, 0);
+    atomic_store(&cb_sum, 0);
+    atomic_store(&cb_errors, 0);
+    mp_pool *p = pool(0, 0);
+    enum { N = 2000 };
+    long want = 0;
+    for (long i = 0; i < N; i++) {
+        mp_task_opts o = {.callback = on_result, .error_callback = on_error};
+        CHECK_RC(mp_pool_apply_async(p, fail_on_odd, &i, sizeof i, &o, NULL), 0);
+        if (i % 2 == 0)
+            want += i;
+        CHECK_RC(mp_pool_apply_async(p, square, &i, sizeof i, NULL, NULL), 0);
+    }
+    done(p); /* join: every task has run, every callback has returned */
+    CHECK(atomic_load(&cb_calls) == N);
+    CHECK(atomic_load(&cb_sum) == want);
+    CHECK(atomic_load(&cb_errors) == N / 2);
+    /* The same pool used again after many: the jobs came back. */
+    p = pool(0, 0);
+    for (int round = 0; round < 3; round++) {
+        for (long i = 0; i < 10000; i++)
+            CHECK_RC(mp_pool_apply_async(p, square, &i, sizeof i, NULL, NULL), 0);
+        long v = 12;
+        void *res = NULL;
+        CHECK_RC(mp_pool_apply(p, square, &v, sizeof v, &res, NULL), 0);
+        CHECK(*(long *)res == 144);
+        free(res);
+    }
+    done(p);
+    puts("ok fire and forget");
+}
+
 static void check_map(void)
 {
     mp_pool *p = pool(0, 0);
@@ -633,6 +669,7 @@ int main(int argc, char **argv)
         return 2;
     check_apply();
     check_async_callbacks();
+    check_fire_and_forget();
     check_map();
     check_map_chunks();
     check_imap();
