@@ -28,6 +28,8 @@
 #ifndef MPROC_POOL_H
 #define MPROC_POOL_H
 
+#include <stdint.h>
+
 #include <mproc/common.h>
 
 MP_BEGIN_DECLS
@@ -221,6 +223,31 @@ MP_API int mp_pool_join(mp_pool *p, double timeout);
  * still held stay valid (unfinished ones fail with MP_ECANCELED) until
  * freed.  NULL: no-op. */
 MP_API void mp_pool_free(mp_pool *p);
+
+/* What a pool has done and is doing (mp_pool_get_stats).  A map item
+ * counts as one task, failed or not; a task cancelled before it ran
+ * counts in neither total. */
+typedef struct {
+    unsigned workers;           /* as asked for (MPI: the worker ranks) */
+    uint64_t tasks_done;        /* tasks and map items finished */
+    uint64_t tasks_failed;      /* ... of them failed (MP_ETASK, a crash, a
+                                   deadline) */
+    uint64_t worker_restarts;   /* workers replaced (death, maxtasksperchild,
+                                   restart) */
+    size_t queued;              /* tasks waiting for a worker (a map waiting
+                                   counts one a helper) */
+    size_t running;             /* tasks (or map helpers) running now */
+} mp_pool_stats;
+
+/* Fill *out with p's counts at this moment (each total is exact at some
+ * instant; together they are not a snapshot).  0, -EINVAL, -EPERM (the
+ * pool belongs to another process). */
+MP_API int mp_pool_get_stats(mp_pool *p, mp_pool_stats *out);
+
+/* The pid of worker i now: -EINVAL past the last worker, -ESRCH between
+ * a worker's end and its replacement's start; thread pools: the process's
+ * own pid; MPI pools: -ENOTSUP (the workers live on other ranks). */
+MP_API pid_t mp_pool_worker_pid(mp_pool *p, unsigned i);
 
 /* Inside a task: the index of the worker running it (0 .. workers-1);
  * -1 outside a task. */

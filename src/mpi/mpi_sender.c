@@ -70,8 +70,19 @@ static void end_job(sender *sd, job_shm *j)
         mp__worker_push_done(sd->s, 0, j, notify);
 }
 
+/* A task or n map items finished on a rank (for mp_pool_get_stats). */
+static void count_done(sender *sd, uint64_t n, bool failed)
+{
+    worker_slot *ws = &sd->s->workers[0];
+    atomic_fetch_add_explicit(&ws->done, n, memory_order_relaxed);
+    if (failed)
+        atomic_fetch_add_explicit(&ws->failed, 1, memory_order_relaxed);
+}
+
 static void end_apply(sender *sd, job_shm *j, const result_msg *h, const char *res)
 {
+    if (h->info.code != MP_ECANCELED)
+        count_done(sd, 1, h->info.code != 0);
     j->info = h->info;
     j->res = NULL;
     j->res_len = 0;
@@ -138,6 +149,8 @@ static void end_chunk(sender *sd, out_slot *o, const result_msg *r, const char *
     uint32_t n = count - o->start;
     size_t outb = (size_t)n * b->out_size;
     const mp_map_error *e = (const mp_map_error *)(const void *)(body + mpi_align8(outb));
+    if (r->info.code != MP_ECANCELED)
+        count_done(sd, n, false); /* (failed items: as they are recorded) */
     if (r->info.code == MP_ECANCELED) {
         /* Terminated: nothing of it counts, and the map is over. */
     } else if (r->info.code != 0 || r->len != outb ||
@@ -194,6 +207,7 @@ static int send_task(sender *sd, unsigned w, out_slot *o, mp__anyfn fn, task_msg
     o->busy = true;
     sd->nout[w]++;
     sd->total++;
+    atomic_store_explicit(&sd->s->workers[0].busy, (uint32_t)sd->total, memory_order_relaxed);
     return 0;
 }
 
@@ -215,6 +229,7 @@ static void send_chunk(sender *sd, unsigned w, out_slot *o, helper *h, uint32_t 
         rc = send_task(sd, w, o, (mp__anyfn)b->fn, &t, b->in + (first + start) * b->in_size);
     if (rc < 0) {
         mp_task_info info = {.code = rc};
+        count_done(sd, count - start, false);
         fail_items(sd, h, k, start, &info);
         return;
     }
@@ -360,6 +375,7 @@ static bool collect(sender *sd)
         memset(o, 0, sizeof *o);
         sd->nout[w]--;
         sd->total--;
+        atomic_store_explicit(&sd->s->workers[0].busy, (uint32_t)sd->total, memory_order_relaxed);
     }
 }
 

@@ -225,6 +225,7 @@ static void read_server(pool_core *c)
                 ps->out--;
                 wr->pid = m.pid;
                 wr->life = WK_RUNNING;
+                mp__pool_set_pid(c, w, m.pid);
                 if (nfds >= 1 && !lost) {
                     wr->pidfd = fds[0];
                     fds[0] = -1;

@@ -107,6 +107,7 @@ void mp__pool_unref(pool_core *c)
     pthread_mutex_destroy(&c->lock);
     pthread_cond_destroy(&c->cond);
     free(c->w);
+    free((void *)c->pids);
     free(c->notices);
     free(c);
 }
@@ -177,6 +178,7 @@ static void push_pending(pool_core *c)
             c->pend_head = j->next;
             if (c->pend_head == NULL)
                 c->pend_tail = NULL;
+            c->npending--;
         }
         if (c->pend_head == NULL) {
             atomic_store(&c->pending, false);
@@ -202,6 +204,7 @@ void mp__pool_dispatch(pool_core *c, job *j)
     else
         c->pend_head = j;
     c->pend_tail = j;
+    c->npending++;
     atomic_store(&c->pending, true);
     push_pending(c);
 }
@@ -294,8 +297,9 @@ static int core_new(pool_core **out, const mp_pool_opts *o, const pool_backend *
     c->notify_fd = c->poller = -1;
     *out = c;
     c->w = calloc(c->nslots, sizeof *c->w);
+    c->pids = calloc(c->nslots, sizeof *c->pids);
     c->s = mp__heap_calloc(sizeof *c->s, &rc);
-    if (c->w == NULL || c->s == NULL)
+    if (c->w == NULL || c->pids == NULL || c->s == NULL)
         return rc ? rc : -ENOMEM;
     pool_shm *s = c->s;
     s->nworkers = o->workers;

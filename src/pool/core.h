@@ -62,6 +62,9 @@ typedef struct {
     job_shm *_Atomic done_head;            /* its ended jobs, for the supervisor */
     _Atomic uint32_t exited;               /* thread workers: it has returned */
     _Atomic uint32_t tasks;                /* tasks (map chunks) it has run */
+    _Atomic uint64_t done;                 /* tasks and map items it finished */
+    _Atomic uint64_t failed;               /* ... tasks of them that failed */
+    _Atomic uint32_t busy;                 /* MPI sender: ranks with work out */
 } worker_slot;
 
 /* The pool's control block in the shared heap. */
@@ -103,6 +106,7 @@ typedef struct {
     uint64_t gen;               /* restart generation it was started in */
     uint32_t tasks_at_start;    /* its slot's task count when started */
     int64_t respawn_at;         /* when to start its replacement; 0: not */
+    bool started;               /* a worker has been started in this slot */
     pthread_t th;               /* thread and MPI workers */
 } worker_rec;
 
@@ -183,7 +187,19 @@ struct pool_core {
     bool workers_lost;          /* no worker can be started any more */
     int64_t backoff_ns;         /* before replacing a worker that died early */
     _Atomic uint64_t restart_gen, restarted_gen;
+    _Atomic pid_t *pids;        /* process workers running now (0: none) */
+
+    /* counts for mp_pool_get_stats, besides the workers' own */
+    _Atomic uint64_t died_done;     /* tasks and items whose worker died */
+    _Atomic uint64_t died_failed;   /* ... tasks of them (items: below) */
+    _Atomic uint64_t items_failed;  /* map items failed, however */
+    _Atomic uint64_t restarts;      /* workers replaced */
+    size_t npending;                /* (lock) jobs on the pending list */
 };
+
+/* ---- stats.c ---- */
+/* (supervisor) Worker w runs as process pid / has ended (pid 0). */
+void mp__pool_set_pid(pool_core *c, unsigned w, pid_t pid);
 
 /* ---- core.c ---- */
 /* 0 and *c, -EINVAL (NULL) or -EPERM (another process). */

@@ -35,6 +35,7 @@ static size_t align16(size_t v) { return (v + 15) & ~(size_t)15; }
 
 static int add_err(map_batch *mb, uint64_t index, const mp_task_info *info)
 {
+    atomic_fetch_add_explicit(&mb->c->items_failed, 1, memory_order_relaxed);
     if (mb->nerrs == mb->cap) {
         size_t cap = mb->cap ? mb->cap * 2 : 16;
         mp_map_error *e = mp__os.realloc(mb->errs, cap * sizeof *e);
@@ -94,6 +95,9 @@ static void helper_done(job *j, int how, const mp_task_info *died, unsigned w)
             died->code != MP_ECANCELED) {
             /* The item its worker died on, or with runs the whole run. */
             uint32_t end = g->range ? count : (uint32_t)(item - first) + 1;
+            /* (its worker counted none of this chunk: it counts a chunk
+             * as it leaves it) */
+            atomic_fetch_add_explicit(&c->died_done, end - start, memory_order_relaxed);
             for (uint64_t i = item; i < first + end; i++)
                 add_err(mb, i, died);
             atomic_store(&b->any_fail, 1);

@@ -72,6 +72,10 @@ static void apply_done(job *j, int how, const mp_task_info *died, unsigned w)
         return;
     }
     if (how == JOB_END_DIED) {
+        if (died->code != MP_ECANCELED) {
+            atomic_fetch_add_explicit(&c->died_done, 1, memory_order_relaxed);
+            atomic_fetch_add_explicit(&c->died_failed, 1, memory_order_relaxed);
+        }
         s->info = *died;
         s->res = NULL;
         s->res_len = 0;

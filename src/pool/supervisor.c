@@ -195,16 +195,23 @@ bool mp__sup_may_spawn(pool_core *c)
 static int spawn(pool_core *c, unsigned w)
 {
     worker_rec *r = &c->w[w];
+    bool again = r->started;
     memset(r, 0, sizeof *r);
+    r->started = again;
     r->pidfd = r->ctl = -1;
     r->gen = atomic_load(&c->restart_gen);
     r->tasks_at_start = atomic_load(&c->s->workers[w].tasks);
     r->life = WK_REQUESTED;
     c->live++;
     int rc = c->be->spawn(c, w);
-    if (rc < 0)
+    if (rc < 0) {
         mp__sup_spawn_failed(c, w);
-    return rc;
+        return rc;
+    }
+    if (again)
+        atomic_fetch_add_explicit(&c->restarts, 1, memory_order_relaxed);
+    r->started = true;
+    return 0;
 }
 
 void mp__sup_spawn_failed(pool_core *c, unsigned w)
@@ -231,6 +238,7 @@ void mp__sup_worker_ended(pool_core *c, unsigned w)
     if (c->life == POOL_TERMINATING || r->kill_reason == KILL_RESTART ||
         r->kill_reason == KILL_TERMINATE)
         fail.code = MP_ECANCELED;
+    mp__pool_set_pid(c, w, 0);
     recover_worker(c, w, &fail);
     /* It may have been the one woken, or the one spinning: either flag
      * left set would keep the others from being woken. */
@@ -364,6 +372,7 @@ static void cancel_all(pool_core *c)
 {
     pthread_mutex_lock(&c->lock);
     c->pend_head = c->pend_tail = NULL; /* nothing will run */
+    c->npending = 0;
     atomic_store(&c->pending, false);
     pthread_mutex_unlock(&c->lock);
     mp__jobs_each(&c->jobs, cancel_left, c);

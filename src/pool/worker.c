@@ -186,6 +186,11 @@ static void run_apply(pool_shm *s, unsigned w, job_shm *j, bool process)
     j->res = rc == 0 && b.len ? b.data : NULL;
     j->res_len = rc == 0 ? b.len : 0;
     drop_fds(process);
+    /* (counted before the end is published: a result seen is counted) */
+    worker_slot *ws = &s->workers[w];
+    atomic_fetch_add_explicit(&ws->done, 1, memory_order_relaxed);
+    if (j->info.code != 0)
+        atomic_fetch_add_explicit(&ws->failed, 1, memory_order_relaxed);
     bool notify = atomic_load_explicit(&j->notify, memory_order_relaxed);
     if (mp__job_end(j))
         mp__worker_push_done(s, w, j, notify);
@@ -225,7 +230,7 @@ static unsigned run_helper(pool_shm *s, unsigned w, job_shm *j, unsigned budget)
         size_t first;
         uint32_t count;
         mp__batch_range(g, (uint32_t)k, &first, &count);
-        uint32_t i = b->chunks[k].start;
+        uint32_t i = b->chunks[k].start, from = i;
         const char *in = mp__batch_in(g, (uint32_t)k) + (size_t)i * isz;
         char *out = mp__batch_out(g, (uint32_t)k) + (size_t)i * osz;
         uint32_t had = nfail;
@@ -262,6 +267,7 @@ static unsigned run_helper(pool_shm *s, unsigned w, job_shm *j, unsigned budget)
             }
         }
         atomic_store_explicit(&j->cur, BATCH_NO_ITEM, memory_order_relaxed);
+        atomic_fetch_add_explicit(&ws->done, i - from, memory_order_relaxed);
         if (nfail != had) {
             b->chunks[k].start = i; /* still ours: the supervisor's now */
             if (i == count) {

@@ -285,6 +285,39 @@ static void check_fire_and_forget(void)
     puts("ok fire and forget");
 }
 
+/* The counts of mp_pool_get_stats, and the workers' pids. */
+static void check_stats(void)
+{
+    mp_pool *p = pool(2, 0);
+    mp_pool_stats st;
+    CHECK_RC(mp_pool_get_stats(p, &st), 0);
+    CHECK(st.tasks_done == 0 && st.tasks_failed == 0);
+    for (long i = 0; i < 10; i++)
+        CHECK_RC(mp_pool_apply(p, fail_on_odd, &i, sizeof i, NULL, NULL), i % 2 ? MP_ETASK : 0);
+    CHECK_RC(mp_pool_get_stats(p, &st), 0);
+    CHECK(st.tasks_done == 10 && st.tasks_failed == 5);
+    enum { N = 3000 };
+    long *in = malloc(N * sizeof *in), *out = malloc(N * sizeof *out);
+    for (long i = 0; i < N; i++)
+        in[i] = i; /* 7, 1007 and 2007 fail */
+    CHECK_RC(mp_pool_map(p, twice_plus_one, in, N, sizeof *in, out, sizeof *out, 50), MP_ETASK);
+    CHECK_RC(mp_pool_get_stats(p, &st), 0);
+    CHECK(st.tasks_done == 10 + N && st.tasks_failed == 5 + 3);
+    CHECK(kind == MP_POOL_MPI || st.workers == 2);
+    free(in);
+    free(out);
+    pid_t pid = mp_pool_worker_pid(p, 0);
+    if (kind == MP_POOL_MPI)
+        CHECK_RC(pid, -ENOTSUP);
+    else if (kind == MP_POOL_THREAD)
+        CHECK(pid == getpid());
+    else
+        CHECK(pid > 0 || pid == -ESRCH);
+    CHECK_RC(mp_pool_worker_pid(p, st.workers), -EINVAL);
+    done(p);
+    puts("ok stats");
+}
+
 static void check_map(void)
 {
     mp_pool *p = pool(0, 0);
@@ -670,6 +703,7 @@ int main(int argc, char **argv)
     check_apply();
     check_async_callbacks();
     check_fire_and_forget();
+    check_stats();
     check_map();
     check_map_chunks();
     check_imap();
