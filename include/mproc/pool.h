@@ -204,6 +204,13 @@ MP_API int mp_pool_imap(mp_pool *p, mp_map_fn fn, const void *in, size_t n, size
  * MP_ETIMEDOUT, or MP_EDONE after the last one. */
 MP_API int mp_iter_next(mp_iter *it, void *out, size_t *index, double timeout);
 
+/* Why the item mp_iter_next last returned failed: its code, signo (the
+ * worker's death), exit_status and task_rc (what fn returned); code 0 if
+ * it succeeded.  Returns 0, -EAGAIN (no item returned yet), -EINVAL
+ * (it or info NULL), -EPERM.  Calls that return no item (MP_ETIMEDOUT,
+ * MP_EDONE) leave it as it was. */
+MP_API int mp_iter_info(mp_iter *it, mp_task_info *info);
+
 /* Release an iterator; work not yet done is cancelled.  NULL: no-op. */
 MP_API void mp_iter_free(mp_iter *it);
 

@@ -28,6 +28,8 @@ struct mp_iter {
     bool in_chunk;
     mp_map_error *cerrs;        /* failures of the current chunk */
     size_t ncerrs, cerr_pos;
+    bool any;                   /* an item has been handed out */
+    mp_task_info last;          /* ... the last one's outcome */
 };
 
 int mp_pool_imap(mp_pool *p, mp_map_fn fn, const void *in, size_t n, size_t in_size,
@@ -161,12 +163,28 @@ int mp_iter_next(mp_iter *it, void *out, size_t *index, double timeout)
     if (++it->item == it->cnt)
         it->in_chunk = false;
     it->yielded++;
+    it->any = true;
     if (index)
         *index = idx;
-    if (it->cerr_pos < it->ncerrs && it->cerrs[it->cerr_pos].index == idx)
-        return it->cerrs[it->cerr_pos++].info.code;
+    if (it->cerr_pos < it->ncerrs && it->cerrs[it->cerr_pos].index == idx) {
+        it->last = it->cerrs[it->cerr_pos++].info;
+        return it->last.code;
+    }
+    it->last = (mp_task_info){0};
     if (out && b->out_size)
         memcpy(out, b->out + idx * b->out_size, b->out_size);
+    return 0;
+}
+
+int mp_iter_info(mp_iter *it, mp_task_info *info)
+{
+    if (it == NULL || info == NULL)
+        return -EINVAL;
+    if (it->owner != mp__getpid())
+        return -EPERM;
+    if (!it->any)
+        return -EAGAIN;
+    *info = it->last;
     return 0;
 }
 

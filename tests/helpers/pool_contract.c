@@ -438,6 +438,41 @@ static void check_imap(void)
         free(seen);
         mp_iter_free(it);
     }
+    /* Failed items: mp_iter_info says why (fn's value; a crash's signal). */
+    for (long i = 0; i < N; i++)
+        in[i] = i;
+    if (kind != MP_POOL_THREAD)
+        in[2500] = 5003; /* crashes its worker */
+    mp_iter *it;
+    mp_task_info info;
+    CHECK_RC(mp_pool_imap(p, twice_plus_one, in, N, sizeof(long), sizeof(long), 10, true, &it),
+             0);
+    CHECK_RC(mp_iter_info(it, &info), -EAGAIN);
+    CHECK_RC(mp_iter_info(it, NULL), -EINVAL);
+    CHECK_RC(mp_iter_info(NULL, &info), -EINVAL);
+    long v;
+    size_t idx;
+    int rc, failed = 0;
+    while ((rc = mp_iter_next(it, &v, &idx, 30)) != MP_EDONE) {
+        CHECK_RC(mp_iter_info(it, &info), 0);
+        CHECK(info.code == rc);
+        if (idx % 1000 == 7) {
+            CHECK_RC(rc, MP_ETASK);
+            CHECK(info.task_rc == 9 && info.signo == 0);
+            failed++;
+        } else if (idx == 2500 && kind != MP_POOL_THREAD) {
+            CHECK_RC(rc, MP_EWORKER);
+            CHECK(info.signo == SIGSEGV && info.task_rc == 0);
+            failed++;
+        } else {
+            CHECK_RC(rc, 0);
+            CHECK(info.task_rc == 0 && info.signo == 0 && info.exit_status == 0);
+        }
+    }
+    CHECK_RC(mp_iter_info(it, &info), 0); /* (MP_EDONE: the last item's) */
+    CHECK(info.code == 0);
+    CHECK(failed == (kind == MP_POOL_THREAD ? 3 : 4));
+    mp_iter_free(it);
     done(p);
     puts("ok imap");
 }
