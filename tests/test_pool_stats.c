@@ -1,7 +1,7 @@
 /* What a pool tells about itself: mp_pool_get_stats (tasks and map items
  * done and failed, restarts, queued and running) and mp_pool_worker_pid,
  * on process and thread pools (MPI pools: the pool contract). */
-// labels: unit tsan
+// labels: unit
 #include <mproc.h>
 #include <sched.h>
 #include <signal.h>
