@@ -64,6 +64,9 @@ typedef enum {
 
 /* mp_pool_opts.flags */
 #define MP_POOL_FALLBACK 1u  /* MPI pool: outside mpirun, a process pool instead */
+#define MP_POOL_PROGRESS_BAR 2u /* a progress bar on stderr for every map that runs
+                                   over a second (as tqdm; also turned on for every
+                                   pool by the environment: MPROC_PROGRESS=1) */
 
 typedef struct {
     unsigned workers;                 /* 0: mp_cpu_count() (MPI: every worker rank) */
@@ -74,6 +77,13 @@ typedef struct {
     double task_timeout;              /* seconds per task or map item; <= 0: none */
     unsigned flags;                   /* MP_POOL_* flags */
     size_t initarg_len;               /* MPI: bytes at initarg sent to the ranks */
+    /* Called on the pool's collector thread for every map, map_ex,
+     * map_chunks and imap: about 10 times a second while it runs (failed
+     * items count as done), and once at its end, before the map returns
+     * (imap: before mp_iter_next gives MP_EDONE), with done == total when
+     * every item ran.  NULL: none. */
+    void (*progress)(size_t done, size_t total, void *ud);
+    void *progress_ud;
 } mp_pool_opts;
 
 #define MP_TASK_MAX_FDS 8

@@ -326,6 +326,8 @@ _Noreturn void mp__mpi_rank_main(bool mpi_was_up)
     /* The local pool first: its fork server must not descend from an
      * initialized MPI process. */
     mp__pool_index_base = M.rank - 1;
+    /* Progress is rank 0's to show: the local pool's maps are its chunks. */
+    unsetenv("MPROC_PROGRESS");
     mp_pool_opts lo = {.workers = 1, .kind = MP_POOL_PROCESS};
     sv.local_err = mp_pool_new(&sv.local, &lo);
     if (!mpi_was_up) {

@@ -46,6 +46,32 @@ void mp__batch_free(batch_shm *b)
         mp__heap_free(b);
 }
 
+uint64_t mp__batch_items_done(batch_shm *b, const batch_geom *g)
+{
+    uint32_t nchunks = g->nchunks, nparts = mp__batch_nparts(nchunks, g->nparts);
+    uint64_t chunks = 0;
+    if (nparts > 1) {
+        /* (ndone moves a part at a time: count each part's chunks) */
+        batch_part *pt = mp__batch_parts(b, nchunks);
+        for (uint32_t q = 0; q < nparts; q++) {
+            uint32_t size = mp__batch_part_start(q + 1, nchunks, nparts) -
+                            mp__batch_part_start(q, nchunks, nparts);
+            uint32_t left = atomic_load_explicit(&pt[q].left, memory_order_relaxed);
+            chunks += left < size ? size - left : 0;
+        }
+    } else {
+        chunks = atomic_load_explicit(&b->ndone, memory_order_relaxed);
+    }
+    if (chunks == 0)
+        return 0;
+    if (chunks > nchunks)
+        chunks = nchunks; /* (shared: a worker may have scribbled) */
+    uint64_t items = chunks * g->chunk;
+    if (atomic_load_explicit(&b->chunks[nchunks - 1].claim, memory_order_relaxed) == CHUNK_DONE)
+        items -= (uint64_t)g->chunk * nchunks - g->n; /* the last chunk is short */
+    return items > g->n ? g->n : items;
+}
+
 void mp__batch_set_parts(batch_shm *b, uint32_t nchunks, uint32_t nparts)
 {
     batch_part *pt = mp__batch_parts(b, nchunks);

@@ -188,6 +188,8 @@ static inline char *mp__batch_out(const batch_geom *g, uint32_t k)
     return g->out + (size_t)k * g->chunk * g->out_size;
 }
 
+/* Items in the chunks done so far (a part's chunks as they are done). */
+uint64_t mp__batch_items_done(batch_shm *b, const batch_geom *g);
 /* (worker w) Claim a chunk, from part `part` first: its index, BATCH_NONE
  * or BATCH_OVER.  Each chunk it tries is written to *held (may be NULL)
  * before its CAS, so that whenever the chunk is CLAIMED+w, *held names

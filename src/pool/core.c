@@ -105,6 +105,7 @@ void mp__pool_unref(pool_core *c)
     if (c->poller >= 0)
         close(c->poller);
     pthread_mutex_destroy(&c->lock);
+    pthread_mutex_destroy(&c->progress_lock);
     pthread_cond_destroy(&c->cond);
     free(c->w);
     free((void *)c->pids);
@@ -280,6 +281,12 @@ static int core_new(pool_core **out, const mp_pool_opts *o, const pool_backend *
         return rc;
     }
     pthread_mutex_init(&c->lock, NULL);
+    pthread_mutex_init(&c->progress_lock, NULL);
+    c->prog.fn = o->progress;
+    c->prog.ud = o->progress_ud;
+    const char *env = getenv("MPROC_PROGRESS");
+    c->prog.bar = (o->flags & MP_POOL_PROGRESS_BAR) || (env && strcmp(env, "1") == 0);
+    c->prog.tty = c->prog.bar && isatty(STDERR_FILENO);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -336,7 +343,7 @@ int mp_pool_new(mp_pool **out, const mp_pool_opts *opts)
     mp_pool_opts o = {0};
     if (opts)
         o = *opts;
-    if (isnan(o.task_timeout) || (o.flags & ~MP_POOL_FALLBACK))
+    if (isnan(o.task_timeout) || (o.flags & ~(MP_POOL_FALLBACK | MP_POOL_PROGRESS_BAR)))
         return -EINVAL;
     const pool_backend *be;
     int rc = pick_backend(&o, &be);

@@ -44,6 +44,7 @@
 #include "mproc/pool.h"
 #include "export_int.h"
 #include "pool/job.h"
+#include "pool/progress.h"
 #include "pool/ring.h"
 
 typedef enum {
@@ -195,6 +196,11 @@ struct pool_core {
     _Atomic uint64_t items_failed;  /* map items failed, however */
     _Atomic uint64_t restarts;      /* workers replaced */
     size_t npending;                /* (lock) jobs on the pending list */
+
+    /* progress of maps (progress.c) */
+    progress_opts prog;
+    pthread_mutex_t progress_lock;  /* the list, and reports */
+    map_batch *progress_head;       /* maps being reported */
 };
 
 /* ---- stats.c ---- */

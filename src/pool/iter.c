@@ -155,8 +155,10 @@ int mp_iter_next(mp_iter *it, void *out, size_t *index, double timeout)
     if (rc < 0)
         return rc;
     const batch_geom *b = &it->mb->geom;
-    if (it->yielded == b->n)
+    if (it->yielded == b->n) {
+        mp__progress_end(it->mb); /* (once: it is off the list after) */
         return MP_EDONE;
+    }
     if (!it->in_chunk && (rc = enter_chunk(it, deadline)) < 0)
         return rc;
     size_t idx = (size_t)it->k * b->chunk + it->item;
@@ -227,6 +229,7 @@ void mp_iter_free(mp_iter *it)
     if (it == NULL || it->owner != mp__getpid())
         return;
     map_batch *mb = it->mb;
+    mp__progress_drop(mb);
     mp__map_cancel(mb);
     mp__map_wait_helpers(mb); /* nobody writes the output any more */
     const batch_geom *b = &mb->geom;

@@ -476,6 +476,7 @@ int mp__map_start(mp_pool *p, mp_map_fn fn, bool range, const void *in, size_t n
         mp__map_unref(mb);
         return rc;
     }
+    mp__progress_begin(mb);
     *mbp = mb;
     return 0;
 }
@@ -557,6 +558,7 @@ static int map_run(mp_pool *p, mp_map_fn fn, bool range, const void *in, size_t 
         mp__pool_stage_put(mb->c, mb->stage);
         mb->stage = NULL;
     }
+    mp__progress_end(mb);
     mp__map_unref(mb);
     return rc;
 }

@@ -9,6 +9,7 @@
 
 #include "pool/batch.h"
 #include "pool/core.h"
+#include "pool/progress.h"
 
 struct map_batch {
     pool_core *c;
@@ -23,6 +24,7 @@ struct map_batch {
     size_t nerrs, cap;
     bool oom;                   /* a failure could not be recorded */
     bool canceled;
+    progress_rec prog;          /* (progress.c) */
 
     /* staging (the caller's thread only) */
     const char *user_in;        /* the caller's arrays */

@@ -451,6 +451,9 @@ void *mp__sup_main(void *arg)
         int64_t dl = check_deadlines(c);
         if (dl < deadline)
             deadline = dl;
+        dl = mp__progress_tick(c);
+        if (dl < deadline)
+            deadline = dl;
         uint64_t tags[16];
         int n = 0;
         if (!any_done(c))

@@ -318,6 +318,36 @@ static void check_stats(void)
     puts("ok stats");
 }
 
+static atomic_size_t prog_calls, prog_done, prog_total;
+
+static void on_progress(size_t done, size_t total, void *ud)
+{
+    (void)ud;
+    atomic_fetch_add(&prog_calls, 1);
+    atomic_store(&prog_done, done);
+    atomic_store(&prog_total, total);
+}
+
+/* Progress: the last report, all items done (failed ones too), comes
+ * before the map returns. */
+static void check_progress(void)
+{
+    mp_pool_opts o = {.workers = 2, .kind = kind, .progress = on_progress};
+    mp_pool *p = NULL;
+    CHECK_RC(mp_pool_new(&p, &o), 0);
+    enum { N = 3000 };
+    long *in = malloc(N * sizeof *in), *out = malloc(N * sizeof *out);
+    for (long i = 0; i < N; i++)
+        in[i] = i;
+    CHECK_RC(mp_pool_map(p, twice_plus_one, in, N, sizeof *in, out, sizeof *out, 50), MP_ETASK);
+    CHECK(atomic_load(&prog_calls) >= 1);
+    CHECK(atomic_load(&prog_done) == N && atomic_load(&prog_total) == N);
+    free(in);
+    free(out);
+    done(p);
+    puts("ok progress");
+}
+
 static void check_map(void)
 {
     mp_pool *p = pool(0, 0);
@@ -739,6 +769,7 @@ int main(int argc, char **argv)
     check_async_callbacks();
     check_fire_and_forget();
     check_stats();
+    check_progress();
     check_map();
     check_map_chunks();
     check_imap();
