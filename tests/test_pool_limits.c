@@ -859,3 +859,94 @@ Test(pool_limits, fire_and_forget_jobs_come_back_threads, .timeout = MP_TMO(60))
 {
     fire_and_forget_jobs_come_back(MP_POOL_THREAD);
 }
+
+/* A pool with max_queued: once that many tasks wait for a worker,
+ * apply_async waits for room (nowait: -EAGAIN at once); closing the pool
+ * wakes a waiter with MP_ECLOSED. */
+typedef struct {
+    mp_pool *p;
+    mp_result *r;
+    int rc;
+} blocked_submit;
+
+static void *submit_in_thread(void *arg)
+{
+    blocked_submit *b = arg;
+    b->rc = submit(b->p, OP_SQUARE, 9, NULL, NULL, &b->r);
+    return NULL;
+}
+
+static void wait_for_room_waiter(pool_core *c)
+{
+    double end = mp_test_now() + 20;
+    while (atomic_load(&c->s->room_waiters) == 0 && mp_test_now() < end)
+        sched_yield();
+    cr_assert_eq(atomic_load(&c->s->room_waiters), 1, "the submitter does not wait for room");
+}
+
+static void bounded_queue(mp_pool_kind kind)
+{
+    enum { MAX = 3 };
+    mp_pool *p;
+    mp_expect_rc(mp_pool_new(&p, &(mp_pool_opts){.workers = 1, .kind = kind, .max_queued = MAX}),
+                 0);
+    pool_core *c;
+    mp_expect_rc(mp__pool_check(p, &c), 0);
+    mp_event *ev;
+    mp_expect_rc(mp_event_new(&ev), 0);
+    mp_result *held, *rs[MAX], *extra;
+    mp_expect_rc(submit_running(p, ev, &held), 0); /* running: it does not count */
+    const mp_task_opts nowait = {.nowait = true};
+    for (int i = 0; i < MAX; i++)
+        mp_expect_rc(submit(p, OP_SQUARE, i, NULL, &nowait, &rs[i]), 0);
+    mp_expect_rc(submit(p, OP_SQUARE, 7, NULL, &nowait, &extra), -EAGAIN);
+    cr_assert_null(extra);
+    mp_pool_stats st;
+    mp_expect_rc(mp_pool_get_stats(p, &st), 0);
+    cr_assert_eq(st.queued, MAX);
+
+    /* One more without nowait waits until the worker takes one. */
+    blocked_submit b = {.p = p};
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, submit_in_thread, &b), 0);
+    wait_for_room_waiter(c);
+    mp_expect_rc(mp_event_set(ev), 0);
+    cr_assert_eq(pthread_join(t, NULL), 0);
+    mp_expect_rc(b.rc, 0);
+    for (int i = 0; i < MAX; i++) {
+        const void *res;
+        mp_expect_rc(mp_result_get(rs[i], MP_TMO(20), &res, NULL), 0);
+        cr_assert_eq(*(const int *)res, i * i);
+        mp_result_free(rs[i]);
+    }
+    const void *res;
+    mp_expect_rc(mp_result_get(b.r, MP_TMO(20), &res, NULL), 0);
+    cr_assert_eq(*(const int *)res, 81);
+    mp_result_free(b.r);
+    mp_expect_rc(mp_result_get(held, MP_TMO(20), NULL, NULL), 0);
+    mp_result_free(held);
+    mp_event_free(ev);
+
+    /* Full again, a submitter waiting: close wakes it with MP_ECLOSED. */
+    mp_expect_rc(mp_event_new(&ev), 0);
+    mp_expect_rc(submit_running(p, ev, &held), 0);
+    for (int i = 0; i < MAX; i++)
+        mp_expect_rc(submit(p, OP_SQUARE, i, NULL, NULL, NULL), 0);
+    b = (blocked_submit){.p = p};
+    cr_assert_eq(pthread_create(&t, NULL, submit_in_thread, &b), 0);
+    wait_for_room_waiter(c);
+    mp_expect_rc(mp_pool_close(p), 0);
+    cr_assert_eq(pthread_join(t, NULL), 0);
+    mp_expect_rc(b.rc, MP_ECLOSED);
+    cr_assert_null(b.r);
+    mp_expect_rc(mp_event_set(ev), 0);
+    mp_expect_rc(mp_result_get(held, MP_TMO(20), NULL, NULL), 0);
+    mp_result_free(held);
+    mp_expect_rc(mp_pool_join(p, MP_TMO(30)), 0);
+    mp_pool_free(p);
+    mp_event_free(ev);
+}
+
+Test(pool_limits, bounded_queue, .timeout = MP_TMO(60)) { bounded_queue(MP_POOL_PROCESS); }
+
+Test(pool_limits, bounded_queue_threads, .timeout = MP_TMO(60)) { bounded_queue(MP_POOL_THREAD); }

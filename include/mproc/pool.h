@@ -84,6 +84,12 @@ typedef struct {
      * every item ran.  NULL: none. */
     void (*progress)(size_t done, size_t total, void *ud);
     void *progress_ud;
+    /* At most this many tasks wait for a worker (0: no bound): once they
+     * do, mp_pool_apply_async waits for room (or, with
+     * mp_task_opts.nowait, fails with -EAGAIN).  A server's backpressure:
+     * it stops accepting while its workers are behind.  Maps are not held
+     * back by it. */
+    size_t max_queued;
 } mp_pool_opts;
 
 #define MP_TASK_MAX_FDS 8
@@ -95,6 +101,7 @@ typedef struct {
     double timeout;   /* 0: the pool's limit; < 0: none; > 0: this task's */
     const int *fds;   /* descriptors the task receives (duplicated at submission; */
     unsigned nfds;    /*   the caller may close its own at once), <= MP_TASK_MAX_FDS */
+    bool nowait;      /* a pool at max_queued: -EAGAIN at once instead of waiting */
 } mp_task_opts;
 
 /* Why a task failed.  code: the failure (0 for success); signo: the signal
@@ -125,9 +132,11 @@ MP_API int mp_pool_apply(mp_pool *p, mp_task_fn fn, const void *arg, size_t len,
 /* Submit fn(arg, len) (the argument is copied) and return at once with a
  * result handle in *out (opts may be NULL).  With out NULL the task is
  * fire and forget: it runs, its callbacks run, its result is dropped.
- * Never blocks.  Errors:
- * -EINVAL, MP_ECLOSED, -ENOMEM, -ENOTSUP (a timeout on a thread pool),
- * -EBADF (a descriptor in opts->fds is not open). */
+ * Never blocks, unless the pool has max_queued tasks waiting: then it
+ * waits for room (from a callback, or with opts->nowait: -EAGAIN).  Errors:
+ * -EINVAL, MP_ECLOSED (also when the pool closes while it waits for
+ * room), -ENOMEM, -ENOTSUP (a timeout on a thread pool), -EBADF (a
+ * descriptor in opts->fds is not open), -EAGAIN (full, as above). */
 MP_API int mp_pool_apply_async(mp_pool *p, mp_task_fn fn, const void *arg, size_t len,
                                const mp_task_opts *opts, mp_result **out);
 

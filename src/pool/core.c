@@ -18,6 +18,7 @@
 #include "mproc/process.h"
 #include "os/os.h"
 #include "pool/core.h"
+#include "wait_int.h"
 
 #define RING_SIZE 16384
 
@@ -56,6 +57,10 @@ static void set_life(pool_core *c, pool_life life)
 {
     atomic_store((_Atomic int *)&c->life, (int)life);
     pthread_cond_broadcast(&c->cond);
+    if (c->s) { /* submitters waiting for room: closed now */
+        atomic_fetch_add(&c->s->room_seq, 1);
+        mp__wake_word(&c->s->room_seq, &c->s->room_waiters);
+    }
 }
 
 void mp__pool_set_started(pool_core *c, int err)
@@ -210,6 +215,12 @@ void mp__pool_dispatch(pool_core *c, job *j)
     push_pending(c);
 }
 
+size_t mp__pool_queued(pool_core *c)
+{
+    uint64_t head = atomic_load(&c->s->ring.head);
+    return (c->tail > head ? (size_t)(c->tail - head) : 0) + c->npending;
+}
+
 void mp__pool_dispatch_locked(pool_core *c, job *j)
 {
     pthread_mutex_lock(&c->lock);
@@ -282,6 +293,7 @@ static int core_new(pool_core **out, const mp_pool_opts *o, const pool_backend *
     }
     pthread_mutex_init(&c->lock, NULL);
     pthread_mutex_init(&c->progress_lock, NULL);
+    c->max_queued = o->max_queued;
     c->prog.fn = o->progress;
     c->prog.ud = o->progress_ud;
     const char *env = getenv("MPROC_PROGRESS");

@@ -78,6 +78,9 @@ typedef struct {
     _Atomic uint32_t helper_waiters; /* owners waiting for their maps'
                                         helpers to end: every push wakes
                                         the supervisor (worker.c) */
+    _Alignas(64) _Atomic uint32_t room_waiters; /* submitters waiting for
+                                   room (max_queued): a claim wakes them */
+    _Atomic uint32_t room_seq;      /* futex: bumped by such a claim */
     int notify_fd;                  /* wakes the supervisor */
     uint32_t nworkers;
     uint32_t maxtasks;
@@ -169,6 +172,7 @@ struct pool_core {
     _Atomic int life;           /* pool_life: changed under the lock */
     int start_err;
     uint64_t tail;              /* (lock) ring producer position */
+    size_t max_queued;          /* mp_pool_opts.max_queued (0: none) */
     uint64_t next_seq;          /* (lock) dispatch sequence */
     job *pend_head, *pend_tail; /* (lock) waiting for room in the ring */
     _Atomic bool pending;       /* the pending list is not empty */
@@ -217,6 +221,9 @@ void mp__pool_unref(pool_core *c);
 /* Queue j for a new dispatch (lock held): the ring, or the pending list
  * when it is full. */
 void mp__pool_dispatch(pool_core *c, job *j);
+/* Jobs dispatched that no worker has taken yet, pending ones too (lock
+ * held). */
+size_t mp__pool_queued(pool_core *c);
 /* Take the lock and dispatch. */
 void mp__pool_dispatch_locked(pool_core *c, job *j);
 /* Move pending jobs into the ring while there is room (supervisor). */

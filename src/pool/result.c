@@ -94,6 +94,16 @@ static void apply_done(job *j, int how, const mp_task_info *died, unsigned w)
         mp__job_recycle(&c->jobs, j);
 }
 
+/* A bounded pool's waiter may go on: room, or the pool closed. */
+static bool has_room(void *arg)
+{
+    pool_core *c = arg;
+    pthread_mutex_lock(&c->lock);
+    bool room = mp__pool_queued(c) < c->max_queued || !mp__pool_accepting(c);
+    pthread_mutex_unlock(&c->lock);
+    return room;
+}
+
 int mp_pool_apply_async(mp_pool *p, mp_task_fn fn, const void *arg, size_t len,
                         const mp_task_opts *opts, mp_result **out)
 {
@@ -164,6 +174,18 @@ int mp_pool_apply_async(mp_pool *p, mp_task_fn fn, const void *arg, size_t len,
     atomic_store_explicit(&s->notify, j->notify, memory_order_relaxed);
     j->done = apply_done;
     pthread_mutex_lock(&c->lock);
+    while (mp__pool_accepting(c) && c->max_queued && mp__pool_queued(c) >= c->max_queued) {
+        pthread_mutex_unlock(&c->lock);
+        /* From the collector we would wait for ourselves (it moves the
+         * pending jobs into the ring). */
+        if ((opts && opts->nowait) || mp__pool_in_callback(c)) {
+            mp__job_recycle(&c->jobs, j);
+            return -EAGAIN;
+        }
+        mp__wait_word(&c->s->room_seq, &c->s->room_waiters, has_room, c,
+                      mp__wait_slice_end(MP__NO_DEADLINE), 0);
+        pthread_mutex_lock(&c->lock);
+    }
     if (!mp__pool_accepting(c)) {
         pthread_mutex_unlock(&c->lock);
         mp__job_recycle(&c->jobs, j);

@@ -47,8 +47,7 @@ int mp_pool_get_stats(mp_pool *p, mp_pool_stats *out)
     st.tasks_failed = failed < st.tasks_done ? failed : st.tasks_done;
     st.worker_restarts = atomic_load_explicit(&c->restarts, memory_order_relaxed);
     pthread_mutex_lock(&c->lock);
-    uint64_t head = atomic_load(&s->ring.head);
-    st.queued = (c->tail > head ? (size_t)(c->tail - head) : 0) + c->npending;
+    st.queued = mp__pool_queued(c);
     pthread_mutex_unlock(&c->lock);
     *out = st;
     return 0;

@@ -20,6 +20,7 @@
 #include "os/os.h"
 #include "pool/batch.h"
 #include "pool/worker.h"
+#include "wait_int.h"
 
 #define IDLE_SPIN_NS 2000000     /* an idle worker looks for work this long */
 #define QUIET_PUSHES 256        /* ended jobs a worker piles up unannounced */
@@ -343,6 +344,12 @@ void mp__worker_release(pool_shm *s, uint64_t pos)
     if (more)
         mp__ring_wake(&s->ring);
     ask_refill(s, pos, more);
+    /* (after the claim's seq_cst CAS of head: a submitter counts itself,
+     * then looks at head) */
+    if (atomic_load(&s->room_waiters)) {
+        atomic_fetch_add(&s->room_seq, 1);
+        mp__wake_word(&s->room_seq, &s->room_waiters);
+    }
 }
 
 void mp__worker_run(pool_shm *s, unsigned w, bool process)
