@@ -19,6 +19,7 @@
 #include "os/io.h"
 #include "os/os.h"
 #include "pool/batch.h"
+#include "pool/buf.h"
 #include "pool/worker.h"
 #include "wait_int.h"
 
@@ -28,6 +29,7 @@
 static _Thread_local int worker_index = -1;
 static _Thread_local int task_fds[MP_TASK_MAX_FDS];
 static _Thread_local unsigned task_nfds;
+static _Thread_local job_shm *task_job; /* the job whose task runs now */
 static int ctl_fd = -1; /* a process worker's socket to the supervisor */
 
 int mp__pool_index_base;
@@ -40,6 +42,8 @@ int mp_pool_worker_index(void)
 }
 
 unsigned mp_task_nfds(void) { return task_nfds; }
+
+job_shm *mp__worker_job(void) { return task_job; }
 
 int mp_task_fd(unsigned i) { return i < task_nfds ? task_fds[i] : -EBADF; }
 
@@ -75,45 +79,6 @@ static void drop_fds(bool process)
         for (unsigned i = 0; i < task_nfds; i++)
             close(task_fds[i]);
     task_nfds = 0;
-}
-
-/* ---- result buffers ---- */
-
-struct mp_buf {
-    unsigned char *data;
-    size_t len, cap;
-    bool heap;      /* data is a heap block of ours */
-    int err;        /* an append failed */
-};
-
-int mp_buf_append(mp_buf *b, const void *data, size_t len)
-{
-    if (b == NULL || (data == NULL && len > 0))
-        return -EINVAL;
-    if (len == 0)
-        return 0;
-    if (len > b->cap - b->len) {
-        if (len > SIZE_MAX / 2 - b->len)
-            return b->err = -ENOMEM;
-        size_t need = b->len + len, cap = b->cap * 2;
-        if (cap < need)
-            cap = need;
-        if (cap < 4096)
-            cap = 4096;
-        int err = 0;
-        unsigned char *p = mp__heap_alloc(cap, &err);
-        if (p == NULL)
-            return b->err = err ? err : -ENOMEM;
-        memcpy(p, b->data, b->len);
-        if (b->heap)
-            mp__heap_free(b->data);
-        b->data = p;
-        b->cap = mp__heap_block_size(p);
-        b->heap = true;
-    }
-    memcpy(b->data + b->len, data, len);
-    b->len += len;
-    return 0;
 }
 
 /* ---- the done stack ---- */
@@ -170,7 +135,9 @@ static void run_apply(pool_shm *s, unsigned w, job_shm *j, bool process)
             b.data = j->inline_buf + off;
             b.cap = JOB_INLINE - off;
         }
+        task_job = j;
         rc = j->fn(j->arg, j->len, &b);
+        task_job = NULL;
         if (rc == 0 && b.err)
             rc = b.err;
         if (rc != 0) {

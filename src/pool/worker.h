@@ -17,6 +17,8 @@ void mp__worker_run(pool_shm *s, unsigned w, bool process);
  * the current one; wake a sleeper for more work behind it, and tell the
  * supervisor of room when jobs wait for it. */
 MP_INTERNAL void mp__worker_release(pool_shm *s, uint64_t pos);
+/* Inside a task: its job (NULL outside one). */
+MP_INTERNAL job_shm *mp__worker_job(void);
 /* Hand an ended job to the supervisor on worker w's done stack; wake the
  * supervisor now if urgent (callbacks, failures), else once a batch of
  * them has piled up. */
