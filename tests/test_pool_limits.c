@@ -730,7 +730,14 @@ static void more_in_flight_than_the_ring(mp_pool_kind kind)
         const void *res;
         size_t len;
         int rc = mp_result_get(rs[i], MP_TMO(20), &res, &len);
-        cr_assert_eq(rc, 0, "task %d of %d: %s", i, (int)N, mp_errname(rc));
+        ring *rg = &c->s->ring;
+        cr_assert_eq(rc, 0,
+                     "task %d of %d: %s (ring head %llu, tail %llu, %zu pending, want_refill %u, "
+                     "sleepers %u, spinners %u, waking %u, supervisor asleep %u)",
+                     i, (int)N, mp_errname(rc), (unsigned long long)atomic_load(&rg->head),
+                     (unsigned long long)c->tail, c->npending, atomic_load(&c->s->want_refill),
+                     atomic_load(&rg->sleepers), atomic_load(&rg->spinners),
+                     atomic_load(&rg->waking), atomic_load(&c->s->sup_sleeping));
         cr_assert_eq(len, sizeof(int));
         cr_assert_eq(*(const int *)res, (i % 1000) * (i % 1000));
         mp_result_free(rs[i]);

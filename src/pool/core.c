@@ -177,12 +177,19 @@ void mp__pool_report_cancel(pool_core *c, job *j)
 static void push_pending(pool_core *c)
 {
     for (;;) {
-        while (c->pend_head && (c->pend_head->ring_pos = c->tail,
-                                mp__ring_push(&c->s->ring, &c->tail, c->pend_head->shm))) {
-            job *j = c->pend_head;
+        while (c->pend_head) {
+            /* Once pushed, the job may run, end, and be freed and reused
+             * (its links too) before we look again: read and write it
+             * before the push only. */
+            job *j = c->pend_head, *next = j->next;
+            j->ring_pos = c->tail;
             j->pending = false;
-            c->pend_head = j->next;
-            if (c->pend_head == NULL)
+            if (!mp__ring_push(&c->s->ring, &c->tail, j->shm)) {
+                j->pending = true;
+                break;
+            }
+            c->pend_head = next;
+            if (next == NULL)
                 c->pend_tail = NULL;
             c->npending--;
         }
