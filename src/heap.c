@@ -157,6 +157,12 @@ static int heap_map(void)
     }
 }
 
+size_t mp__heap_capacity(void)
+{
+    heap_hdr *h = __atomic_load_n(&mp__heap, __ATOMIC_ACQUIRE);
+    return h ? h->nchunks * CHUNK_SIZE : 0;
+}
+
 int mp__heap_ensure(void)
 {
     if (__atomic_load_n(&mp__heap, __ATOMIC_ACQUIRE) != NULL)

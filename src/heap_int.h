@@ -31,6 +31,8 @@ bool mp__heap_owned(const void *p);
 bool mp__heap_contains(const void *p);
 /* Usable size of a live block (its size class), or 0. */
 size_t mp__heap_block_size(const void *p);
+/* Bytes of the heap's data area (0 before it is mapped). */
+size_t mp__heap_capacity(void);
 /* Make sure the heap is mapped (done before every fork of ours, so that
  * children share it).  Returns 0 or -errno. */
 int mp__heap_ensure(void);

@@ -217,13 +217,39 @@ MP_API int mp_pool_map_chunks(mp_pool *p, mp_chunk_fn fn, const void *in, size_t
 MP_API int mp_pool_imap(mp_pool *p, mp_map_fn fn, const void *in, size_t n, size_t in_size,
                         size_t out_size, size_t chunksize, bool ordered, mp_iter **out);
 
+/* One item of mp_pool_imap_items: len bytes at data. */
+typedef struct {
+    const void *data;
+    size_t len;
+} mp_item;
+
+/* Run fn(data, len, result) on each of n items of any size, as imap does
+ * (chunksize items a task, 0: chosen; ordered or as they end), with the
+ * same crash, deadline and error isolation per item.  Each item is copied
+ * at the call: the caller may free its items when it returns; at most a
+ * window of them is in the shared heap at a time, whatever their total.
+ * Results, of any size, come from mp_iter_next_item.  *out gets the
+ * iterator.  Errors: -EINVAL (p, fn or out NULL, items NULL with n > 0, an
+ * item's data NULL with len > 0), MP_ETOOBIG (an item over 4 GiB),
+ * MP_ECLOSED, MP_EFUNC (MPI), -ENOMEM.  (mp_iter_next is -EINVAL on it.) */
+MP_API int mp_pool_imap_items(mp_pool *p, mp_task_fn fn, const mp_item *items, size_t n,
+                              size_t chunksize, bool ordered, mp_iter **out);
+
 /* Next result: copies it to out (out_size bytes) and its index to *index
  * (either may be NULL).  Returns 0, the item's failure (MP_ETASK,
  * MP_EWORKER, MP_EDEADLINE: *index says which item; out is untouched),
  * MP_ETIMEDOUT, or MP_EDONE after the last one. */
 MP_API int mp_iter_next(mp_iter *it, void *out, size_t *index, double timeout);
 
-/* Why the item mp_iter_next last returned failed: its code, signo (the
+/* Next result of any iterator: *res points at it (valid until the next
+ * call on the iterator or its free; NULL when it failed), *len is its size
+ * (the element size for imap).  index and len may be NULL.  Returns 0, the
+ * item's failure (mp_iter_info says more), MP_ETIMEDOUT, MP_ECANCELED
+ * (the pool was terminated), or MP_EDONE after the last one. */
+MP_API int mp_iter_next_item(mp_iter *it, const void **res, size_t *len, size_t *index,
+                             double timeout);
+
+/* Why the item mp_iter_next or mp_iter_next_item last returned failed: its code, signo (the
  * worker's death), exit_status and task_rc (what fn returned); code 0 if
  * it succeeded.  Returns 0, -EAGAIN (no item returned yet), -EINVAL
  * (it or info NULL), -EPERM.  Calls that return no item (MP_ETIMEDOUT,

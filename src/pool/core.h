@@ -207,6 +207,17 @@ struct pool_core {
     map_batch *progress_head;       /* maps being reported */
 };
 
+/* ---- result.c ---- */
+struct iovec;
+/* mp_pool_apply_async, its argument gathered from iov[0..niov). */
+int mp__pool_apply_v(mp_pool *p, mp_task_fn fn, const struct iovec *iov, unsigned niov,
+                     const mp_task_opts *opts, mp_result **out);
+/* The result a finished task published, failed or not (imap_items' pieces
+ * publish theirs as they go): *res and *len, checked to lie in the job's
+ * room or in one live heap block (else none).  0, -EAGAIN (not finished),
+ * -EINVAL. */
+int mp__result_partial(mp_result *r, const void **res, size_t *len);
+
 /* ---- stats.c ---- */
 /* (supervisor) Worker w runs as process pid / has ended (pid 0). */
 void mp__pool_set_pid(pool_core *c, unsigned w, pid_t pid);

@@ -14,6 +14,7 @@
 #include "heap_int.h"
 #include "mproc/error.h"
 #include "os/os.h"
+#include "pool/items_iter.h"
 #include "pool/map.h"
 #include "wait_int.h"
 
@@ -30,7 +31,19 @@ struct mp_iter {
     size_t ncerrs, cerr_pos;
     bool any;                   /* an item has been handed out */
     mp_task_info last;          /* ... the last one's outcome */
+    items_iter *items;          /* imap_items: all is there (items.c) */
 };
+
+int mp__iter_wrap_items(items_iter *items, mp_iter **out)
+{
+    mp_iter *it = calloc(1, sizeof *it);
+    if (it == NULL)
+        return -ENOMEM;
+    it->items = items;
+    it->owner = mp__getpid();
+    *out = it;
+    return 0;
+}
 
 int mp_pool_imap(mp_pool *p, mp_map_fn fn, const void *in, size_t n, size_t in_size,
                  size_t out_size, size_t chunksize, bool ordered, mp_iter **out)
@@ -144,12 +157,11 @@ static int enter_chunk(mp_iter *it, int64_t deadline)
     return 0;
 }
 
-int mp_iter_next(mp_iter *it, void *out, size_t *index, double timeout)
+/* The next item of a map iterator: *item set and its index in *idx_out,
+ * returning 0 or its failure; or an error with no item. */
+static int next_index(mp_iter *it, size_t *idx_out, bool *item, double timeout)
 {
-    if (it == NULL)
-        return -EINVAL;
-    if (it->owner != mp__getpid())
-        return -EPERM;
+    *item = false;
     int64_t deadline;
     int rc = mp__deadline(timeout, &deadline);
     if (rc < 0)
@@ -166,16 +178,66 @@ int mp_iter_next(mp_iter *it, void *out, size_t *index, double timeout)
         it->in_chunk = false;
     it->yielded++;
     it->any = true;
-    if (index)
-        *index = idx;
+    *idx_out = idx;
+    *item = true;
     if (it->cerr_pos < it->ncerrs && it->cerrs[it->cerr_pos].index == idx) {
         it->last = it->cerrs[it->cerr_pos++].info;
         return it->last.code;
     }
     it->last = (mp_task_info){0};
-    if (out && b->out_size)
-        memcpy(out, b->out + idx * b->out_size, b->out_size);
     return 0;
+}
+
+int mp_iter_next(mp_iter *it, void *out, size_t *index, double timeout)
+{
+    if (it == NULL || it->items)
+        return -EINVAL;
+    if (it->owner != mp__getpid())
+        return -EPERM;
+    size_t idx = 0;
+    bool item;
+    int rc = next_index(it, &idx, &item, timeout);
+    if (!item)
+        return rc;
+    if (index)
+        *index = idx;
+    const batch_geom *b = &it->mb->geom;
+    if (rc == 0 && out && b->out_size)
+        memcpy(out, b->out + idx * b->out_size, b->out_size);
+    return rc;
+}
+
+int mp_iter_next_item(mp_iter *it, const void **res, size_t *len, size_t *index, double timeout)
+{
+    if (res)
+        *res = NULL;
+    if (len)
+        *len = 0;
+    if (it == NULL || res == NULL)
+        return -EINVAL;
+    if (it->owner != mp__getpid())
+        return -EPERM;
+    size_t l = 0;
+    int rc;
+    if (it->items) {
+        rc = mp__items_next(it->items, res, &l, index, timeout);
+    } else {
+        size_t idx = 0;
+        bool item;
+        rc = next_index(it, &idx, &item, timeout);
+        if (!item)
+            return rc;
+        if (index)
+            *index = idx;
+        const batch_geom *b = &it->mb->geom;
+        if (rc == 0) {
+            *res = b->out + idx * b->out_size; /* (the iterator's own array) */
+            l = b->out_size;
+        }
+    }
+    if (len)
+        *len = l;
+    return rc;
 }
 
 int mp_iter_info(mp_iter *it, mp_task_info *info)
@@ -184,6 +246,8 @@ int mp_iter_info(mp_iter *it, mp_task_info *info)
         return -EINVAL;
     if (it->owner != mp__getpid())
         return -EPERM;
+    if (it->items)
+        return mp__items_info(it->items, info);
     if (!it->any)
         return -EAGAIN;
     *info = it->last;
@@ -228,6 +292,11 @@ void mp_iter_free(mp_iter *it)
 {
     if (it == NULL || it->owner != mp__getpid())
         return;
+    if (it->items) {
+        mp__items_free(it->items);
+        free(it);
+        return;
+    }
     map_batch *mb = it->mb;
     mp__progress_drop(mb);
     mp__map_cancel(mb);

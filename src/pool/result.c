@@ -19,7 +19,9 @@
 
 #include "mproc/error.h"
 #include "os/os.h"
+#include "heap_int.h"
 #include "pool/core.h"
+#include "pool/items.h"
 #include "pool/map.h"
 #include "wait_int.h"
 
@@ -77,8 +79,10 @@ static void apply_done(job *j, int how, const mp_task_info *died, unsigned w)
             atomic_fetch_add_explicit(&c->died_failed, 1, memory_order_relaxed);
         }
         s->info = *died;
-        s->res = NULL;
-        s->res_len = 0;
+        if (j->fn != mp__items_task) {
+            s->res = NULL;
+            s->res_len = 0;
+        } /* (else what the piece published: its items so far, items.h) */
         if (!mp__job_end(s))
             return; /* final, the user's: touch nothing more */
         if (!j->notify) {
@@ -107,13 +111,27 @@ static bool has_room(void *arg)
 int mp_pool_apply_async(mp_pool *p, mp_task_fn fn, const void *arg, size_t len,
                         const mp_task_opts *opts, mp_result **out)
 {
+    if (arg == NULL && len > 0) {
+        if (out)
+            *out = NULL;
+        return -EINVAL;
+    }
+    return mp__pool_apply_v(p, fn, &(struct iovec){(void *)arg, len}, 1, opts, out);
+}
+
+int mp__pool_apply_v(mp_pool *p, mp_task_fn fn, const struct iovec *iov, unsigned niov,
+                     const mp_task_opts *opts, mp_result **out)
+{
     pool_core *c;
     if (out)
         *out = NULL;
     int rc = mp__pool_check(p, &c);
     if (rc < 0)
         return rc;
-    if (fn == NULL || (arg == NULL && len > 0))
+    size_t len = 0;
+    for (unsigned i = 0; i < niov; i++)
+        len += iov[i].iov_len;
+    if (fn == NULL)
         return -EINVAL;
     int64_t timeout_ns = c->s->pool_timeout_ns;
     if (opts) {
@@ -149,18 +167,18 @@ int mp_pool_apply_async(mp_pool *p, mp_task_fn fn, const void *arg, size_t len,
         s->fds[i] = fd;
     }
     s->nfds = j->nfds;
+    unsigned char *dst;
     if (len <= JOB_INLINE) {
-        if (len)
-            memcpy(s->inline_buf, arg, len);
-        s->arg = s->inline_buf;
-    } else {
-        void *blk = mp__job_block(j, len, &rc);
-        if (blk == NULL) {
-            mp__job_recycle(&c->jobs, j);
-            return rc ? rc : -ENOMEM;
-        }
-        memcpy(blk, arg, len);
-        s->arg = blk;
+        dst = s->inline_buf;
+    } else if ((dst = mp__job_block(j, len, &rc)) == NULL) {
+        mp__job_recycle(&c->jobs, j);
+        return rc ? rc : -ENOMEM;
+    }
+    s->arg = dst;
+    for (unsigned i = 0; i < niov; i++) {
+        if (iov[i].iov_len)
+            memcpy(dst, iov[i].iov_base, iov[i].iov_len);
+        dst += iov[i].iov_len;
     }
     s->kind = JOB_APPLY;
     s->fn = fn;
@@ -276,6 +294,32 @@ int mp_result_get(mp_result *r, double timeout, const void **res, size_t *len)
             *len = j->shm->res_len;
     }
     return rc;
+}
+
+int mp__result_partial(mp_result *r, const void **res, size_t *len)
+{
+    job *j = NULL;
+    *res = NULL;
+    *len = 0;
+    int rc = result_check(r, &j);
+    if (rc < 0)
+        return rc;
+    if (!result_final(j))
+        return -EAGAIN;
+    /* Written by a worker that may have scribbled: check it names bytes
+     * inside the job's own room or inside one live heap block. */
+    job_shm *s = j->shm;
+    const unsigned char *p = s->res, *in = s->inline_buf;
+    size_t n = s->res_len;
+    if (p == NULL || n == 0)
+        return 0;
+    bool ok = p >= in && p <= in + JOB_INLINE ? n <= (size_t)(in + JOB_INLINE - p)
+                                              : n <= mp__heap_block_size(p);
+    if (ok) {
+        *res = p;
+        *len = n;
+    }
+    return 0;
 }
 
 bool mp_result_ready(mp_result *r)

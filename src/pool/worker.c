@@ -30,6 +30,26 @@ static _Thread_local int worker_index = -1;
 static _Thread_local int task_fds[MP_TASK_MAX_FDS];
 static _Thread_local unsigned task_nfds;
 static _Thread_local job_shm *task_job; /* the job whose task runs now */
+static _Thread_local worker_slot *task_slot; /* ... and our slot */
+static _Thread_local bool task_counted;  /* the task counted itself (items) */
+
+/* Add to one of our slot's counters: only this worker writes them (no
+ * locked instruction needed). */
+static void slot_add(_Atomic uint64_t *n, uint64_t k)
+{
+    atomic_store_explicit(n, atomic_load_explicit(n, memory_order_relaxed) + k,
+                          memory_order_relaxed);
+}
+
+void mp__worker_count_items(uint64_t done, uint64_t failed)
+{
+    if (task_slot == NULL)
+        return;
+    slot_add(&task_slot->done, done);
+    if (failed)
+        slot_add(&task_slot->failed, failed);
+    task_counted = true;
+}
 static int ctl_fd = -1; /* a process worker's socket to the supervisor */
 
 int mp__pool_index_base;
@@ -136,8 +156,11 @@ static void run_apply(pool_shm *s, unsigned w, job_shm *j, bool process)
             b.cap = JOB_INLINE - off;
         }
         task_job = j;
+        task_slot = &s->workers[w];
+        task_counted = false;
         rc = j->fn(j->arg, j->len, &b);
         task_job = NULL;
+        task_slot = NULL;
         if (rc == 0 && b.err)
             rc = b.err;
         if (rc != 0) {
@@ -156,9 +179,12 @@ static void run_apply(pool_shm *s, unsigned w, job_shm *j, bool process)
     drop_fds(process);
     /* (counted before the end is published: a result seen is counted) */
     worker_slot *ws = &s->workers[w];
-    atomic_fetch_add_explicit(&ws->done, 1, memory_order_relaxed);
-    if (j->info.code != 0)
-        atomic_fetch_add_explicit(&ws->failed, 1, memory_order_relaxed);
+    if (!task_counted) {
+        slot_add(&ws->done, 1);
+        if (j->info.code != 0)
+            slot_add(&ws->failed, 1);
+    }
+    task_counted = false;
     bool notify = atomic_load_explicit(&j->notify, memory_order_relaxed);
     if (mp__job_end(j))
         mp__worker_push_done(s, w, j, notify);
@@ -235,7 +261,7 @@ static unsigned run_helper(pool_shm *s, unsigned w, job_shm *j, unsigned budget)
             }
         }
         atomic_store_explicit(&j->cur, BATCH_NO_ITEM, memory_order_relaxed);
-        atomic_fetch_add_explicit(&ws->done, i - from, memory_order_relaxed);
+        slot_add(&ws->done, i - from);
         if (nfail != had) {
             b->chunks[k].start = i; /* still ours: the supervisor's now */
             if (i == count) {

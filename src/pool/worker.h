@@ -17,6 +17,9 @@ void mp__worker_run(pool_shm *s, unsigned w, bool process);
  * the current one; wake a sleeper for more work behind it, and tell the
  * supervisor of room when jobs wait for it. */
 MP_INTERNAL void mp__worker_release(pool_shm *s, uint64_t pos);
+/* Inside a task that counts its own items (imap_items' pieces): add to
+ * the worker's totals; the task itself is then not counted. */
+MP_INTERNAL void mp__worker_count_items(uint64_t done, uint64_t failed);
 /* Inside a task: its job (NULL outside one). */
 MP_INTERNAL job_shm *mp__worker_job(void);
 /* Hand an ended job to the supervisor on worker w's done stack; wake the
