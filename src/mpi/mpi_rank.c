@@ -19,6 +19,7 @@
 #include "mpi/mpi_int.h"
 #include "mproc/error.h"
 #include "os/os.h"
+#include "pool/items.h"
 #include "pool/map.h"
 #include "pool/worker.h"
 
@@ -115,6 +116,15 @@ static int start_task(server *sv, entry *e, task_msg *t, bool heap, int len)
         return MP_EFUNC;
     if (t->kind == TASK_APPLY) {
         mp_task_opts o = {.timeout = t->timeout_ns > 0 ? (double)t->timeout_ns / 1e9 : -1};
+        items_head *h = (items_head *)(void *)(t + 1);
+        if (fn == (mp__anyfn)mp__items_task && t->len >= sizeof *h && h->magic == ITEMS_MAGIC) {
+            /* imap_items' piece: its function came by reference too. */
+            mp__anyfn f = NULL;
+            if (!(h->flags & ITEMS_BY_REF) || mp__fnref_resolve(&h->ref, &f) < 0)
+                return MP_EFUNC;
+            h->fn = (mp_task_fn)f;
+            h->flags &= ~ITEMS_BY_REF;
+        }
         return mp_pool_apply_async(sv->local, (mp_task_fn)fn, t + 1, t->len, &o, &e->r);
     }
     if ((uint64_t)t->count * t->out_size > INT_MAX)
@@ -155,6 +165,8 @@ static void answer_apply(entry *e, int force)
         h.info = (mp_task_info){.code = force};
     if (h.info.code != 0)
         len = 0;
+    if (h.info.code != 0 && !force)
+        mp__result_partial(e->r, &res, &len); /* (imap_items: the items it ran) */
     h.len = len;
     char *msg = sizeof h + len <= INT_MAX ? malloc(sizeof h + len) : NULL;
     if (msg == NULL) {

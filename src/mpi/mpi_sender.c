@@ -21,6 +21,7 @@
 #include "mpi/mpi_int.h"
 #include "mproc/error.h"
 #include "os/os.h"
+#include "pool/items.h"
 #include "pool/batch.h"
 #include "pool/map.h"
 #include "pool/worker.h"
@@ -86,7 +87,7 @@ static void end_apply(sender *sd, job_shm *j, const result_msg *h, const char *r
     j->info = h->info;
     j->res = NULL;
     j->res_len = 0;
-    if (h->info.code == 0 && h->len) {
+    if (h->len) { /* (failed: what an imap_items piece ran, items.h) */
         size_t off = j->arg == j->inline_buf ? (j->len + 15) & ~(size_t)15 : 0;
         void *dst = NULL;
         if (off < JOB_INLINE && h->len <= JOB_INLINE - off)
@@ -198,6 +199,16 @@ static int send_task(sender *sd, unsigned w, out_slot *o, mp__anyfn fn, task_msg
     memcpy(buf, t, sizeof *t);
     if (t->len)
         memcpy(buf + sizeof *t, payload, t->len);
+    items_head *h = (items_head *)(void *)(buf + sizeof *t);
+    if (fn == (mp__anyfn)mp__items_task && t->len >= sizeof *h && h->magic == ITEMS_MAGIC) {
+        /* imap_items' piece: its function travels by reference too. */
+        if (mp__fnref_make((mp__anyfn)h->fn, &h->ref) < 0) {
+            free(buf);
+            return MP_EFUNC;
+        }
+        h->fn = NULL;
+        h->flags |= ITEMS_BY_REF;
+    }
     if (MPI_Isend(buf, (int)(sizeof *t + t->len), MPI_BYTE, (int)w + 1, TAG_TASK, M.comm,
                   &o->req) != MPI_SUCCESS) {
         free(buf);

@@ -216,7 +216,7 @@ int mp__pool_apply_v(mp_pool *p, mp_task_fn fn, const struct iovec *iov, unsigne
  * publish theirs as they go): *res and *len, checked to lie in the job's
  * room or in one live heap block (else none).  0, -EAGAIN (not finished),
  * -EINVAL. */
-int mp__result_partial(mp_result *r, const void **res, size_t *len);
+MP_INTERNAL int mp__result_partial(mp_result *r, const void **res, size_t *len);
 
 /* ---- stats.c ---- */
 /* (supervisor) Worker w runs as process pid / has ended (pid 0). */

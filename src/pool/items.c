@@ -169,9 +169,6 @@ int mp_pool_imap_items(mp_pool *p, mp_task_fn fn, const mp_item *items, size_t n
             return -EOVERFLOW;
         total += a;
     }
-    if (c->be->caps & BACKEND_REMOTE)
-        return -ENOTSUP; /* (MPI pools: not yet; the function must travel
-                            by reference inside the piece) */
     if (c->be->fn_check && (rc = c->be->fn_check((void (*)(void))fn)) < 0)
         return rc;
     if (!mp__pool_accepting(c))

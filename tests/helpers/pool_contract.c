@@ -348,6 +348,65 @@ static void check_progress(void)
     puts("ok progress");
 }
 
+/* imap_items: the item reversed; "fail" fails with 7, "segv" crashes. */
+static int reverse_item(const void *data, size_t len, mp_buf *res)
+{
+    const char *s = data;
+    if (len == 4 && memcmp(s, "fail", 4) == 0)
+        return 7;
+    if (len == 4 && memcmp(s, "segv", 4) == 0)
+        raise(SIGSEGV);
+    for (size_t i = 0; i < len; i++)
+        if (mp_buf_append(res, &s[len - 1 - i], 1) < 0)
+            return 1;
+    return 0;
+}
+
+static void check_items(void)
+{
+    mp_pool *p = pool(0, 0);
+    enum { N = 2000 };
+    char (*buf)[32] = malloc(N * sizeof *buf);
+    mp_item *items = malloc(N * sizeof *items);
+    for (size_t i = 0; i < N; i++) {
+        int k = snprintf(buf[i], sizeof buf[i], "item-%zu", i);
+        if (i == 777)
+            k = snprintf(buf[i], sizeof buf[i], "fail");
+        if (i == 1500 && kind != MP_POOL_THREAD)
+            k = snprintf(buf[i], sizeof buf[i], "segv");
+        items[i] = (mp_item){buf[i], (size_t)k};
+    }
+    mp_iter *it;
+    CHECK_RC(mp_pool_imap_items(p, reverse_item, items, N, 64, true, &it), 0);
+    const void *res;
+    size_t len, idx;
+    int rc;
+    mp_task_info info;
+    for (size_t i = 0; i < N; i++) {
+        rc = mp_iter_next_item(it, &res, &len, &idx, 30);
+        CHECK(idx == i);
+        CHECK_RC(mp_iter_info(it, &info), 0);
+        if (i == 777) {
+            CHECK_RC(rc, MP_ETASK);
+            CHECK(info.task_rc == 7);
+        } else if (i == 1500 && kind != MP_POOL_THREAD) {
+            CHECK_RC(rc, MP_EWORKER);
+            CHECK(info.signo == SIGSEGV);
+        } else {
+            CHECK_RC(rc, 0);
+            CHECK(len == items[i].len);
+            for (size_t k = 0; k < len; k++)
+                CHECK(((const char *)res)[k] == buf[i][len - 1 - k]);
+        }
+    }
+    CHECK_RC(mp_iter_next_item(it, &res, &len, &idx, 30), MP_EDONE);
+    mp_iter_free(it);
+    free(items);
+    free(buf);
+    done(p);
+    puts("ok imap_items");
+}
+
 static void check_map(void)
 {
     mp_pool *p = pool(0, 0);
@@ -773,6 +832,7 @@ int main(int argc, char **argv)
     check_map();
     check_map_chunks();
     check_imap();
+    check_items();
     check_many_in_flight();
     if (kind != MP_POOL_THREAD) {
         check_crash();
