@@ -13,6 +13,10 @@
  *   pool.map_shared_1M_w10  shared arrays on Pool(10), as the seeds write it
  *   pool.map_10us         20,000 items of about 10 us each, 2 workers
  *   threadpool.apply_async_10k  10,000 in flight on a pool of 2 threads
+ *   pool.imap_items_1M_16B  imap_items over 1M items of 16 bytes (each
+ *                         copied at the call, results handed out one by
+ *                         one); its partner "mproc-map" is mp_pool_map over
+ *                         the same bytes as 16-byte records
  *   *_chunks              the same maps with mp_pool_map_chunks (a function
  *                         over a run of elements: no call per element)
  * Their C peers (oneTBB, OpenMP, libuv, a condition-variable pool) are in
@@ -138,6 +142,81 @@ static double start_body(void *ctx, uint64_t n)
     return mp_bench_now() - t0;
 }
 
+/* ---- items ---- */
+
+typedef struct { unsigned char b[16]; } rec16;
+
+typedef struct {
+    mp_pool *pool;
+    rec16 *in, *out;
+    mp_item *items;
+} items_ctx;
+
+static int echo_item(const void *data, size_t len, mp_buf *res)
+{
+    return mp_buf_append(res, data, len);
+}
+
+static int copy_rec(const void *in, void *out)
+{
+    memcpy(out, in, sizeof(rec16));
+    return 0;
+}
+
+static double items_body(void *ctx, uint64_t n)
+{
+    items_ctx *x = ctx;
+    double t0 = mp_bench_now();
+    mp_iter *it;
+    MP_BENCH_CHECK(mp_pool_imap_items(x->pool, echo_item, x->items, n, 0, true, &it) == 0);
+    const void *res;
+    size_t len, idx;
+    uint64_t got = 0;
+    int rc;
+    while ((rc = mp_iter_next_item(it, &res, &len, &idx, MP_FOREVER)) == 0) {
+        MP_BENCH_CHECK(len == sizeof(rec16) && idx == got);
+        got++;
+    }
+    MP_BENCH_CHECK(rc == MP_EDONE && got == n);
+    mp_iter_free(it);
+    return mp_bench_now() - t0;
+}
+
+static double map16_body(void *ctx, uint64_t n)
+{
+    items_ctx *x = ctx;
+    double t0 = mp_bench_now();
+    MP_BENCH_CHECK(mp_pool_map(x->pool, copy_rec, x->in, n, sizeof(rec16), x->out, sizeof(rec16),
+                               0) == 0);
+    return mp_bench_now() - t0;
+}
+
+static void bench_items(void)
+{
+    items_ctx x;
+    MP_BENCH_CHECK(mp_pool_new(&x.pool, &(mp_pool_opts){.workers = 2}) == 0);
+    x.in = malloc(ITEMS * sizeof *x.in);
+    x.out = malloc(ITEMS * sizeof *x.out);
+    x.items = malloc(ITEMS * sizeof *x.items);
+    MP_BENCH_CHECK(x.in && x.out && x.items);
+    for (size_t i = 0; i < ITEMS; i++) {
+        memset(&x.in[i], (int)i, sizeof x.in[i]);
+        x.items[i] = (mp_item){&x.in[i], sizeof x.in[i]};
+    }
+    for (int i = 0; i < 3; i++) {
+        items_body(&x, ITEMS);
+        map16_body(&x, ITEMS);
+    }
+    mp_bench_run("pool.imap_items_1M_16B", "mproc", MP_BENCH_OPS_PER_S, 0, items_body, &x, ITEMS,
+                 MP_BENCH_MANY);
+    mp_bench_run("pool.imap_items_1M_16B", "mproc-map", MP_BENCH_OPS_PER_S, 0, map16_body, &x,
+                 ITEMS, MP_BENCH_MANY);
+    mp_pool_free(x.pool);
+    free(x.in);
+    free(x.out);
+    free(x.items);
+}
+
 int main(void)
 {
     static const unsigned ws[] = {1, 2, 4};
@@ -155,6 +234,7 @@ int main(void)
     bench_map("pool.map_chunks_shared_1M_w10", 10, MP_POOL_PROCESS, true, 1);
     bench_map("threadpool.map_chunks_1M", 2, MP_POOL_THREAD, false, 1);
     bench_slow();
+    bench_items();
     map_ctx m = {0};
     m.in = malloc(ITEMS * sizeof(int64_t));
     m.out = malloc(ITEMS * sizeof(int64_t));

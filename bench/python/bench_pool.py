@@ -53,6 +53,21 @@ def inflight_body(pool):
     return body
 
 
+def items_body(pool):
+    data = [bytes([i % 256]) * 16 for i in range(ITEMS)]
+
+    def body(n):
+        t0 = time.perf_counter()
+        got = 0
+        for r in pool.imap(echo, data[:n], chunksize=1000):
+            assert len(r) == 16
+            got += 1
+        t = time.perf_counter() - t0
+        assert got == n
+        return t
+    return body
+
+
 def start_body(n):
     t0 = time.perf_counter()
     for _ in range(n):
@@ -78,3 +93,6 @@ if __name__ == "__main__":
         inflight_body(pool)(10000)  # warm, as the C side does
         harness.run("pool.apply_async_10k", "python", "ops/s", inflight_body(pool), 10000, runs=5)
     harness.run("pool.start", "python", "us/op", start_body, harness.scaled(50), runs=5)
+    with ctx.Pool(2) as pool:
+        harness.run("pool.imap_items_1M_16B", "python", "ops/s", items_body(pool),
+                    harness.scaled(200000), runs=3)
