@@ -227,3 +227,38 @@ Test(pool_progress, no_bar_unless_asked, .timeout = MP_TMO(60))
     bar_output(0, out, sizeof out);
     cr_assert_eq(out[0], 0, "unasked for:\n%s", out);
 }
+
+/* imap_items: reports too, the last (all items) before MP_EDONE. */
+static int echo_item(const void *data, size_t len, mp_buf *res)
+{
+    return mp_buf_append(res, data, len);
+}
+
+static void items_report(mp_pool_kind kind)
+{
+    calls c = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    mp_pool *p = make(kind, &c, 0);
+    enum { N = 5000 };
+    static mp_item items[N];
+    for (int i = 0; i < N; i++)
+        items[i] = (mp_item){"abcdef", 1 + i % 6};
+    mp_iter *it;
+    mp_expect_rc(mp_pool_imap_items(p, echo_item, items, N, 64, false, &it), 0);
+    const void *res;
+    size_t len, got = 0;
+    int rc;
+    while ((rc = mp_iter_next_item(it, &res, &len, NULL, MP_TMO(30))) == 0)
+        got++;
+    mp_expect_rc(rc, MP_EDONE);
+    cr_assert_eq(got, N);
+    pthread_mutex_lock(&c.lock);
+    check_calls(&c, N);
+    cr_assert_eq(c.done[c.n - 1], N);
+    pthread_mutex_unlock(&c.lock);
+    mp_iter_free(it);
+    finish(p);
+}
+
+Test(pool_progress, items_report, .timeout = MP_TMO(60)) { items_report(MP_POOL_PROCESS); }
+
+Test(pool_progress, items_report_threads, .timeout = MP_TMO(60)) { items_report(MP_POOL_THREAD); }

@@ -78,9 +78,10 @@ typedef struct {
     unsigned flags;                   /* MP_POOL_* flags */
     size_t initarg_len;               /* MPI: bytes at initarg sent to the ranks */
     /* Called on the pool's collector thread for every map, map_ex,
-     * map_chunks and imap: about 10 times a second while it runs (failed
-     * items count as done), and once at its end, before the map returns
-     * (imap: before mp_iter_next gives MP_EDONE), with done == total when
+     * map_chunks, imap and imap_items: about 10 times a second while it
+     * runs (failed items count as done), and once at its end, before the
+     * map returns (imap, imap_items: before the iterator gives MP_EDONE;
+     * imap_items counts items as their piece comes back), with done == total when
      * every item ran.  NULL: none. */
     void (*progress)(size_t done, size_t total, void *ud);
     void *progress_ud;

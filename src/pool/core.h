@@ -204,7 +204,7 @@ struct pool_core {
     /* progress of maps (progress.c) */
     progress_opts prog;
     pthread_mutex_t progress_lock;  /* the list, and reports */
-    map_batch *progress_head;       /* maps being reported */
+    progress_rec *progress_head;    /* maps being reported */
 };
 
 /* ---- result.c ---- */

@@ -67,12 +67,20 @@ struct items_iter {
     size_t yielded;
     bool any;
     mp_task_info last;
+    _Atomic uint64_t back;      /* items whose results came back (progress) */
+    progress_rec prog;
 };
+
+static uint64_t items_back(void *arg)
+{
+    return atomic_load_explicit(&((items_iter *)arg)->back, memory_order_relaxed);
+}
 
 void mp__items_free(items_iter *it)
 {
     if (it == NULL)
         return;
+    mp__progress_drop(it->c, &it->prog);
     for (size_t i = 0; i < it->nout; i++) {
         mp_result_cancel(it->out[i].r); /* (not started: never runs) */
         mp_result_free(it->out[i].r);
@@ -212,6 +220,7 @@ int mp_pool_imap_items(mp_pool *p, mp_task_fn fn, const mp_item *items, size_t n
     it->max_out = (size_t)nw * WINDOW_PIECES_PER_WORKER;
     if (it->max_out < 8)
         it->max_out = 8;
+    mp__progress_begin(c, &it->prog, n, items_back, it);
     if ((rc = fill(it)) < 0 || (rc = mp__iter_wrap_items(it, out)) < 0) {
         mp__items_free(it);
         return rc;
@@ -240,6 +249,20 @@ static void enter(items_iter *it, size_t k)
     }
     it->res = res;
     it->res_len = len;
+    /* Its items are back: all, or those it ran and the one it ended on. */
+    size_t back = 0;
+    for (size_t at = 0; back < it->cur.count && len - at >= sizeof(items_rec); back++) {
+        items_rec r;
+        memcpy(&r, (const unsigned char *)res + at, sizeof r);
+        size_t body = r.len & ITEM_FAILED ? 0 : items_align(r.len);
+        if (body > len - at - sizeof r)
+            break;
+        at += sizeof r + body;
+    }
+    if (back < it->cur.count && it->fail.code != MP_ECANCELED)
+        back++;
+    atomic_store_explicit(&it->back, atomic_load_explicit(&it->back, memory_order_relaxed) + back,
+                          memory_order_relaxed);
 }
 
 /* Wait for the next piece to hand out. */
@@ -306,8 +329,10 @@ static void resend_rest(items_iter *it)
 
 int mp__items_next(items_iter *it, const void **res, size_t *len, size_t *index, double timeout)
 {
-    if (it->yielded == it->n)
+    if (it->yielded == it->n) {
+        mp__progress_end(it->c, &it->prog); /* (once: off the list after) */
         return MP_EDONE;
+    }
     int rc;
     for (;;) {
         if (!it->in_piece && (rc = next_piece(it, timeout)) < 0)

@@ -168,7 +168,7 @@ static int next_index(mp_iter *it, size_t *idx_out, bool *item, double timeout)
         return rc;
     const batch_geom *b = &it->mb->geom;
     if (it->yielded == b->n) {
-        mp__progress_end(it->mb); /* (once: it is off the list after) */
+        mp__progress_end(it->mb->c, &it->mb->prog); /* (once: off the list after) */
         return MP_EDONE;
     }
     if (!it->in_chunk && (rc = enter_chunk(it, deadline)) < 0)
@@ -298,7 +298,7 @@ void mp_iter_free(mp_iter *it)
         return;
     }
     map_batch *mb = it->mb;
-    mp__progress_drop(mb);
+    mp__progress_drop(mb->c, &mb->prog);
     mp__map_cancel(mb);
     mp__map_wait_helpers(mb); /* nobody writes the output any more */
     const batch_geom *b = &mb->geom;

@@ -367,6 +367,12 @@ static int setup_staging(map_batch *mb, bool stage_in, bool stage_out, bool whol
     return mb->copied ? 0 : -ENOMEM;
 }
 
+static uint64_t map_items_done(void *arg)
+{
+    map_batch *mb = arg;
+    return mp__batch_items_done(mb->shm, &mb->geom);
+}
+
 int mp__map_start(mp_pool *p, mp_map_fn fn, bool range, const void *in, size_t n,
                   size_t in_size, void *out, size_t out_size, size_t chunksize, bool blocking,
                   map_batch **mbp)
@@ -476,7 +482,7 @@ int mp__map_start(mp_pool *p, mp_map_fn fn, bool range, const void *in, size_t n
         mp__map_unref(mb);
         return rc;
     }
-    mp__progress_begin(mb);
+    mp__progress_begin(c, &mb->prog, mb->geom.n, map_items_done, mb);
     *mbp = mb;
     return 0;
 }
@@ -558,7 +564,7 @@ static int map_run(mp_pool *p, mp_map_fn fn, bool range, const void *in, size_t 
         mp__pool_stage_put(mb->c, mb->stage);
         mb->stage = NULL;
     }
-    mp__progress_end(mb);
+    mp__progress_end(mb->c, &mb->prog);
     mp__map_unref(mb);
     return rc;
 }

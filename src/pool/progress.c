@@ -1,12 +1,14 @@
 /* Progress of maps: the user's callback and a tqdm-style bar, both on the
  * supervisor thread.
  *
- * A map whose pool asks for progress is registered at its start on the
- * pool's list (under progress_lock).  The supervisor's loop calls
+ * A map (or imap_items' iterator) whose pool asks for progress is
+ * registered at its start on the pool's list (under progress_lock), with a
+ * function that counts its items done.  The supervisor's loop calls
  * mp__progress_tick, which reports every registered map each REPORT_NS
  * and tells the loop when the next is due, so that it sleeps no longer.
- * The count is read from the batch's done counters (mp__batch_items_done);
- * nothing on a worker's way changes for it.
+ * A map's count is read from its batch's done counters
+ * (mp__batch_items_done), imap_items' from its pieces back: nothing on a
+ * worker's way changes for it.
  *
  * The last report is the owner's to ask for, once the map is over:
  *
@@ -24,7 +26,7 @@
 #include <unistd.h>
 
 #include "os/os.h"
-#include "pool/map.h"
+#include "pool/core.h"
 #include "pool/progress.h"
 #include "wait_int.h"
 
@@ -83,12 +85,13 @@ static void draw(const progress_opts *o, progress_rec *pr, uint64_t done, uint64
     pr->drew = true;
 }
 
-/* Report mb now (progress_lock held). */
-static void report(pool_core *c, map_batch *mb, int64_t now, bool last)
+/* Report pr now (progress_lock held). */
+static void report(pool_core *c, progress_rec *pr, int64_t now, bool last)
 {
-    progress_rec *pr = &mb->prog;
-    uint64_t total = mb->geom.n;
-    uint64_t done = mp__batch_items_done(mb->shm, &mb->geom);
+    uint64_t total = pr->total;
+    uint64_t done = pr->count(pr->arg);
+    if (done > total)
+        done = total;
     if (c->prog.fn) {
         mp__pool_enter_callback(c);
         c->prog.fn((size_t)done, (size_t)total, c->prog.ud);
@@ -98,44 +101,44 @@ static void report(pool_core *c, map_batch *mb, int64_t now, bool last)
         draw(&c->prog, pr, done, total, now, last);
 }
 
-void mp__progress_begin(map_batch *mb)
+void mp__progress_begin(pool_core *c, progress_rec *pr, uint64_t total,
+                        uint64_t (*count)(void *arg), void *arg)
 {
-    pool_core *c = mb->c;
     if (!c->prog.fn && !c->prog.bar)
         return;
-    progress_rec *pr = &mb->prog;
+    pr->total = total;
+    pr->count = count;
+    pr->arg = arg;
     pr->t0 = mp__now_ns();
     pr->next_at = pr->t0 + REPORT_NS;
     pthread_mutex_lock(&c->progress_lock);
     pr->next = c->progress_head;
     pr->prev = NULL;
     if (c->progress_head)
-        c->progress_head->prog.prev = mb;
-    c->progress_head = mb;
+        c->progress_head->prev = pr;
+    c->progress_head = pr;
     pr->on = true;
     pthread_mutex_unlock(&c->progress_lock);
     mp__pool_kick(c); /* (its loop sleeps no longer than the first report) */
 }
 
-static void unlink_locked(pool_core *c, map_batch *mb)
+static void unlink_locked(pool_core *c, progress_rec *pr)
 {
-    progress_rec *pr = &mb->prog;
     if (pr->prev)
-        pr->prev->prog.next = pr->next;
+        pr->prev->next = pr->next;
     else
         c->progress_head = pr->next;
     if (pr->next)
-        pr->next->prog.prev = pr->prev;
+        pr->next->prev = pr->prev;
     pr->on = false;
 }
 
-void mp__progress_drop(map_batch *mb)
+void mp__progress_drop(pool_core *c, progress_rec *pr)
 {
-    pool_core *c = mb->c;
-    if (!mb->prog.on)
+    if (!pr->on)
         return;
     pthread_mutex_lock(&c->progress_lock);
-    unlink_locked(c, mb);
+    unlink_locked(c, pr);
     pthread_mutex_unlock(&c->progress_lock);
 }
 
@@ -144,10 +147,8 @@ static bool final_seen(void *arg)
     return atomic_load(&((progress_rec *)arg)->final_seen) != 0;
 }
 
-void mp__progress_end(map_batch *mb)
+void mp__progress_end(pool_core *c, progress_rec *pr)
 {
-    pool_core *c = mb->c;
-    progress_rec *pr = &mb->prog;
     if (!pr->on)
         return;
     if (!mp__pool_in_callback(c)) {
@@ -160,8 +161,8 @@ void mp__progress_end(map_batch *mb)
     }
     pthread_mutex_lock(&c->progress_lock);
     if (!atomic_load(&pr->final_seen))
-        report(c, mb, mp__now_ns(), true);
-    unlink_locked(c, mb);
+        report(c, pr, mp__now_ns(), true);
+    unlink_locked(c, pr);
     pthread_mutex_unlock(&c->progress_lock);
 }
 
@@ -170,18 +171,17 @@ int64_t mp__progress_tick(pool_core *c)
     int64_t next = MP__NO_DEADLINE;
     pthread_mutex_lock(&c->progress_lock);
     int64_t now = mp__now_ns();
-    for (map_batch *mb = c->progress_head; mb; mb = mb->prog.next) {
-        progress_rec *pr = &mb->prog;
+    for (progress_rec *pr = c->progress_head; pr; pr = pr->next) {
         if (atomic_load(&pr->final_seen))
             continue;
         if (atomic_load(&pr->final_want)) {
-            report(c, mb, now, true);
+            report(c, pr, now, true);
             atomic_store(&pr->final_seen, 1);
             mp__wake_word(&pr->final_seen, &pr->waiters);
             continue;
         }
         if (now >= pr->next_at) {
-            report(c, mb, now, false);
+            report(c, pr, now, false);
             pr->next_at = now + REPORT_NS;
         }
         if (pr->next_at < next)

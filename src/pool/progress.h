@@ -8,11 +8,14 @@
 #include <stdint.h>
 
 typedef struct pool_core pool_core;
-typedef struct map_batch map_batch;
 
 /* A map's progress record (in its map_batch; all zero: not reported). */
-typedef struct progress_rec {
-    map_batch *next, *prev;     /* (the pool's progress lock) registered */
+typedef struct progress_rec progress_rec;
+struct progress_rec {
+    progress_rec *next, *prev;  /* (the pool's progress lock) registered */
+    uint64_t total;             /* items */
+    uint64_t (*count)(void *arg); /* items done (any thread) */
+    void *arg;
     bool on;                    /* registered */
     int64_t t0;                 /* when the map started */
     int64_t next_at;            /* (supervisor) the next report */
@@ -21,7 +24,7 @@ typedef struct progress_rec {
     _Atomic uint32_t final_want; /* the owner asks for the last report */
     _Atomic uint32_t final_seen; /* futex: the last report has been made */
     _Atomic uint32_t waiters;
-} progress_rec;
+};
 
 /* The pool's side (in pool_core). */
 typedef struct {
@@ -31,14 +34,16 @@ typedef struct {
     bool tty;                   /* stderr is a terminal: redraw in place */
 } progress_opts;
 
-/* (owner) Report mb's progress if the pool asks for it: from now on. */
-void mp__progress_begin(map_batch *mb);
+/* (owner) Report the progress of total items, count(arg) of them done, if
+ * the pool asks for it: from now on. */
+void mp__progress_begin(pool_core *c, progress_rec *pr, uint64_t total,
+                        uint64_t (*count)(void *arg), void *arg);
 /* (owner) The map is over: have the last report made, then stop.  Returns
  * once it has been (on the supervisor; by the caller if the supervisor is
  * gone, or if the caller is the supervisor). */
-void mp__progress_end(map_batch *mb);
+void mp__progress_end(pool_core *c, progress_rec *pr);
 /* (owner) Stop reporting without a last report (an iterator freed early). */
-void mp__progress_drop(map_batch *mb);
+void mp__progress_drop(pool_core *c, progress_rec *pr);
 /* (supervisor) Make the reports that are due; the time of the next. */
 int64_t mp__progress_tick(pool_core *c);
 
