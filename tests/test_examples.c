@@ -613,3 +613,36 @@ Test(examples, co_echo_server, .timeout = MP_TMO(120))
     cr_assert_eq(count_prefix(out, "clients: 10000 echoes, 0 failures\n"), 1, "%s", out);
     cr_assert_eq(count_prefix(out, "server: 10000 connections, at most 10000 open at once"), 1, "%s", out);
 }
+
+/* sha256_files: the list built after the pool, a digest per file as
+ * sha256sum prints it, and the errno of a file that cannot be read. */
+Test(examples, sha256_files, .timeout = MP_TMO(60))
+{
+    char dir[] = "/tmp/mproc-sha-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    char path[4096];
+    snprintf(path, sizeof path, "%s/a.txt", dir);
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    fputs("abc", f);
+    fclose(f);
+    snprintf(path, sizeof path, "%s/gone", dir);
+    cr_assert_eq(symlink("/nonexistent/mproc", path), 0);
+    const char *bin = getenv("MPROC_TEST_BINARY_DIR");
+    char exe[4096];
+    snprintf(exe, sizeof exe, "%s/examples/sha256_files", bin ? bin : ".");
+    char *argv[] = {exe, dir, NULL};
+    char out[8192];
+    int st = mp_test_run(argv, out, sizeof out, MP_TMO(30));
+    cr_assert(st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 1, "status %#x:\n%s", st, out);
+    char want[8192];
+    snprintf(want, sizeof want,
+             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad  %s/a.txt\n"
+             "FAILED %s/gone: No such file or directory\n",
+             dir, dir);
+    cr_assert_str_eq(out, want);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/a.txt", dir);
+    unlink(path);
+    rmdir(dir);
+}
