@@ -72,17 +72,46 @@ static void end_job(sender *sd, job_shm *j)
 }
 
 /* A task or n map items finished on a rank (for mp_pool_get_stats). */
-static void count_done(sender *sd, uint64_t n, bool failed)
+static void count_done(sender *sd, uint64_t n, uint64_t failed)
 {
     worker_slot *ws = &sd->s->workers[0];
     atomic_fetch_add_explicit(&ws->done, n, memory_order_relaxed);
     if (failed)
-        atomic_fetch_add_explicit(&ws->failed, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&ws->failed, failed, memory_order_relaxed);
+}
+
+/* An imap_items piece counts its items: those whose records came back,
+ * and the one its rank's worker died on. */
+static void count_piece(sender *sd, const result_msg *h, const char *res)
+{
+    uint64_t n = 0, failed = 0;
+    for (size_t at = 0; h->len - at >= sizeof(items_rec);) {
+        items_rec r;
+        memcpy(&r, res + at, sizeof r);
+        size_t body = r.len & ITEM_FAILED ? 0 : items_align(r.len);
+        if (body > h->len - at - sizeof r)
+            break;
+        at += sizeof r + body;
+        n++;
+        failed += (r.len & ITEM_FAILED) != 0;
+    }
+    if (h->info.code != 0) {
+        n++;
+        failed++;
+    }
+    count_done(sd, n, failed);
 }
 
 static void end_apply(sender *sd, job_shm *j, const result_msg *h, const char *res)
 {
-    if (h->info.code != MP_ECANCELED)
+    mp_task_fn fn = NULL;
+    const void *arg;
+    size_t len;
+    if (h->info.code == MP_ECANCELED)
+        ; /* (not run: not counted) */
+    else if (mp__job_task(sd->c, j, &fn, &arg, &len) == 0 && fn == mp__items_task)
+        count_piece(sd, h, res);
+    else
         count_done(sd, 1, h->info.code != 0);
     j->info = h->info;
     j->res = NULL;

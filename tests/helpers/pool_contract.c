@@ -401,6 +401,11 @@ static void check_items(void)
     }
     CHECK_RC(mp_iter_next_item(it, &res, &len, &idx, 30), MP_EDONE);
     mp_iter_free(it);
+    /* Each item counts once in the stats, failed ones in both totals. */
+    mp_pool_stats st;
+    CHECK_RC(mp_pool_get_stats(p, &st), 0);
+    CHECK(st.tasks_done == N);
+    CHECK(st.tasks_failed == (kind == MP_POOL_THREAD ? 1 : 2));
     free(items);
     free(buf);
     done(p);
