@@ -85,13 +85,9 @@ static void count_done(sender *sd, uint64_t n, uint64_t failed)
 static void count_piece(sender *sd, const result_msg *h, const char *res)
 {
     uint64_t n = 0, failed = 0;
-    for (size_t at = 0; h->len - at >= sizeof(items_rec);) {
-        items_rec r;
-        memcpy(&r, res + at, sizeof r);
-        size_t body = r.len & ITEM_FAILED ? 0 : items_align(r.len);
-        if (body > h->len - at - sizeof r)
-            break;
-        at += sizeof r + body;
+    size_t at = 0;
+    items_rec r;
+    while (items_next_rec(res, h->len, &at, &r)) {
         n++;
         failed += (r.len & ITEM_FAILED) != 0;
     }

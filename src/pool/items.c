@@ -250,15 +250,10 @@ static void enter(items_iter *it, size_t k)
     it->res = res;
     it->res_len = len;
     /* Its items are back: all, or those it ran and the one it ended on. */
-    size_t back = 0;
-    for (size_t at = 0; back < it->cur.count && len - at >= sizeof(items_rec); back++) {
-        items_rec r;
-        memcpy(&r, (const unsigned char *)res + at, sizeof r);
-        size_t body = r.len & ITEM_FAILED ? 0 : items_align(r.len);
-        if (body > len - at - sizeof r)
-            break;
-        at += sizeof r + body;
-    }
+    size_t back = 0, at = 0;
+    items_rec r;
+    while (back < it->cur.count && items_next_rec(res, len, &at, &r))
+        back++;
     if (back < it->cur.count && it->fail.code != MP_ECANCELED)
         back++;
     atomic_store_explicit(&it->back, atomic_load_explicit(&it->back, memory_order_relaxed) + back,
@@ -343,12 +338,8 @@ int mp__items_next(items_iter *it, const void **res, size_t *len, size_t *index,
     }
     size_t idx = it->cur.first + it->handed;
     items_rec r;
-    bool have = it->res && it->res_len - it->res_pos >= sizeof r;
-    if (have) {
-        memcpy(&r, it->res + it->res_pos, sizeof r);
-        size_t body = r.len & ITEM_FAILED ? 0 : items_align(r.len);
-        have = body <= it->res_len - it->res_pos - sizeof r;
-    }
+    size_t next = it->res_pos;
+    bool have = items_next_rec(it->res, it->res_len, &next, &r);
     *res = NULL;
     *len = 0;
     if (index)
@@ -365,8 +356,9 @@ int mp__items_next(items_iter *it, const void **res, size_t *len, size_t *index,
         it->handed++;
         it->yielded++;
         if (it->cur.r) {
-            if (f.code != MP_EWORKER && f.code != MP_EDEADLINE) {
-                /* (the supervisor counted those; this one is ours) */
+            if (it->fail.code == 0) {
+                /* (a piece that failed was counted where it ended: its
+                 * worker, the supervisor, MPI's sender; a short one not) */
                 atomic_fetch_add_explicit(&it->c->died_done, 1, memory_order_relaxed);
                 atomic_fetch_add_explicit(&it->c->died_failed, 1, memory_order_relaxed);
             }
@@ -376,7 +368,8 @@ int mp__items_next(items_iter *it, const void **res, size_t *len, size_t *index,
         it->last = f;
         return f.code;
     }
-    it->res_pos += sizeof r;
+    size_t body_at = it->res_pos + sizeof r;
+    it->res_pos = next;
     it->handed++;
     it->yielded++;
     it->any = true;
@@ -386,9 +379,8 @@ int mp__items_next(items_iter *it, const void **res, size_t *len, size_t *index,
         return it->last.code;
     }
     it->last = (mp_task_info){0};
-    *res = it->res + it->res_pos;
+    *res = it->res + body_at;
     *len = r.len;
-    it->res_pos += items_align(r.len);
     return 0;
 }
 

@@ -13,7 +13,9 @@
 #ifndef MPROC_POOL_ITEMS_H
 #define MPROC_POOL_ITEMS_H
 
+#include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "mproc/pool.h"
 #include "os/fnref.h"
@@ -41,6 +43,21 @@ typedef struct {
 #define ITEM_LEN_MAX 0x3fffffffu
 
 static inline size_t items_align(size_t n) { return (n + 7) & ~(size_t)7; }
+
+/* Read the record at *at of a piece's result (len bytes, written by a
+ * worker: checked): false past the last whole one; else *r, and *at moved
+ * past it and its bytes. */
+static inline bool items_next_rec(const void *res, size_t len, size_t *at, items_rec *r)
+{
+    if (res == NULL || *at > len || len - *at < sizeof *r)
+        return false;
+    memcpy(r, (const unsigned char *)res + *at, sizeof *r);
+    size_t body = r->len & ITEM_FAILED ? 0 : items_align(r->len);
+    if (body > len - *at - sizeof *r)
+        return false;
+    *at += sizeof *r + body;
+    return true;
+}
 
 /* The task that runs a piece's items (in a worker). */
 MP_INTERNAL int mp__items_task(const void *arg, size_t len, mp_buf *res);
