@@ -154,8 +154,8 @@ static int fill(items_iter *it)
     return 0;
 }
 
-int mp_pool_imap_items(mp_pool *p, mp_task_fn fn, const mp_item *items, size_t n,
-                       size_t chunksize, bool ordered, mp_iter **out)
+int mp__items_start(mp_pool *p, mp_task_fn fn, const mp_item *items, size_t n, size_t chunksize,
+                    bool ordered, items_iter **out)
 {
     if (out == NULL)
         return -EINVAL;
@@ -221,10 +221,11 @@ int mp_pool_imap_items(mp_pool *p, mp_task_fn fn, const mp_item *items, size_t n
     if (it->max_out < 8)
         it->max_out = 8;
     mp__progress_begin(c, &it->prog, n, items_back, it);
-    if ((rc = fill(it)) < 0 || (rc = mp__iter_wrap_items(it, out)) < 0) {
+    if ((rc = fill(it)) < 0) {
         mp__items_free(it);
         return rc;
     }
+    *out = it;
     return 0;
 }
 

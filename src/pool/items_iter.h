@@ -1,4 +1,5 @@
-/* The iterator of imap_items (items.c), behind mp_iter (iter.c). */
+/* The iterator of imap_items (items.c), behind mp_iter (iter.c, which
+ * calls it; it never calls iter.c). */
 #ifndef MPROC_POOL_ITEMS_ITER_H
 #define MPROC_POOL_ITEMS_ITER_H
 
@@ -14,7 +15,9 @@ int mp__items_next(items_iter *it, const void **res, size_t *len, size_t *index,
 int mp__items_info(items_iter *it, mp_task_info *info);
 /* Cancel what is not done and free it. */
 void mp__items_free(items_iter *it);
-/* (iter.c) An mp_iter for it: 0 or -ENOMEM. */
-int mp__iter_wrap_items(items_iter *it, mp_iter **out);
+/* mp_pool_imap_items, but the iterator is ours (iter.c wraps it in an
+ * mp_iter). */
+int mp__items_start(mp_pool *p, mp_task_fn fn, const mp_item *items, size_t n, size_t chunksize,
+                    bool ordered, items_iter **out);
 
 #endif

@@ -34,12 +34,20 @@ struct mp_iter {
     items_iter *items;          /* imap_items: all is there (items.c) */
 };
 
-int mp__iter_wrap_items(items_iter *items, mp_iter **out)
+int mp_pool_imap_items(mp_pool *p, mp_task_fn fn, const mp_item *items, size_t n,
+                       size_t chunksize, bool ordered, mp_iter **out)
 {
+    if (out == NULL)
+        return -EINVAL;
+    *out = NULL;
     mp_iter *it = calloc(1, sizeof *it);
     if (it == NULL)
         return -ENOMEM;
-    it->items = items;
+    int rc = mp__items_start(p, fn, items, n, chunksize, ordered, &it->items);
+    if (rc < 0) {
+        free(it);
+        return rc;
+    }
     it->owner = mp__getpid();
     *out = it;
     return 0;
