@@ -4,7 +4,7 @@
 # Usage: scripts/deps.sh [test|bench|fuzz]...
 set -eu
 
-want="cmake make gcc pkg-config libsodium-dev"
+want="cmake make gcc pkg-config libsodium-dev libdw-dev"
 for what in "$@"; do
     case "$what" in
     test) want="$want libcriterion-dev libopenmpi-dev openmpi-bin" ;;

@@ -28,7 +28,8 @@
     X(ETASK,      -5011, "task function returned an error")                  \
     X(EDONE,      -5012, "no more results")                                  \
     X(EFUNC,      -5013, "function cannot be named in another address space") \
-    X(ENOMPI,     -5014, "not started by mpirun with worker ranks, or no MPI")
+    X(ENOMPI,     -5014, "not started by mpirun with worker ranks, or no MPI") \
+    X(EMEMORY,    -5015, "worker went over its memory limit")
 
 enum {
 #define MP__ERR_ENUM(name, value, msg) MP_##name = (value),

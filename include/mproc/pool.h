@@ -91,6 +91,12 @@ typedef struct {
      * it stops accepting while its workers are behind.  Maps are not held
      * back by it. */
     size_t max_queued;
+    /* Process pools: bytes of private memory (resident, not shared) a
+     * worker may use (0: no limit).  A worker past it is killed and
+     * replaced; its task (in a map, its item) fails with MP_EMEMORY.  The
+     * supervisor reads each busy worker's size every 20 ms (docs/pool.md);
+     * other pool kinds: -EINVAL. */
+    size_t worker_memory;
 } mp_pool_opts;
 
 #define MP_TASK_MAX_FDS 8
@@ -106,10 +112,28 @@ typedef struct {
 } mp_task_opts;
 
 /* Why a task failed.  code: the failure (0 for success); signo: the signal
- * that killed the worker (MP_EWORKER); exit_status: the worker's exit
- * status if it exited instead; task_rc: the task function's return value
- * (MP_ETASK). */
-typedef struct { int code; int signo; int exit_status; int task_rc; } mp_task_info;
+ * that killed the worker (MP_EWORKER; SIGKILL for MP_EMEMORY); exit_status:
+ * the worker's exit status if it exited instead; task_rc: the task
+ * function's return value (MP_ETASK).
+ *
+ * A process worker that dies of SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT or
+ * SIGTRAP while running the task (stack overflows included) leaves a crash
+ * report: fault_addr is the signal's si_addr (the address it touched; for
+ * SIGFPE, SIGILL and SIGTRAP the instruction's; 0 for SIGABRT), and crash
+ * the faulting thread's stack, one frame a line,
+ *   "#N function+0xoffset (object) file:line"
+ * (file:line where debug information exists, through elfutils' libdw when
+ * the system has it), cut at a frame's end when it would not fit.  Both
+ * are 0 / "" for any other end (SIGKILL, _exit, a deadline, MPI ranks'
+ * apply tasks, thread pools). */
+typedef struct {
+    int code;
+    int signo;
+    int exit_status;
+    int task_rc;
+    uintptr_t fault_addr;
+    char crash[512];
+} mp_task_info;
 
 /* One failed item of mp_pool_map_ex. */
 typedef struct { size_t index; mp_task_info info; } mp_map_error;

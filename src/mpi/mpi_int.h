@@ -63,7 +63,7 @@ typedef struct {
  * aligned, nerrs mp_map_error (indexes within the chunk). */
 typedef struct {
     uint64_t id;
-    mp_task_info info;
+    task_outcome info;          /* (a crash report stays on its rank) */
     uint64_t len, nerrs;
 } result_msg;
 

@@ -160,9 +160,11 @@ static void answer_apply(entry *e, int force)
     size_t len = 0;
     result_msg h = {.id = e->t->id};
     mp_result_get(e->r, 0, &res, &len);
-    mp_result_info(e->r, &h.info);
+    mp_task_info info = {0};
+    mp_result_info(e->r, &info);
+    h.info = info_outcome(&info);
     if (force)
-        h.info = (mp_task_info){.code = force};
+        h.info = (task_outcome){.code = force};
     if (h.info.code != 0)
         len = 0;
     if (h.info.code != 0 && !force)

@@ -182,7 +182,7 @@ static void end_chunk(sender *sd, out_slot *o, const result_msg *r, const char *
     } else if (r->info.code != 0 || r->len != outb ||
                body_len < mpi_align8(outb) + r->nerrs * sizeof *e) {
         /* The whole chunk failed on the rank (or the answer is malformed). */
-        mp_task_info info = r->info;
+        mp_task_info info = outcome_info(r->info);
         if (info.code == 0)
             info.code = -EPROTO;
         fail_items(sd, h, o->k, o->start, &info);

@@ -179,4 +179,32 @@ void mp__unmap(void *p, size_t len);
 /* Give the pages of [p, p+len) back to the system (MADV_REMOVE). */
 void mp__discard(void *p, size_t len);
 
+/* ---- crash reports of workers (crash_linux.c) ---- */
+#define MP__CRASH_FRAMES 24
+/* What a worker's fatal signal leaves, in shared memory. */
+typedef struct {
+    _Atomic int32_t pid;        /* the process that wrote it; 0: none */
+    int32_t signo;
+    uintptr_t addr;             /* si_addr of a fault; 0: none */
+    uint32_t nframes;
+    uintptr_t frames[MP__CRASH_FRAMES]; /* the faulting pc, then return addresses */
+} mp__crash_rec;
+/* (parent, before forking workers) Load what the handler will need. */
+void mp__crash_prepare(void);
+/* (a worker process) On SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT or SIGTRAP
+ * (those the program left at their default) write rec, then die of the
+ * signal as before.  0 or -errno. */
+int mp__crash_arm(mp__crash_rec *rec);
+/* (parent) The frames of rec as text, one "#N function+0xoff (object)
+ * file:line" a line, cut at a line's end to fit cap bytes. */
+void mp__crash_describe(const mp__crash_rec *rec, char *text, size_t cap);
+
+/* ---- memory of processes (proc_linux.c) ---- */
+/* Bytes of private memory process pid has resident (not shared with
+ * others through MAP_SHARED or files), or -errno. */
+int64_t mp__proc_private_bytes(pid_t pid);
+/* Processes the kernel's OOM killer has killed since boot (/proc/vmstat's
+ * oom_kill), or -errno where the kernel does not say. */
+int64_t mp__oom_kills(void);
+
 #endif

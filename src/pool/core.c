@@ -301,6 +301,8 @@ static int core_new(pool_core **out, const mp_pool_opts *o, const pool_backend *
     pthread_mutex_init(&c->lock, NULL);
     pthread_mutex_init(&c->progress_lock, NULL);
     c->max_queued = o->max_queued;
+    c->memory_limit = o->worker_memory;
+    c->oom_kills = mp__oom_kills();
     c->prog.fn = o->progress;
     c->prog.ud = o->progress_ud;
     const char *env = getenv("MPROC_PROGRESS");
@@ -331,6 +333,7 @@ static int core_new(pool_core **out, const mp_pool_opts *o, const pool_backend *
     s->nworkers = o->workers;
     s->maxtasks = o->maxtasksperchild;
     s->pool_timeout_ns = seconds_to_ns(o->task_timeout);
+    s->watch_memory = o->worker_memory != 0;
     s->initializer = o->initializer;
     s->initarg = o->initarg;
     if ((be->caps & BACKEND_REMOTE) && o->initarg_len) {
@@ -371,6 +374,9 @@ int mp_pool_new(mp_pool **out, const mp_pool_opts *opts)
     if (o.workers == 0)
         o.workers = (unsigned)mp_cpu_count();
     if (o.workers > RING_MAX_WORKERS)
+        return -EINVAL;
+    /* A memory limit kills workers: process pools only. */
+    if (o.worker_memory && (!(be->caps & BACKEND_KILL) || (be->caps & BACKEND_REMOTE)))
         return -EINVAL;
     if ((rc = mp__heap_ensure()) < 0)
         return rc;

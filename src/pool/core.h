@@ -43,6 +43,7 @@
 
 #include "mproc/pool.h"
 #include "export_int.h"
+#include "os/os.h"
 #include "pool/job.h"
 #include "pool/progress.h"
 #include "pool/ring.h"
@@ -66,6 +67,7 @@ typedef struct {
     _Atomic uint64_t done;                 /* tasks and map items it finished */
     _Atomic uint64_t failed;               /* ... tasks of them that failed */
     _Atomic uint32_t busy;                 /* MPI sender: ranks with work out */
+    mp__crash_rec crash;                   /* process workers: a fatal signal's */
 } worker_slot;
 
 /* The pool's control block in the shared heap. */
@@ -81,6 +83,10 @@ typedef struct {
     _Alignas(64) _Atomic uint32_t room_waiters; /* submitters waiting for
                                    room (max_queued): a claim wakes them */
     _Atomic uint32_t room_seq;      /* futex: bumped by such a claim */
+    uint32_t watch_memory;          /* worker_memory is set: */
+    _Atomic uint32_t memory_asleep; /*   the supervisor sleeps long (no
+                                       worker was busy): the next task to
+                                       start wakes it */
     int notify_fd;                  /* wakes the supervisor */
     uint32_t nworkers;
     uint32_t maxtasks;
@@ -93,7 +99,7 @@ typedef struct {
 
 /* Life of a worker slot (the supervisor's; see supervisor.c). */
 typedef enum { WK_EMPTY, WK_QUEUED, WK_REQUESTED, WK_RUNNING } worker_life;
-enum { KILL_NONE, KILL_DEADLINE, KILL_TERMINATE, KILL_RESTART };
+enum { KILL_NONE, KILL_DEADLINE, KILL_TERMINATE, KILL_RESTART, KILL_MEMORY };
 
 /* The supervisor's record of a worker (private). */
 typedef struct {
@@ -193,6 +199,10 @@ struct pool_core {
     int64_t backoff_ns;         /* before replacing a worker that died early */
     _Atomic uint64_t restart_gen, restarted_gen;
     _Atomic pid_t *pids;        /* process workers running now (0: none) */
+    size_t memory_limit;        /* mp_pool_opts.worker_memory (0: none) */
+    int64_t memory_check_at;    /* when to read the workers' sizes next */
+    bool memory_idle;           /* ... late, as no worker was busy */
+    int64_t oom_kills;          /* the kernel's count when we last looked */
 
     /* counts for mp_pool_get_stats, besides the workers' own */
     _Atomic uint64_t died_done;     /* tasks and items whose worker died */

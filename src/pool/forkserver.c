@@ -37,6 +37,7 @@ static _Noreturn void worker_main(pool_shm *s, unsigned w, pid_t server, int ctl
         _exit(1);
     mp__worker_set_ctl(ctl);
     mp__worker_signals();
+    (void)mp__crash_arm(&s->workers[w].crash); /* (without it: no report, no harm) */
     mp__worker_run(s, w, true);
     _exit(0); /* not reached */
 }
@@ -183,6 +184,7 @@ pid_t mp__forkserver_start(pool_shm *s, int *sock, const int *drop, int ndrop)
     if (rc < 0)
         return rc;
     pid_t parent = mp__getpid();
+    mp__crash_prepare(); /* (loaded here, the workers' handlers need no load) */
     pid_t pid = mp__fork();
     if (pid == 0) {
         close(sv[0]);

@@ -142,7 +142,8 @@ static int enter_chunk(mp_iter *it, int64_t deadline)
         }
         for (size_t i = 0; i < mb->nerrs; i++)
             if (mb->errs[i].index >= first && mb->errs[i].index < first + cnt)
-                it->cerrs[it->ncerrs++] = mb->errs[i];
+                it->cerrs[it->ncerrs++] = (mp_map_error){
+                    (size_t)mb->errs[i].index, mp__map_err_info(mb, &mb->errs[i])};
     }
     bool oom = mb->oom;
     pthread_mutex_unlock(&mb->lock);
@@ -287,13 +288,9 @@ int mp__iter_wait_all(mp_iter *it, double timeout, void *out, mp_map_error **err
     }
     if (b->out_size && b->n)
         memcpy(out, b->out, b->n * b->out_size);
-    mp__map_sort_errors(mb);
-    *errs = mb->errs;
-    *nerrs = mb->nerrs;
-    mb->errs = NULL;
-    mb->nerrs = mb->cap = 0;
+    rc = mp__map_take_errors(mb, errs, nerrs);
     pthread_mutex_unlock(&mb->lock);
-    return 0;
+    return rc;
 }
 
 void mp_iter_free(mp_iter *it)

@@ -139,6 +139,7 @@ int mp__jobs_init(job_table *t)
 
 static void job_destroy(job *j)
 {
+    free(j->died);
     if (j->block)
         mp__heap_free(j->block);
     mp__heap_free(j->shm);
@@ -255,7 +256,7 @@ job *mp__job_get(pool_core *c, job_table *t)
     atomic_store_explicit(&s->notify, 0, memory_order_relaxed);
     s->nfds = 0;
     s->next_done = NULL;
-    s->info = (mp_task_info){0};
+    s->info = (task_outcome){0};
     s->res = NULL;
     s->res_len = 0;
     s->batch = NULL;
@@ -284,6 +285,8 @@ void mp__job_recycle(job_table *t, job *j)
     for (uint32_t i = 0; i < j->nfds && i < MP_TASK_MAX_FDS; i++)
         close(j->fds[i]);
     j->nfds = 0;
+    free(j->died);
+    j->died = NULL;
     /* Onto the returned stack without the lock (a push-only stack has no
      * ABA: it is only ever taken whole); the next get or trim sorts it. */
     job *head = atomic_load_explicit(&t->returned, memory_order_relaxed);

@@ -72,10 +72,27 @@ enum { JOB_APPLY = 1, JOB_HELPER };
 #define JOB_FAILS 8         /* item failures a helper records per dispatch
                                (in the same room: a job is one or the other) */
 
+/* How a task ended, as shared memory holds it (mp_task_info without its
+ * crash report, which the parent keeps). */
+typedef struct { int code; int signo; int exit_status; int task_rc; } task_outcome;
+
+static inline mp_task_info outcome_info(task_outcome o)
+{
+    mp_task_info i = {.code = o.code, .signo = o.signo, .exit_status = o.exit_status,
+                      .task_rc = o.task_rc};
+    return i;
+}
+
+static inline task_outcome info_outcome(const mp_task_info *i)
+{
+    task_outcome o = {i->code, i->signo, i->exit_status, i->task_rc};
+    return o;
+}
+
 /* A failed map item as a worker records it. */
 typedef struct {
     uint64_t index;         /* in the whole map */
-    mp_task_info info;
+    task_outcome info;
     uint32_t count;         /* items failed from index on (a run) */
 } job_fail;
 
@@ -91,7 +108,7 @@ typedef struct job_shm {
     struct job_shm *next_done;  /* done-stack link */
     int64_t timeout_ns;         /* per task or map item; 0: none */
     _Atomic int64_t item_start; /* when the running task or item began */
-    mp_task_info info;          /* apply: the outcome */
+    task_outcome info;          /* apply: the outcome */
 
     /* apply */
     mp_task_fn fn;
@@ -154,6 +171,8 @@ struct job {
     bool notify;                /* its end must reach the supervisor
                                    (the private copy of shm->notify) */
     _Atomic bool reported;      /* its callback has run */
+    mp_task_info *died;         /* apply: how its worker died, with the crash
+                                   report (malloc'd; NULL: none) */
     pid_t owner;
 };
 

@@ -33,12 +33,26 @@
 
 static size_t align16(size_t v) { return (v + 15) & ~(size_t)15; }
 
-static int add_err(map_batch *mb, uint64_t index, const mp_task_info *info)
+/* Keep a crash report for the failures of one death: 0 (none, or no
+ * memory for it: the failures keep their outcome), else 1 + its index. */
+static uint32_t add_report(map_batch *mb, const mp_task_info *info)
+{
+    if (info->fault_addr == 0 && info->crash[0] == '\0')
+        return 0;
+    mp_task_info *r = mp__os.realloc(mb->reports, (mb->nreports + 1) * sizeof *r);
+    if (r == NULL)
+        return 0;
+    mb->reports = r;
+    r[mb->nreports++] = *info;
+    return (uint32_t)mb->nreports;
+}
+
+static int add_err(map_batch *mb, uint64_t index, task_outcome info, uint32_t report)
 {
     atomic_fetch_add_explicit(&mb->c->items_failed, 1, memory_order_relaxed);
     if (mb->nerrs == mb->cap) {
         size_t cap = mb->cap ? mb->cap * 2 : 16;
-        mp_map_error *e = mp__os.realloc(mb->errs, cap * sizeof *e);
+        map_err *e = mp__os.realloc(mb->errs, cap * sizeof *e);
         if (e == NULL) {
             mb->oom = true; /* the map fails with -ENOMEM, never reports success */
             return -ENOMEM;
@@ -46,9 +60,41 @@ static int add_err(map_batch *mb, uint64_t index, const mp_task_info *info)
         mb->errs = e;
         mb->cap = cap;
     }
-    mb->errs[mb->nerrs].index = (size_t)index;
-    mb->errs[mb->nerrs].info = *info;
-    mb->nerrs++;
+    mb->errs[mb->nerrs++] = (map_err){.index = index, .info = info, .report = report};
+    return 0;
+}
+
+mp_task_info mp__map_err_info(const map_batch *mb, const map_err *e)
+{
+    if (e->report && e->report <= mb->nreports) {
+        mp_task_info i = mb->reports[e->report - 1];
+        i.code = e->info.code;
+        return i;
+    }
+    return outcome_info(e->info);
+}
+
+int mp__map_take_errors(map_batch *mb, mp_map_error **errs, size_t *nerrs)
+{
+    *errs = NULL;
+    *nerrs = 0;
+    mp__map_sort_errors(mb);
+    if (mb->nerrs) {
+        mp_map_error *out = malloc(mb->nerrs * sizeof *out);
+        if (out == NULL)
+            return -ENOMEM;
+        for (size_t i = 0; i < mb->nerrs; i++) {
+            out[i].index = (size_t)mb->errs[i].index;
+            out[i].info = mp__map_err_info(mb, &mb->errs[i]);
+        }
+        *errs = out;
+        *nerrs = mb->nerrs;
+    }
+    free(mb->errs);
+    free(mb->reports);
+    mb->errs = NULL;
+    mb->reports = NULL;
+    mb->nerrs = mb->cap = mb->nreports = 0;
     return 0;
 }
 
@@ -78,7 +124,7 @@ static void helper_done(job *j, int how, const mp_task_info *died, unsigned w)
         if (count > mb->geom.n - f.index)
             count = mb->geom.n - f.index;
         for (uint64_t x = 0; x < count; x++)
-            add_err(mb, f.index + x, &f.info);
+            add_err(mb, f.index + x, f.info, 0);
     }
     s->nfail = 0;
     const batch_geom *g = &mb->geom; /* ours: not the shared copy */
@@ -98,8 +144,9 @@ static void helper_done(job *j, int how, const mp_task_info *died, unsigned w)
             /* (its worker counted none of this chunk: it counts a chunk
              * as it leaves it) */
             atomic_fetch_add_explicit(&c->died_done, end - start, memory_order_relaxed);
+            uint32_t report = add_report(mb, died);
             for (uint64_t i = item; i < first + end; i++)
-                add_err(mb, i, died);
+                add_err(mb, i, info_outcome(died), report);
             atomic_store(&b->any_fail, 1);
             start = end;
         }
@@ -141,7 +188,7 @@ int mp__map_fail_item(pool_core *c, job_shm *s, uint64_t index, const mp_task_in
     if (index >= mb->geom.n)
         return -EINVAL;
     pthread_mutex_lock(&mb->lock);
-    int rc = add_err(mb, index, info);
+    int rc = add_err(mb, index, info_outcome(info), add_report(mb, info));
     pthread_mutex_unlock(&mb->lock);
     atomic_store(&mb->shm->any_fail, 1);
     return rc;
@@ -230,6 +277,7 @@ void mp__map_unref(map_batch *mb)
         mp__pool_stage_put(c, mb->stage);
     pthread_mutex_destroy(&mb->lock);
     free(mb->errs);
+    free(mb->reports);
     free(mb->copied);
     free(mb);
     mp__pool_unref(c);
@@ -327,7 +375,7 @@ void mp__map_wait_helpers(map_batch *mb)
 
 static int cmp_err(const void *a, const void *b)
 {
-    size_t x = ((const mp_map_error *)a)->index, y = ((const mp_map_error *)b)->index;
+    uint64_t x = ((const map_err *)a)->index, y = ((const map_err *)b)->index;
     return x < y ? -1 : x > y;
 }
 
@@ -551,14 +599,19 @@ static int map_run(mp_pool *p, mp_map_fn fn, bool range, const void *in, size_t 
         rc = mb->errs[0].info.code;
     else if (!complete)
         rc = MP_ECANCELED;
+    mp_map_error *list = NULL;
+    size_t nlist = 0;
     if (errs && mb->nerrs) {
-        *errs = mb->errs;
-        mb->errs = NULL;
+        if (mp__map_take_errors(mb, &list, &nlist) < 0)
+            rc = -ENOMEM;
+    } else {
+        nlist = mb->nerrs;
     }
-    if (nerrs)
-        *nerrs = mb->nerrs;
-    mb->nerrs = mb->cap = 0;
     pthread_mutex_unlock(&mb->lock);
+    if (errs)
+        *errs = list;
+    if (nerrs)
+        *nerrs = nlist;
     /* No helper touches the staging once every chunk is done. */
     if (mb->stage) {
         mp__pool_stage_put(mb->c, mb->stage);

@@ -11,6 +11,15 @@
 #include "pool/core.h"
 #include "pool/progress.h"
 
+/* A failed item as a batch keeps it (24 bytes: a map whose every item
+ * fails must not need an mp_task_info each); a crash report, rare (it
+ * costs a worker), is kept aside, once per death. */
+typedef struct {
+    uint64_t index;
+    task_outcome info;
+    uint32_t report;            /* 1 + its index in reports; 0: none */
+} map_err;
+
 struct map_batch {
     pool_core *c;
     batch_shm *shm;
@@ -20,8 +29,10 @@ struct map_batch {
     unsigned helpers_out;       /* helper jobs not yet ended for good */
     unsigned helpers_made;      /* (the caller's) helper jobs dispatched */
     unsigned max_helpers;       /* at most (one a worker, one a chunk) */
-    mp_map_error *errs;         /* failed items, as the supervisor got them */
+    map_err *errs;              /* failed items, as the supervisor got them */
     size_t nerrs, cap;
+    mp_task_info *reports;      /* crash reports errs name */
+    size_t nreports;
     bool oom;                   /* a failure could not be recorded */
     bool canceled;
     progress_rec prog;          /* (progress.c) */
@@ -58,8 +69,13 @@ void mp__map_cancel(map_batch *mb);
 void mp__map_wait_helpers(map_batch *mb);
 /* Drop the caller's reference. */
 void mp__map_unref(map_batch *mb);
-/* Failed items in index order (sorted in place). */
+/* Failed items in index order (sorted in place; lock held). */
 void mp__map_sort_errors(map_batch *mb);
+/* A failed item as users see it, crash report included (lock held). */
+mp_task_info mp__map_err_info(const map_batch *mb, const map_err *e);
+/* Hand the failures over, sorted, as *errs (malloc'd; NULL when none) and
+ * *nerrs, and forget them (lock held).  0 or -ENOMEM. */
+int mp__map_take_errors(map_batch *mb, mp_map_error **errs, size_t *nerrs);
 /* (a worker in this process: MPI's sender) Record the failure of item
  * index of the map that helper job s works for, before its chunk is marked
  * done.  0, or -ENOMEM (the map then fails with it), -EINVAL (no such

@@ -78,7 +78,13 @@ static void apply_done(job *j, int how, const mp_task_info *died, unsigned w)
             atomic_fetch_add_explicit(&c->died_done, 1, memory_order_relaxed);
             atomic_fetch_add_explicit(&c->died_failed, 1, memory_order_relaxed);
         }
-        s->info = *died;
+        s->info = info_outcome(died);
+        if (died->fault_addr || died->crash[0]) {
+            free(j->died); /* (an earlier dispatch's: none today) */
+            j->died = malloc(sizeof *j->died);
+            if (j->died)
+                *j->died = *died; /* (without it: the outcome, no report) */
+        }
         if (j->fn != mp__items_task) {
             s->res = NULL;
             s->res_len = 0;
@@ -353,7 +359,7 @@ int mp_result_info(mp_result *r, mp_task_info *info)
         return -EINVAL;
     if (!result_final(j))
         return -EAGAIN;
-    *info = j->shm->info;
+    *info = j->died ? *j->died : outcome_info(j->shm->info);
     info->code = result_code(j);
     return 0;
 }

@@ -202,6 +202,7 @@ static int spawn(pool_core *c, unsigned w)
     r->gen = atomic_load(&c->restart_gen);
     r->tasks_at_start = atomic_load(&c->s->workers[w].tasks);
     r->life = WK_REQUESTED;
+    atomic_store(&c->s->workers[w].crash.pid, 0); /* (a report is its own) */
     c->live++;
     int rc = c->be->spawn(c, w);
     if (rc < 0) {
@@ -222,6 +223,30 @@ void mp__sup_spawn_failed(pool_core *c, unsigned w)
     r->respawn_at = mp__now_ns() + RETRY_NS;
 }
 
+/* What worker w's fatal signal left: fault address and stack. */
+static void crash_report(pool_core *c, unsigned w, mp_task_info *fail)
+{
+    mp__crash_rec *cr = &c->s->workers[w].crash;
+    /* (Written by that worker, whole: its pid is stored last.) */
+    if (c->w[w].pid <= 0 || atomic_load_explicit(&cr->pid, memory_order_acquire) != c->w[w].pid ||
+        cr->signo != fail->signo)
+        return;
+    fail->fault_addr = cr->addr;
+    mp__crash_describe(cr, fail->crash, sizeof fail->crash);
+}
+
+/* Was a worker's SIGKILL the kernel's OOM killer?  As far as the kernel
+ * tells: its count of OOM kills moved since we last looked. */
+static bool oom_killed(pool_core *c)
+{
+    int64_t n = mp__oom_kills();
+    if (n < 0)
+        return false;
+    bool moved = n > c->oom_kills;
+    c->oom_kills = n;
+    return moved;
+}
+
 void mp__sup_worker_ended(pool_core *c, unsigned w)
 {
     worker_rec *r = &c->w[w];
@@ -238,6 +263,11 @@ void mp__sup_worker_ended(pool_core *c, unsigned w)
     if (c->life == POOL_TERMINATING || r->kill_reason == KILL_RESTART ||
         r->kill_reason == KILL_TERMINATE)
         fail.code = MP_ECANCELED;
+    else if (r->kill_reason == KILL_MEMORY || (st == -SIGKILL && r->kill_reason == KILL_NONE &&
+                                               oom_killed(c)))
+        fail.code = MP_EMEMORY;
+    else if (st < 0)
+        crash_report(c, w, &fail);
     mp__pool_set_pid(c, w, 0);
     recover_worker(c, w, &fail);
     /* It may have been the one woken, or the one spinning: either flag
@@ -330,6 +360,47 @@ static int64_t check_deadlines(pool_core *c)
         }
     }
     return next;
+}
+
+/* ---- memory limits ---- */
+
+#define MEMORY_BUSY_NS 20000000LL  /* how often a busy worker's size is read */
+#define MEMORY_IDLE_NS 500000000LL /* ... an idle one's (a task start wakes us) */
+
+/* Kill workers over the pool's memory limit (their task fails with
+ * MP_EMEMORY); return when to look next. */
+static int64_t check_memory(pool_core *c)
+{
+    if (c->memory_limit == 0)
+        return MP__NO_DEADLINE;
+    int64_t now = mp__now_ns();
+    bool woken = c->memory_idle && !atomic_load(&c->s->memory_asleep); /* a task began */
+    if (now < c->memory_check_at && !woken)
+        return c->memory_check_at;
+    bool busy = false;
+    for (unsigned w = 0; w < c->nslots; w++) {
+        worker_rec *r = &c->w[w];
+        if (r->life != WK_RUNNING || r->pid <= 0 || r->kill_reason != KILL_NONE)
+            continue;
+        busy |= atomic_load(&c->s->workers[w].current) != NULL;
+        int64_t size = mp__proc_private_bytes(r->pid);
+        if (size > (int64_t)c->memory_limit)
+            kill_worker(c, w, KILL_MEMORY);
+    }
+    if (!busy) {
+        /* Sleep long; a worker that starts a task wakes us (worker.c). */
+        atomic_store(&c->s->memory_asleep, 1);
+        atomic_thread_fence(memory_order_seq_cst);
+        for (unsigned w = 0; w < c->nslots && !busy; w++)
+            busy = c->w[w].life == WK_RUNNING && atomic_load(&c->s->workers[w].current);
+        if (busy)
+            atomic_store(&c->s->memory_asleep, 0);
+    } else {
+        atomic_store(&c->s->memory_asleep, 0);
+    }
+    c->memory_idle = !busy;
+    c->memory_check_at = now + (busy ? MEMORY_BUSY_NS : MEMORY_IDLE_NS);
+    return c->memory_check_at;
 }
 
 /* ---- terminate and the end ---- */
@@ -452,6 +523,9 @@ void *mp__sup_main(void *arg)
         if (dl < deadline)
             deadline = dl;
         dl = mp__progress_tick(c);
+        if (dl < deadline)
+            deadline = dl;
+        dl = check_memory(c);
         if (dl < deadline)
             deadline = dl;
         uint64_t tags[16];

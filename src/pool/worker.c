@@ -236,7 +236,7 @@ static unsigned run_helper(pool_shm *s, unsigned w, job_shm *j, unsigned budget)
             int rc = ((mp_chunk_fn)(void (*)(void))fn)(in, out, count - i);
             if (rc != 0) {
                 j->fails[nfail].index = first + i;
-                j->fails[nfail].info = (mp_task_info){.code = MP_ETASK, .task_rc = rc};
+                j->fails[nfail].info = (task_outcome){.code = MP_ETASK, .task_rc = rc};
                 j->fails[nfail].count = count - i;
                 j->nfail = ++nfail;
                 atomic_store(&b->any_fail, 1);
@@ -250,7 +250,7 @@ static unsigned run_helper(pool_shm *s, unsigned w, job_shm *j, unsigned budget)
             int rc = fn(in, out);
             if (rc != 0) {
                 j->fails[nfail].index = first + i;
-                j->fails[nfail].info = (mp_task_info){.code = MP_ETASK, .task_rc = rc};
+                j->fails[nfail].info = (task_outcome){.code = MP_ETASK, .task_rc = rc};
                 j->fails[nfail].count = 1;
                 j->nfail = ++nfail;
                 atomic_store(&b->any_fail, 1);
@@ -304,6 +304,14 @@ static unsigned run_job(pool_shm *s, unsigned w, job_shm *j, bool process, unsig
     }
     if (j->timeout_ns && atomic_load(&s->sup_sleeping))
         mp__notify(s->notify_fd); /* the supervisor must watch the clock */
+    if (s->watch_memory) {
+        /* ... or our size: it sleeps long while no worker is busy.  (We
+         * set current, then look; it sets the flag, then looks at every
+         * current: one of us sees the other.) */
+        atomic_thread_fence(memory_order_seq_cst);
+        if (atomic_load(&s->memory_asleep) && atomic_exchange(&s->memory_asleep, 0))
+            mp__notify(s->notify_fd);
+    }
     if (j->kind == JOB_HELPER)
         return run_helper(s, w, j, budget);
     run_apply(s, w, j, process);
