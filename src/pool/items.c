@@ -66,7 +66,9 @@ struct items_iter {
     mp_task_info fail;          /* how its task ended (failed: at item handed) */
     size_t yielded;
     bool any;
-    mp_task_info last;
+    task_outcome last;          /* the last item's outcome (per item: small) */
+    mp_task_info died;          /* ... its piece's death, when died_last */
+    bool died_last;
     _Atomic uint64_t back;      /* items whose results came back (progress) */
     progress_rec prog;
 };
@@ -366,7 +368,9 @@ int mp__items_next(items_iter *it, const void **res, size_t *len, size_t *index,
             resend_rest(it);
         }
         it->any = true;
-        it->last = f;
+        it->died = f;
+        it->died_last = true;
+        it->last = info_outcome(&f);
         return f.code;
     }
     size_t body_at = it->res_pos + sizeof r;
@@ -375,11 +379,13 @@ int mp__items_next(items_iter *it, const void **res, size_t *len, size_t *index,
     it->yielded++;
     it->any = true;
     if (r.len & ITEM_FAILED) {
-        it->last = (r.len & ITEM_ERROR) ? (mp_task_info){.code = r.rc}
-                                        : (mp_task_info){.code = MP_ETASK, .task_rc = r.rc};
+        it->died_last = false;
+        it->last = (r.len & ITEM_ERROR) ? (task_outcome){.code = r.rc}
+                                        : (task_outcome){.code = MP_ETASK, .task_rc = r.rc};
         return it->last.code;
     }
-    it->last = (mp_task_info){0};
+    it->died_last = false;
+    it->last = (task_outcome){0};
     *res = it->res + body_at;
     *len = r.len;
     return 0;
@@ -389,6 +395,6 @@ int mp__items_info(items_iter *it, mp_task_info *info)
 {
     if (!it->any)
         return -EAGAIN;
-    *info = it->last;
+    *info = it->died_last ? it->died : outcome_info(it->last);
     return 0;
 }

@@ -30,7 +30,8 @@ struct mp_iter {
     mp_map_error *cerrs;        /* failures of the current chunk */
     size_t ncerrs, cerr_pos;
     bool any;                   /* an item has been handed out */
-    mp_task_info last;          /* ... the last one's outcome */
+    bool last_failed;           /* ... the last one failed: */
+    mp_task_info last;          /*   why (copied only then: per item, small) */
     items_iter *items;          /* imap_items: all is there (items.c) */
 };
 
@@ -191,9 +192,10 @@ static int next_index(mp_iter *it, size_t *idx_out, bool *item, double timeout)
     *item = true;
     if (it->cerr_pos < it->ncerrs && it->cerrs[it->cerr_pos].index == idx) {
         it->last = it->cerrs[it->cerr_pos++].info;
+        it->last_failed = true;
         return it->last.code;
     }
-    it->last = (mp_task_info){0};
+    it->last_failed = false;
     return 0;
 }
 
@@ -259,7 +261,7 @@ int mp_iter_info(mp_iter *it, mp_task_info *info)
         return mp__items_info(it->items, info);
     if (!it->any)
         return -EAGAIN;
-    *info = it->last;
+    *info = it->last_failed ? it->last : (mp_task_info){0};
     return 0;
 }
 
