@@ -102,6 +102,10 @@ mt_report(const char *file, int line, const char *expr, const char *fmt, ...)
     MT_CHECK_(1, strcmp((a), (b)) == 0, "strcmp(" #a ", " #b ") == 0", __VA_ARGS__)
 #define cr_assert_str_neq(a, b, ...) \
     MT_CHECK_(1, strcmp((a), (b)) != 0, "strcmp(" #a ", " #b ") != 0", __VA_ARGS__)
+#define cr_assert_str_empty(a, ...) \
+    MT_CHECK_(1, (a)[0] == '\0', #a " is empty", __VA_ARGS__)
+#define cr_assert_str_not_empty(a, ...) \
+    MT_CHECK_(1, (a)[0] != '\0', #a " is not empty", __VA_ARGS__)
 #define cr_assert_arr_eq(a, b, n, ...) \
     MT_CHECK_(1, memcmp((a), (b), (n)) == 0, "memcmp(" #a ", " #b ") == 0", __VA_ARGS__)
 #define cr_log_info(...) (fprintf(stderr, "[----] " __VA_ARGS__), fputc('\n', stderr))
