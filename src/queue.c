@@ -22,7 +22,8 @@
  * next locker gets MP_EOWNERDEAD from the robust mutex and rebuilds the
  * heap from the entries it finds (dropping duplicates and the uncommitted
  * entry).  A consumer that dies after committing its `gets` takes that
- * message with it, as the contract allows.
+ * message with it, as the contract allows; for join it counts as done at
+ * the death (queue_holders.c keeps who holds what).
  *
  * Waiting: getters sleep on `items` (bumped by each put), putters on
  * `space` (bumped by each get of a bounded queue), joiners on `done`; the
@@ -41,6 +42,7 @@
 #include "mproc/queue.h"
 #include "mutex_int.h"
 #include "os/os.h"
+#include "queue_holders.h"
 #include "queue_int.h"
 #include "wait_int.h"
 
@@ -82,6 +84,7 @@ struct mp_queue {
     uint32_t cached[NBUCKETS];
     _Atomic uint32_t items, space, done_word;
     _Atomic uint32_t get_sleepers, put_sleepers, join_sleepers;
+    mp__holders holders; /* who took what, for join */
 };
 
 static inline char *payload(msg *m) { return (char *)m + MSG_HEADER; }
@@ -293,8 +296,12 @@ static void repair(mp_queue *q)
 
 static void lock(mp_queue *q)
 {
-    if (mp__mutex_lock_forever(&q->m) == MP_EOWNERDEAD)
+    if (mp__mutex_lock_forever(&q->m) == MP_EOWNERDEAD) {
         repair(q);
+        /* After the heap's repair, which commits a pop the dead made. */
+        mp__holders_repair_take(&q->holders, load64(&q->gets));
+        mp__holders_repair_done(&q->holders, load64(&q->done));
+    }
 }
 
 static void unlock(mp_queue *q) { mp__mutex_unlock(&q->m); }
@@ -359,6 +366,7 @@ int mp_queue_new(mp_queue **out, const mp_queue_opts *opts)
             return rc;
         }
         atomic_init(&q->arr, s);
+        mp__holders_init(&q->holders);
     }
     q->order = o.order;
     q->maxsize = o.maxsize;
@@ -437,6 +445,14 @@ static int wait_message(mp_queue *q, int64_t deadline)
     return 0;
 }
 
+/* pop() for a get: the message is held by the caller from its commit. */
+static void take(mp_queue *q, mp__holder *me)
+{
+    mp__holder_taking(me, load64(&q->gets));
+    pop(q);
+    mp__holder_took(me);
+}
+
 static void after_get(mp_queue *q)
 {
     if (q->maxsize > 0)
@@ -451,6 +467,7 @@ int mp_queue_get(mp_queue *q, void *buf, size_t cap, size_t *len, double timeout
         return -EINVAL;
     if (q->fifo != NULL)
         return mp__fifo_get(q->fifo, buf, cap, len, NULL, deadline);
+    mp__holder *me = mp__holders_self(&q->holders);
     int rc = wait_message(q, deadline);
     if (rc < 0)
         return rc;
@@ -460,7 +477,7 @@ int mp_queue_get(mp_queue *q, void *buf, size_t cap, size_t *len, double timeout
         unlock(q);
         return MP_ETOOBIG;
     }
-    pop(q);
+    take(q, me);
     if (m->bucket < NBUCKETS) { /* small: copy under the lock, recycle */
         if (m->len > 0)
             memcpy(buf, payload(m), m->len);
@@ -483,6 +500,7 @@ int mp_queue_get_alloc(mp_queue *q, void **data, size_t *len, double timeout)
     *data = NULL;
     if (q->fifo != NULL)
         return mp__fifo_get(q->fifo, NULL, 0, len, data, deadline);
+    mp__holder *me = mp__holders_self(&q->holders);
     int rc = wait_message(q, deadline);
     if (rc < 0)
         return rc;
@@ -492,7 +510,7 @@ int mp_queue_get_alloc(mp_queue *q, void **data, size_t *len, double timeout)
         unlock(q);
         return -ENOMEM;
     }
-    pop(q);
+    take(q, me);
     *len = m->len;
     if (m->bucket < NBUCKETS) {
         memcpy(out, payload(m), m->len);
@@ -535,13 +553,16 @@ int mp_queue_task_done(mp_queue *q)
         return -EINVAL;
     if (q->fifo != NULL)
         return mp__fifo_task_done(q->fifo);
+    mp__holder *me = mp__holders_mine(&q->holders);
     lock(q);
     uint64_t d = load64(&q->done);
     if (d >= load64(&q->puts)) {
         unlock(q);
         return -EOVERFLOW;
     }
+    mp__holder_finishing(me, d);
     commit64(&q->done, d + 1);
+    mp__holder_finished(me);
     bool all = d + 1 == load64(&q->puts);
     unlock(q);
     if (all)
@@ -557,14 +578,34 @@ int mp_queue_join(mp_queue *q, double timeout)
     if (q->fifo != NULL)
         return mp__fifo_join(q->fifo, deadline);
     lock(q);
-    while (load64(&q->done) < load64(&q->puts)) {
+    int rc = 0;
+    for (;;) {
+        if (mp__holders_claim_death(&q->holders)) {
+            rc = MP_EOWNERDEAD;
+            break;
+        }
+        if (load64(&q->done) >= load64(&q->puts))
+            break;
+        /* Without the lock the look at /proc is; the count is under it. */
+        unlock(q);
+        bool dead = mp__holders_any_dead(&q->holders);
+        lock(q);
+        if (dead) {
+            uint64_t n = mp__holders_collect(&q->holders);
+            uint64_t d = load64(&q->done), puts = load64(&q->puts);
+            commit64(&q->done, puts - d < n ? puts : d + n);
+            if (n > 0) {
+                bump(&q->done_word, &q->join_sleepers, INT32_MAX);
+                continue;
+            }
+        }
         if (!wait_change(q, &q->done_word, &q->join_sleepers, deadline)) {
-            unlock(q);
-            return MP_ETIMEDOUT;
+            rc = MP_ETIMEDOUT;
+            break;
         }
     }
     unlock(q);
-    return 0;
+    return rc;
 }
 
 int mp_queue_shutdown(mp_queue *q, bool immediate)
@@ -614,6 +655,7 @@ void mp_queue_free(mp_queue *q)
     }
     while (queued(q) > 0)
         mp__heap_free_any(pop(q));
+    mp__holders_free(&q->holders);
     for (int b = 0; b < NBUCKETS; b++)
         while (q->cache[b] != NULL) {
             msg *m = q->cache[b];

@@ -39,6 +39,7 @@
 #include "heap_int.h"
 #include "mutex_int.h"
 #include "os/os.h"
+#include "queue_holders.h"
 #include "queue_int.h"
 #include "wait_int.h"
 
@@ -62,11 +63,13 @@ struct mp__fifo {
     /* consumer side */
     _Alignas(LINE) mp__mutex hl;
     uint64_t tail_seen;
+    mp__holders holders; /* who took what, for join */
     _Alignas(LINE) _Atomic uint64_t tail;
     _Alignas(LINE) _Atomic uint64_t head;
     _Alignas(LINE) ring *_Atomic r;
     size_t maxsize;
     _Atomic uint32_t closed;
+    _Alignas(LINE) mp__mutex dl; /* task_done's: the done count */
     _Atomic uint64_t done;
     _Alignas(LINE) _Atomic uint32_t items, space, done_word;
     _Atomic uint32_t get_sleepers, put_sleepers, join_sleepers;
@@ -120,12 +123,14 @@ int mp__fifo_new(mp__fifo **out, size_t maxsize)
         mp__heap_free(f);
         return err;
     }
-    if ((err = mp__mutex_init(&f->tl)) < 0 || (err = mp__mutex_init(&f->hl)) < 0) {
+    if ((err = mp__mutex_init(&f->tl)) < 0 || (err = mp__mutex_init(&f->hl)) < 0 ||
+        (err = mp__mutex_init(&f->dl)) < 0) {
         mp__heap_free(r);
         mp__heap_free(f);
         return err;
     }
     atomic_init(&f->r, r);
+    mp__holders_init(&f->holders);
     f->maxsize = maxsize;
     *out = f;
     return 0;
@@ -151,7 +156,23 @@ void mp__fifo_free(mp__fifo *f)
     ring *r = atomic_load(&f->r);
     free_blocks(r, atomic_load(&f->head), atomic_load(&f->tail));
     mp__heap_free_any(r);
+    mp__holders_free(&f->holders);
     mp__heap_free(f);
+}
+
+/* ---- the locks ---- */
+
+/* A dead tail-lock holder leaves nothing to repair; a dead head-lock
+ * holder may have been taking a message, a dead done-lock holder marking
+ * one done (queue_holders.c settles both).  Lock order: tail, head, done. */
+static void lock(mp__fifo *f, mp__mutex *m)
+{
+    if (mp__mutex_lock_forever(m) != MP_EOWNERDEAD)
+        return;
+    if (m == &f->hl)
+        mp__holders_repair_take(&f->holders, atomic_load(&f->head));
+    else if (m == &f->dl)
+        mp__holders_repair_done(&f->holders, atomic_load(&f->done));
 }
 
 /* ---- waiting ---- */
@@ -191,7 +212,7 @@ static bool wait_for(mp__fifo *f, mp__mutex *m, _Atomic uint64_t *watch, uint64_
     moved_wait mw = {f, watch, seen};
     mp__wait_word(w, sleepers, watch_moved, &mw, mp__wait_slice_end(deadline),
                   MP__WAIT_SPIN | MP__WAIT_SPARSE);
-    mp__mutex_lock_forever(m); /* a dead holder leaves nothing to repair */
+    lock(f, m);
     return true;
 }
 
@@ -242,7 +263,7 @@ int mp__fifo_put(mp__fifo *f, const void *data, size_t len, int64_t deadline)
         memcpy(blk, data, len);
     }
     uint64_t rec = rec_size(len, kind);
-    mp__mutex_lock_forever(&f->tl);
+    lock(f, &f->tl);
     uint64_t t;
     for (;;) {
         if (atomic_load_explicit(&f->closed, memory_order_relaxed)) {
@@ -265,7 +286,7 @@ int mp__fifo_put(mp__fifo *f, const void *data, size_t len, int64_t deadline)
             continue;
         }
         if (r->cap - span(pos_of(h), pos_of(t)) < rec) {
-            mp__mutex_lock_forever(&f->hl); /* lock order: tail, then head */
+            lock(f, &f->hl); /* lock order: tail, then head */
             err = grow(f, rec);
             mp__mutex_unlock(&f->hl);
             if (err < 0)
@@ -300,7 +321,8 @@ int mp__fifo_put(mp__fifo *f, const void *data, size_t len, int64_t deadline)
 int mp__fifo_get(mp__fifo *f, void *buf, size_t cap, size_t *len, void **out,
                  int64_t deadline)
 {
-    mp__mutex_lock_forever(&f->hl);
+    mp__holder *me = mp__holders_self(&f->holders);
+    lock(f, &f->hl);
     uint64_t h;
     for (;;) {
         h = atomic_load_explicit(&f->head, memory_order_relaxed);
@@ -343,8 +365,10 @@ int mp__fifo_get(mp__fifo *f, void *buf, size_t cap, size_t *len, void **out,
         ring_read(r, at + 8, &blk, sizeof blk);
     }
     uint64_t rec = rec_size(n, hdr[1]);
+    mp__holder_taking(me, h);
     atomic_store_explicit(&f->head, word(cnt_of(h) + 1, pos_of(h) + (uint32_t)(rec / 8)),
                           memory_order_release); /* commit */
+    mp__holder_took(me);
     mp__mutex_unlock(&f->hl);
     if (blk != NULL) {
         memcpy(dst, blk, n);
@@ -373,14 +397,17 @@ bool mp__fifo_full(mp__fifo *f)
 
 int mp__fifo_task_done(mp__fifo *f)
 {
-    uint64_t d = atomic_load(&f->done);
-    for (;;) {
-        uint32_t puts = cnt_of(atomic_load(&f->tail));
-        if ((uint32_t)d == puts)
-            return -EOVERFLOW;
-        if (atomic_compare_exchange_weak(&f->done, &d, d + 1))
-            break;
+    mp__holder *me = mp__holders_mine(&f->holders);
+    lock(f, &f->dl);
+    uint64_t d = atomic_load_explicit(&f->done, memory_order_relaxed);
+    if ((uint32_t)d == cnt_of(atomic_load(&f->tail))) {
+        mp__mutex_unlock(&f->dl);
+        return -EOVERFLOW;
     }
+    mp__holder_finishing(me, d);
+    atomic_store(&f->done, d + 1); /* commit */
+    mp__holder_finished(me);
+    mp__mutex_unlock(&f->dl);
     if ((uint32_t)(d + 1) == cnt_of(atomic_load(&f->tail)))
         wake(&f->done_word, &f->join_sleepers, INT32_MAX);
     return 0;
@@ -390,13 +417,6 @@ static bool all_done(void *arg)
 {
     mp__fifo *f = arg;
     return (uint32_t)atomic_load(&f->done) == cnt_of(atomic_load(&f->tail));
-}
-
-int mp__fifo_join(mp__fifo *f, int64_t deadline)
-{
-    return mp__wait_word(&f->done_word, &f->join_sleepers, all_done, f, deadline, 0) < 0
-               ? MP_ETIMEDOUT
-               : 0;
 }
 
 /* Drop every queued message (both locks held, the queue closed, so no
@@ -414,17 +434,49 @@ static uint32_t drop_all(mp__fifo *f)
     return cnt_of(t) - cnt_of(h);
 }
 
-/* Count n dropped messages as done, as Python's shutdown(immediate) does
- * (never past the messages put). */
-static void done_dropped(mp__fifo *f, uint32_t n)
+/* Count n messages as done (dropped by shutdown(immediate), as Python
+ * does, or held by the dead), never past the messages put; under the
+ * done lock. */
+static void done_dropped(mp__fifo *f, uint64_t n)
 {
     uint64_t d = atomic_load(&f->done);
+    uint32_t left = cnt_of(atomic_load(&f->tail)) - (uint32_t)d;
+    atomic_store(&f->done, d + (n < left ? n : left)); /* commit */
+}
+
+/* Count the messages of consumers that died as done (queue_holders.c).
+ * True if there were any. */
+static bool reap_dead(mp__fifo *f)
+{
+    if (!mp__holders_any_dead(&f->holders))
+        return false;
+    lock(f, &f->hl);
+    lock(f, &f->dl);
+    uint64_t n = mp__holders_collect(&f->holders);
+    if (n > 0)
+        done_dropped(f, n);
+    mp__mutex_unlock(&f->dl);
+    mp__mutex_unlock(&f->hl);
+    if (n == 0)
+        return false;
+    wake(&f->done_word, &f->join_sleepers, INT32_MAX);
+    return true;
+}
+
+int mp__fifo_join(mp__fifo *f, int64_t deadline)
+{
     for (;;) {
-        uint32_t puts = cnt_of(atomic_load(&f->tail));
-        uint32_t left = puts - (uint32_t)d;
-        uint64_t nd = d + (n < left ? n : left);
-        if (nd == d || atomic_compare_exchange_weak(&f->done, &d, nd))
-            break;
+        if (mp__holders_claim_death(&f->holders))
+            return MP_EOWNERDEAD;
+        if (all_done(f))
+            return 0;
+        if (reap_dead(f))
+            continue;
+        if (mp__now_ns() >= deadline)
+            return MP_ETIMEDOUT;
+        /* A slice at most: deaths are looked for after each. */
+        mp__wait_word(&f->done_word, &f->join_sleepers, all_done, f,
+                      mp__wait_slice_end(deadline), 0);
     }
 }
 
@@ -435,9 +487,11 @@ void mp__fifo_shutdown(mp__fifo *f, bool immediate)
         /* Lock order: tail, then head.  A put that passed its closed
          * check before our store has committed once we hold the tail
          * lock; every later one sees the flag. */
-        mp__mutex_lock_forever(&f->tl);
-        mp__mutex_lock_forever(&f->hl);
+        lock(f, &f->tl);
+        lock(f, &f->hl);
+        lock(f, &f->dl);
         done_dropped(f, drop_all(f));
+        mp__mutex_unlock(&f->dl);
         mp__mutex_unlock(&f->hl);
         mp__mutex_unlock(&f->tl);
         atomic_fetch_add(&f->done_word, 1);

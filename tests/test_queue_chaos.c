@@ -2,7 +2,8 @@
  * Checks that no message is ever delivered twice or corrupted, that FIFO
  * keeps each producer's order, that the queue never wedges, and that no
  * more messages are lost than consumers were killed (each may take the one
- * it was holding with it). */
+ * it was holding with it), and that joins count exactly what the dead
+ * consumers held. */
 // labels: unit slow
 #include <mproc.h>
 #include <stdlib.h>
@@ -160,14 +161,31 @@ Test(queue_chaos, kill_producers_and_consumers_at_random, .timeout = MP_TMO(120)
         /* Drain what is left; the queue must still work. */
         unsigned char buf[700];
         size_t len;
-        int rc;
-        while ((rc = mp_queue_get(c->q, buf, sizeof buf, &len, 0)) == 0)
+        int rc, drained = 0;
+        while ((rc = mp_queue_get(c->q, buf, sizeof buf, &len, 0)) == 0) {
             cr_assert(record(c, buf, len, NULL, false), "round %d: bad message in the drain", r);
+            drained++;
+        }
         mp_expect_rc(rc, MP_EEMPTY);
         int probe = 42;
         mp_expect_rc(mp_queue_put(c->q, &probe, sizeof probe, 0), 0);
         mp_expect_rc(mp_queue_get(c->q, buf, sizeof buf, &len, 0), 0);
         cr_assert_eq(len, sizeof probe);
+
+        /* The consumers never task_done'd: what each took, the message it
+         * was taking when killed too, counts as done at its death, exactly
+         * (join returns MP_EOWNERDEAD once per dead consumer, then waits
+         * for the drained messages and the probe, which this process
+         * holds, and returns 0 when they are done). */
+        int told = 0;
+        while ((rc = mp_queue_join(c->q, 0.1)) == MP_EOWNERDEAD)
+            told++;
+        cr_assert_eq(rc, MP_ETIMEDOUT, "round %d: join %d (%d told): done counted past the dead's",
+                     r, rc, told);
+        cr_assert_leq(told, CONS);
+        for (int i = 0; i < drained + 1; i++)
+            mp_expect_rc(mp_queue_task_done(c->q), 0);
+        mp_expect_rc(mp_queue_join(c->q, MP_TMO(5)), 0);
 
         /* Every confirmed message arrived once, except at most one a killed
          * consumer; nothing beyond what was attempted. */

@@ -18,7 +18,7 @@
     X(EEMPTY,     -5001, "queue is empty")                                   \
     X(EFULL,      -5002, "queue is full")                                    \
     X(ECLOSED,    -5003, "object is closed")                                 \
-    X(EOWNERDEAD, -5004, "previous owner died holding the lock (now held)")  \
+    X(EOWNERDEAD, -5004, "a holder died (a lock: now held; a queue: its messages count as done)") \
     X(EWORKER,    -5005, "worker process died while running the task")      \
     X(EDEADLINE,  -5006, "task ran past its time limit and was killed")     \
     X(EBROKEN,    -5007, "barrier or connection is broken")                                \

@@ -9,8 +9,11 @@
  * Crash safety: a producer or consumer killed at any instruction (even by
  * SIGKILL) leaves the queue usable and consistent for the others.  Each
  * message is delivered whole, once, or not at all; the one message a
- * consumer was taking when it died may be lost with it.  (A message lost
- * that way is never task_done'd, so a join() then waits for its timeout.)
+ * consumer was taking when it died may be lost with it.  For join, the
+ * queue keeps, per consumer process, the messages it took and has not
+ * task_done'd: when that process dies they count as done (that one
+ * message too), and a join reports the death (MP_EOWNERDEAD) instead of
+ * waiting forever.
  *
  * Timeouts: MP_FOREVER blocks, 0 never blocks, NaN is -EINVAL.  As Python
  * raises Full/Empty, put and get return MP_EFULL / MP_EEMPTY when the
@@ -76,11 +79,16 @@ MP_API size_t mp_queue_qsize(mp_queue *q);
 MP_API bool mp_queue_empty(mp_queue *q);
 MP_API bool mp_queue_full(mp_queue *q);
 
-/* JoinableQueue: mark one message taken by get as processed.  Returns 0,
+/* JoinableQueue: mark one message taken by get as processed (counted
+ * against the calling process's messages, if it holds any).  Returns 0,
  * -EOVERFLOW (called more times than messages were put), -EINVAL. */
 MP_API int mp_queue_task_done(mp_queue *q);
-/* Wait until every message put so far has been task_done'd.  Returns 0,
- * MP_ETIMEDOUT, -EINVAL. */
+/* Wait until every message put so far has been task_done'd, or taken by a
+ * consumer process that has died since (its messages count as done).
+ * Returns 0; MP_EOWNERDEAD once for each consumer that died holding
+ * messages (to one join: at once for a join waiting then, within a
+ * second of the death; otherwise to the next join), after which a join
+ * returns 0 once the rest are done; MP_ETIMEDOUT; -EINVAL. */
 MP_API int mp_queue_join(mp_queue *q, double timeout);
 
 /* Shut the queue down for every process, as Python 3.13's

@@ -199,12 +199,16 @@ int mp__crash_arm(mp__crash_rec *rec);
  * file:line" a line, cut at a line's end to fit cap bytes. */
 void mp__crash_describe(const mp__crash_rec *rec, char *text, size_t cap);
 
-/* ---- memory of processes (proc_linux.c) ---- */
+/* ---- processes as /proc tells them (proc_linux.c) ---- */
 /* Bytes of private memory process pid has resident (not shared with
  * others through MAP_SHARED or files), or -errno. */
 int64_t mp__proc_private_bytes(pid_t pid);
 /* Processes the kernel's OOM killer has killed since boot (/proc/vmstat's
  * oom_kill), or -errno where the kernel does not say. */
 int64_t mp__oom_kills(void);
+/* When process pid started (an opaque count, equal for equal processes:
+ * with the pid it names one process even after the pid is reused), or
+ * -ESRCH once it has exited (a zombie too), or -errno. */
+int64_t mp__proc_start(pid_t pid);
 
 #endif

@@ -1,4 +1,5 @@
-/* Memory of processes, read from /proc (the pool's memory limit). */
+/* Processes as /proc tells them: memory (the pool's memory limit) and
+ * liveness (a queue's consumers). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -60,4 +61,33 @@ int64_t mp__oom_kills(void)
         return n;
     const char *p = strstr(buf, "\noom_kill ");
     return p ? strtoll(p + 10, NULL, 10) : -ENOENT;
+}
+
+int64_t mp__proc_start(pid_t pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    ssize_t n = read_small(path, buf, sizeof buf);
+    if (n == -ENOENT || n == -ESRCH)
+        return -ESRCH;
+    if (n < 0)
+        return n;
+    /* pid (comm) state ppid ... : comm may hold spaces and parentheses,
+     * so fields are counted from the last ')'.  State is field 3, the
+     * start time (clock ticks after boot) field 22. */
+    const char *p = strrchr(buf, ')');
+    if (p == NULL || p[1] != ' ')
+        return -EPROTO;
+    p += 2;
+    if (*p == 'Z' || *p == 'X' || *p == 'x')
+        return -ESRCH; /* exited, not yet reaped */
+    for (int field = 3; field < 22; field++) {
+        p = strchr(p, ' ');
+        if (p == NULL)
+            return -EPROTO;
+        p++;
+    }
+    char *end;
+    unsigned long long start = strtoull(p, &end, 10);
+    return end == p ? -EPROTO : (int64_t)(start & INT64_MAX);
 }

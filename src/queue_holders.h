@@ -1,0 +1,110 @@
+/* Who holds a queue's messages: for each consumer process, the messages it
+ * has taken and not yet task_done'd, so that a join can count a dead
+ * consumer's messages as done and report its death (queue.c and
+ * queue_fifo.c; the mechanism is described in queue_holders.c). */
+#ifndef MPROC_QUEUE_HOLDERS_H
+#define MPROC_QUEUE_HOLDERS_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct mp__holder {
+    _Atomic int32_t pid;        /* 0: free; -1: being claimed */
+    _Atomic uint32_t taking;    /* a get between its mark and its commit */
+    _Atomic uint32_t finishing; /* a task_done between its mark and its commit */
+    uint32_t unused;
+    uint64_t start;             /* mp__proc_start of pid */
+    uint64_t from;              /* with taking: the commit word before it */
+    uint64_t fin_from;          /* with finishing: the done count before it */
+    uint64_t fin_done;          /* with finishing: done before it */
+    _Atomic uint64_t taken;     /* gets committed (under the consumer lock) */
+    _Atomic uint64_t done;      /* task_done's (under the done lock) */
+} mp__holder;
+
+typedef struct mp__holder_chunk mp__holder_chunk;
+
+/* Part of a queue's control block, in the shared heap; zeroed memory plus
+ * mp__holders_init is a valid empty table. */
+typedef struct {
+    uint64_t id;                         /* tells queues at one address apart */
+    mp__holder_chunk *_Atomic first;
+    _Atomic uint64_t deaths;             /* consumers that died holding messages */
+    _Atomic uint64_t told;               /* of them, reported by a join */
+} mp__holders;
+
+void mp__holders_init(mp__holders *hs);
+void mp__holders_free(mp__holders *hs);
+
+/* The calling process's record, made on its first get; NULL if none can
+ * be made (the shared heap is full: the process goes untracked). */
+mp__holder *mp__holders_self(mp__holders *hs);
+
+/* Around a get's commit, under the consumer lock: `from` is the commit
+ * word (head position or gets count) before the get. */
+static inline void mp__holder_taking(mp__holder *h, uint64_t from)
+{
+    if (h == NULL)
+        return;
+    h->from = from;
+    atomic_store_explicit(&h->taking, 1, memory_order_relaxed);
+    atomic_signal_fence(memory_order_seq_cst); /* a kill lands in order */
+}
+static inline void mp__holder_took(mp__holder *h)
+{
+    if (h == NULL)
+        return;
+    atomic_signal_fence(memory_order_seq_cst);
+    uint64_t t = atomic_load_explicit(&h->taken, memory_order_relaxed);
+    atomic_store_explicit(&h->taken, t + 1, memory_order_relaxed);
+    atomic_signal_fence(memory_order_seq_cst);
+    atomic_store_explicit(&h->taking, 0, memory_order_relaxed);
+}
+
+/* The calling process's record if it holds messages, else NULL (its
+ * task_done is then counted against no one). */
+mp__holder *mp__holders_mine(mp__holders *hs);
+
+/* Around a task_done's commit, under the queue's done lock: `from` is the
+ * queue's done count before it. */
+static inline void mp__holder_finishing(mp__holder *h, uint64_t from)
+{
+    if (h == NULL)
+        return;
+    h->fin_from = from;
+    h->fin_done = atomic_load_explicit(&h->done, memory_order_relaxed);
+    atomic_store_explicit(&h->finishing, 1, memory_order_relaxed);
+    atomic_signal_fence(memory_order_seq_cst);
+}
+static inline void mp__holder_finished(mp__holder *h)
+{
+    if (h == NULL)
+        return;
+    atomic_signal_fence(memory_order_seq_cst);
+    atomic_store_explicit(&h->done, h->fin_done + 1, memory_order_relaxed);
+    atomic_signal_fence(memory_order_seq_cst);
+    atomic_store_explicit(&h->finishing, 0, memory_order_relaxed);
+}
+
+/* Under the consumer lock, when it came with MP_EOWNERDEAD: settle the get
+ * the dead holder was making.  now: the commit word now. */
+void mp__holders_repair_take(mp__holders *hs, uint64_t now);
+/* Under the done lock, when it came with MP_EOWNERDEAD: settle the
+ * task_done the dead holder was making.  now: the done count now. */
+void mp__holders_repair_done(mp__holders *hs, uint64_t now);
+
+/* Without the locks: true if a process that holds messages has died (the
+ * caller then takes the consumer lock and the done lock, and collects). */
+bool mp__holders_any_dead(mp__holders *hs);
+
+/* Under the consumer lock and the done lock: free the records of dead processes; returns
+ * the messages they held (to count as done) and counts each death that
+ * held any. */
+uint64_t mp__holders_collect(mp__holders *hs);
+
+/* For a join: claim one death not reported yet.  True at most once per
+ * death. */
+bool mp__holders_claim_death(mp__holders *hs);
+
+#endif
