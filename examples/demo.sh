@@ -43,6 +43,12 @@ show s004_rlock_threads    "seed 004/1.1.3: ten threads count under an RLock"
 show s004_semaphore_threads "seed 004/1.1.4: twenty threads, five at a time (BoundedSemaphore)"
 show s004_producer_consumer "seed 004/producer-consumer: random producer and consumer on a queue"
 show s004_bones_joinable   "seed 004/producer-consumer: task_done and join on a queue"
+if [ -x "$dir/pipeline_worker_dies" ]; then
+    printf '\n=== %s — %s\n' pipeline_worker_dies \
+        "a JoinableQueue pipeline whose worker is killed: join reports it, no hang"
+    timeout 60 "$dir/pipeline_worker_dies" 2>&1
+    [ $? -eq 1 ] || { echo "demo: pipeline_worker_dies did not end with its error" >&2; failed=1; }
+fi
 show s004_event_traffic_light "seed 004/1.1.5: a traffic light (Event) and three cars"
 show s004_event_door       "seed 004/1.1.5: a door opened by swiping a card (Event)"
 show s004_condition_notify "seed 004/1.1.6: notify n of ten threads waiting on a Condition"

@@ -646,3 +646,23 @@ Test(examples, sha256_files, .timeout = MP_TMO(60))
     unlink(path);
     rmdir(dir);
 }
+
+/* pipeline_worker_dies: the killed worker's line is lost and the join
+ * says so (status 1, not a hang); healthy, every line is counted. */
+Test(examples, pipeline_worker_dies, .timeout = MP_TMO(60))
+{
+    char out[1024];
+    int st = run_example("pipeline_worker_dies", out, sizeof out, MP_TMO(30));
+    cr_assert(st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 1, "status %#x:\n%s", st, out);
+    long words, lines;
+    cr_assert_eq(sscanf(out, "collector: %ld words in %ld lines\n", &words, &lines), 2, "%s", out);
+    cr_assert_lt(lines, 2000, "the dead worker's line is not counted:\n%s", out);
+
+    const char *bin = getenv("MPROC_TEST_BINARY_DIR");
+    char exe[4096];
+    snprintf(exe, sizeof exe, "%s/examples/pipeline_worker_dies", bin ? bin : ".");
+    char *argv[] = {exe, "healthy", NULL};
+    st = mp_test_run(argv, out, sizeof out, MP_TMO(30));
+    expect_success(st, out);
+    cr_assert_str_eq(out, "collector: 12000 words in 2000 lines\n");
+}
