@@ -12,15 +12,17 @@
  * `done` only under the queue's done lock (the ring's own, the ordered
  * queue's one lock), with the task_done's commit of the queue's count.
  *
- * Kill -9 at any instruction.  A get marks its record `taking`, with the
- * commit word it read, just before its commit, and clears the mark with
- * taken + 1 after it, all under the consumer lock.  A process killed in
- * between dies holding that lock, so the next locker gets MP_EOWNERDEAD
- * and calls mp__holders_repair_take: if the commit word has moved, the dead
- * took the message (taken + 1), else it did not; no one else can have
- * moved it.  A task_done marks `finishing` with the queue's done count the
- * same way under the done lock (mp__holders_repair_done).  So the counts
- * are exact whenever a process dies: a message is counted as done once.
+ * Kill -9 at any instruction.  `taken` and `done` count in steps of two,
+ * the low bit a mark.  A get, under the consumer lock, stores the commit
+ * word it read and marks `taken` (one store), commits, then stores
+ * `taken` + 1 past the mark (one store).  A process killed in between dies
+ * holding that lock, so the next locker gets MP_EOWNERDEAD and calls
+ * mp__holders_repair_take: a marked record's get was committed if the
+ * commit word has moved (no one else can have moved it), and its count
+ * becomes the one after, else the one before.  A task_done does the same
+ * with `done` and the queue's done count under the done lock
+ * (mp__holders_repair_done).  So the counts are exact whenever a process
+ * dies: each message is counted as done once.
  *
  * Records change hands by CAS on pid: 0 (free) or a dead process's pid
  * whose record holds nothing -> -1 (being set up) -> the claimer's pid;
@@ -122,8 +124,14 @@ void mp__holders_free(mp__holders *hs)
 
 static uint64_t held(mp__holder *h)
 {
-    return atomic_load_explicit(&h->taken, memory_order_acquire) -
-           atomic_load_explicit(&h->done, memory_order_acquire);
+    return (atomic_load_explicit(&h->taken, memory_order_acquire) >> 1) -
+           (atomic_load_explicit(&h->done, memory_order_acquire) >> 1);
+}
+
+/* A get or a task_done between its mark and its commit. */
+static bool marked(mp__holder *h)
+{
+    return ((atomic_load(&h->taken) | atomic_load(&h->done)) & 1) != 0;
 }
 
 static bool is_dead(mp__holder *h, pid_t pid)
@@ -140,8 +148,6 @@ static bool claim(mp__holder *h, int32_t from)
     h->start = (uint64_t)self_start;
     atomic_store(&h->taken, 0);
     atomic_store(&h->done, 0);
-    atomic_store(&h->taking, 0);
-    atomic_store(&h->finishing, 0);
     atomic_store_explicit(&h->pid, self_pid, memory_order_release);
     return true;
 }
@@ -169,8 +175,7 @@ static mp__holder *find_or_claim(mp__holders *hs, bool make)
     EACH_RECORD(hs, h) {
         /* Dead and holding nothing stays so: no one counts against it. */
         int32_t pid = atomic_load_explicit(&h->pid, memory_order_acquire);
-        if (pid > 0 && held(h) == 0 && atomic_load(&h->taking) == 0 &&
-            atomic_load(&h->finishing) == 0 && is_dead(h, pid) && claim(h, pid))
+        if (pid > 0 && held(h) == 0 && !marked(h) && is_dead(h, pid) && claim(h, pid))
             return h;
     }
     int err = 0;
@@ -221,22 +226,18 @@ mp__holder *mp__holders_mine(mp__holders *hs)
 void mp__holders_repair_take(mp__holders *hs, uint64_t now)
 {
     EACH_RECORD(hs, h) {
-        if (atomic_load(&h->taking) == 0)
-            continue;
-        if (now != h->from) /* the dead committed its get */
-            atomic_store(&h->taken, atomic_load(&h->taken) + 1);
-        atomic_store(&h->taking, 0);
+        uint64_t t = atomic_load(&h->taken);
+        if (t & 1) /* the dead committed its get if the word moved */
+            atomic_store(&h->taken, now != h->from ? t + 1 : t - 1);
     }
 }
 
 void mp__holders_repair_done(mp__holders *hs, uint64_t now)
 {
     EACH_RECORD(hs, h) {
-        if (atomic_load(&h->finishing) == 0)
-            continue;
-        if (now != h->fin_from) /* the dead committed its task_done */
-            atomic_store(&h->done, h->fin_done + 1);
-        atomic_store(&h->finishing, 0);
+        uint64_t d = atomic_load(&h->done);
+        if (d & 1) /* ... its task_done if the count moved */
+            atomic_store(&h->done, now != h->fin_from ? d + 1 : d - 1);
     }
 }
 
@@ -244,8 +245,7 @@ bool mp__holders_any_dead(mp__holders *hs)
 {
     EACH_RECORD(hs, h) {
         int32_t pid = atomic_load_explicit(&h->pid, memory_order_acquire);
-        if (pid > 0 && (held(h) > 0 || atomic_load(&h->taking) || atomic_load(&h->finishing)) &&
-            is_dead(h, pid))
+        if (pid > 0 && (held(h) > 0 || marked(h)) && is_dead(h, pid))
             return true;
     }
     return false;

@@ -10,17 +10,19 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* taken and done count in steps of 2; their low bit marks a get (taken) or
+ * a task_done (done) between its mark and its commit.  Each mark and each
+ * count moves with one store, so a kill leaves either the mark with the
+ * count before it, or the count after it. */
 typedef struct mp__holder {
     _Atomic int32_t pid;        /* 0: free; -1: being claimed */
-    _Atomic uint32_t taking;    /* a get between its mark and its commit */
-    _Atomic uint32_t finishing; /* a task_done between its mark and its commit */
     uint32_t unused;
     uint64_t start;             /* mp__proc_start of pid */
-    uint64_t from;              /* with taking: the commit word before it */
-    uint64_t fin_from;          /* with finishing: the done count before it */
-    uint64_t fin_done;          /* with finishing: done before it */
-    _Atomic uint64_t taken;     /* gets committed (under the consumer lock) */
-    _Atomic uint64_t done;      /* task_done's (under the done lock) */
+    uint64_t from;              /* with taken's mark: the commit word before */
+    uint64_t fin_from;          /* with done's mark: the done count before */
+    _Atomic uint64_t taken;     /* 2 x gets committed (consumer lock) | mark */
+    _Atomic uint64_t done;      /* 2 x task_done's (done lock) | mark */
+    char pad[64 - 48];
 } mp__holder;
 
 typedef struct mp__holder_chunk mp__holder_chunk;
@@ -48,8 +50,10 @@ static inline void mp__holder_taking(mp__holder *h, uint64_t from)
     if (h == NULL)
         return;
     h->from = from;
-    atomic_store_explicit(&h->taking, 1, memory_order_relaxed);
     atomic_signal_fence(memory_order_seq_cst); /* a kill lands in order */
+    uint64_t t = atomic_load_explicit(&h->taken, memory_order_relaxed);
+    atomic_store_explicit(&h->taken, t | 1, memory_order_relaxed);
+    atomic_signal_fence(memory_order_seq_cst);
 }
 static inline void mp__holder_took(mp__holder *h)
 {
@@ -57,9 +61,7 @@ static inline void mp__holder_took(mp__holder *h)
         return;
     atomic_signal_fence(memory_order_seq_cst);
     uint64_t t = atomic_load_explicit(&h->taken, memory_order_relaxed);
-    atomic_store_explicit(&h->taken, t + 1, memory_order_relaxed);
-    atomic_signal_fence(memory_order_seq_cst);
-    atomic_store_explicit(&h->taking, 0, memory_order_relaxed);
+    atomic_store_explicit(&h->taken, (t | 1) + 1, memory_order_relaxed);
 }
 
 /* The calling process's record if it holds messages, else NULL (its
@@ -73,8 +75,9 @@ static inline void mp__holder_finishing(mp__holder *h, uint64_t from)
     if (h == NULL)
         return;
     h->fin_from = from;
-    h->fin_done = atomic_load_explicit(&h->done, memory_order_relaxed);
-    atomic_store_explicit(&h->finishing, 1, memory_order_relaxed);
+    atomic_signal_fence(memory_order_seq_cst);
+    uint64_t d = atomic_load_explicit(&h->done, memory_order_relaxed);
+    atomic_store_explicit(&h->done, d | 1, memory_order_relaxed);
     atomic_signal_fence(memory_order_seq_cst);
 }
 static inline void mp__holder_finished(mp__holder *h)
@@ -82,9 +85,8 @@ static inline void mp__holder_finished(mp__holder *h)
     if (h == NULL)
         return;
     atomic_signal_fence(memory_order_seq_cst);
-    atomic_store_explicit(&h->done, h->fin_done + 1, memory_order_relaxed);
-    atomic_signal_fence(memory_order_seq_cst);
-    atomic_store_explicit(&h->finishing, 0, memory_order_relaxed);
+    uint64_t d = atomic_load_explicit(&h->done, memory_order_relaxed);
+    atomic_store_explicit(&h->done, (d | 1) + 1, memory_order_relaxed);
 }
 
 /* Under the consumer lock, when it came with MP_EOWNERDEAD: settle the get

@@ -337,6 +337,74 @@ MP_API unsigned mp_task_nfds(void);
  * task returns (dup it to keep it longer), or -EBADF. */
 MP_API int mp_task_fd(unsigned i);
 
+/* ---- pre-fork servers ----
+ *
+ * mp_pool_serve turns a process pool into a pre-fork server, as Apache's
+ * prefork and gunicorn's sync workers: every worker accepts on the shared
+ * listening socket itself (no parent in the way of a connection) and
+ * calls the handler for each connection.  A worker that dies is replaced
+ * and the service goes on; the connection it held is the only one lost.
+ * A connection handled past opts.timeout has its worker killed and
+ * replaced; after opts.max_requests connections a worker is replaced.
+ * The pool's workers serve until mp_pool_serve_stop; other tasks wait. */
+
+/* A connection's handler, in a worker: serve conn_fd (blocking, closed by
+ * the library when the handler returns).  Non-zero counts the connection
+ * as failed (mp_pool_stats.tasks_failed); nothing else changes. */
+typedef int (*mp_serve_fn)(int conn_fd, void *ud);
+
+typedef struct {
+    /* Seconds a connection may take; past it its worker is killed and
+     * replaced (gunicorn's timeout).  <= 0: no limit.  With coroutines:
+     * how long a worker's scheduler may go without coming back to it (a
+     * handler that blocks it). */
+    double timeout;
+    /* Connections a worker handles before it is replaced (gunicorn's
+     * max_requests: a leak in the handler stays bounded); 0: no limit. */
+    unsigned max_requests;
+    /* After mp_pool_serve_stop: seconds the connections being handled may
+     * take to end before their workers are killed; 0: 30. */
+    double graceful_timeout;
+    /* 0: a worker handles one connection at a time, in blocking calls.  n:
+     * up to n at once, each in an mproc coroutine of the worker's own
+     * scheduler (the handler uses mp_co_read, mp_co_write... on conn_fd,
+     * which is non-blocking): many slow clients per worker. */
+    unsigned coroutines;
+} mp_serve_opts;
+
+/* What a serve has done so far (mp_pool_serve_stats). */
+typedef struct {
+    uint64_t connections;       /* ended (handled, failed or lost) */
+    uint64_t failed;            /* ... of them whose handler returned non-zero,
+                                   or lost with their worker */
+    uint64_t worker_deaths;     /* serving workers that died (a crash, a kill) */
+    uint64_t timeouts;          /* ... killed for a connection past opts.timeout */
+    uint64_t recycled;          /* workers replaced after max_requests */
+} mp_serve_stats;
+
+/* Serve listen_fd, a listening socket, on every worker of process pool p
+ * until mp_pool_serve_stop: blocks.  handle(conn_fd, ud) runs in the
+ * workers (ud as it was when the pool was made: workers see the memory of
+ * mp_pool_new).  listen_fd is shared with the workers and made
+ * non-blocking while it serves (its flag is put back at the end).  opts
+ * may be NULL (no time limit, no recycling).  Returns 0 once stopped and
+ * drained; MP_ECLOSED (the pool was closed or terminated); -EINVAL (p or
+ * handle NULL, a NaN or negative graceful_timeout, listen_fd not
+ * listening); -ENOTSOCK; -EBADF; -ENOTSUP (a thread or MPI pool); -EBUSY
+ * (already serving); -ENOMEM. */
+MP_API int mp_pool_serve(mp_pool *p, int listen_fd, mp_serve_fn handle, void *ud,
+                         const mp_serve_opts *opts);
+
+/* Make mp_pool_serve return: the workers stop accepting, finish the
+ * connections they hold (within opts.graceful_timeout, then they are
+ * killed), and the call returns 0.  Async-signal-safe (a SIGTERM handler
+ * may call it).  0, -EINVAL (p NULL), -ESRCH (not serving). */
+MP_API int mp_pool_serve_stop(mp_pool *p);
+
+/* The counts of the serve under way on p (or of the last one).  0,
+ * -EINVAL, -EPERM (another process's pool). */
+MP_API int mp_pool_serve_stats(mp_pool *p, mp_serve_stats *out);
+
 /* ---- MPI pools ----
  *
  * Under `mpirun -n N ./app`, rank 0 runs the program and ranks 1..N-1

@@ -55,6 +55,15 @@ int mp__io_set_backlog(int fd, int backlog);
 /* Accept one connection (close-on-exec), waiting up to deadline: the new
  * fd, -ETIMEDOUT, or -errno. */
 int mp__io_accept(int lfd, int64_t deadline);
+/* 1 if fd is a listening socket, 0 if a socket that is not, -ENOTSOCK,
+ * -EBADF. */
+int mp__io_is_listening(int fd);
+/* Set or clear O_NONBLOCK on fd; *was (may be NULL) gets whether it was
+ * set.  0 or -errno. */
+int mp__io_set_nonblock(int fd, bool on, bool *was);
+/* Accept one connection without waiting (lfd is non-blocking), close-on-
+ * exec: the descriptor, or -errno (-EAGAIN when none is waiting). */
+int mp__io_accept_now(int lfd);
 /* Connect to an address of the forms above, up to deadline. */
 int mp__io_connect(const char *address, int64_t deadline);
 /* The bound address of a listening socket, in the forms above. */

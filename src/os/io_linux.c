@@ -469,3 +469,29 @@ int mp__io_local_address(int fd, char *buf, size_t cap)
     }
     return n < 0 || (size_t)n >= cap ? -ENAMETOOLONG : 0;
 }
+
+int mp__io_is_listening(int fd)
+{
+    int on = 0;
+    socklen_t len = sizeof on;
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &on, &len) < 0)
+        return -errno;
+    return on != 0;
+}
+
+int mp__io_set_nonblock(int fd, bool on, bool *was)
+{
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0)
+        return -errno;
+    if (was)
+        *was = (fl & O_NONBLOCK) != 0;
+    int want = on ? fl | O_NONBLOCK : fl & ~O_NONBLOCK;
+    return want == fl || fcntl(fd, F_SETFL, want) == 0 ? 0 : -errno;
+}
+
+int mp__io_accept_now(int lfd)
+{
+    int c = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+    return c < 0 ? -errno : c;
+}

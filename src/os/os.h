@@ -115,6 +115,9 @@ int mp__die_with_parent(pid_t parent, int sig);
  * Returns the poller fd or -errno. */
 int mp__poller_new(void);
 int mp__poller_add(int poller, int fd, uint64_t tag);
+/* As mp__poller_add, but of the pollers that watch fd and wait, one is
+ * woken by each event (a listening socket shared by many processes). */
+int mp__poller_add_exclusive(int poller, int fd, uint64_t tag);
 int mp__poller_del(int poller, int fd);
 /* Wait until some watched fds are readable or deadline: stores up to max
  * tags, returns how many (0 at the deadline) or -errno. */

@@ -28,6 +28,12 @@ int mp__poller_add(int poller, int fd, uint64_t tag)
     return epoll_ctl(poller, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
 }
 
+int mp__poller_add_exclusive(int poller, int fd, uint64_t tag)
+{
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLEXCLUSIVE, .data.u64 = tag};
+    return epoll_ctl(poller, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
+}
+
 int mp__poller_del(int poller, int fd)
 {
     return epoll_ctl(poller, EPOLL_CTL_DEL, fd, NULL) < 0 ? -errno : 0;

@@ -105,6 +105,7 @@ void mp__pool_unref(pool_core *c)
             mp__heap_free(c->s->workers);
         mp__heap_free(c->s);
     }
+    mp__serve_release(c);
     if (c->notify_fd >= 0)
         close(c->notify_fd);
     if (c->poller >= 0)

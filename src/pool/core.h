@@ -211,6 +211,15 @@ struct pool_core {
     _Atomic uint64_t restarts;      /* workers replaced */
     size_t npending;                /* (lock) jobs on the pending list */
 
+    /* mp_pool_serve (serve.c) */
+    struct {
+        _Atomic int active;         /* a serve is under way */
+        _Atomic uint32_t *stop;     /* stops asked for, ever (shared heap) */
+        int stop_fd;                /* ... a notifier of them (with stop) */
+        uint64_t done0, failed0;    /* the pool's counts when it began */
+        mp_serve_stats stats;       /* (its thread) the workers' ends */
+    } serve;
+
     /* progress of maps (progress.c) */
     progress_opts prog;
     pthread_mutex_t progress_lock;  /* the list, and reports */
@@ -231,6 +240,10 @@ MP_INTERNAL int mp__result_partial(mp_result *r, const void **res, size_t *len);
 /* ---- stats.c ---- */
 /* (supervisor) Worker w runs as process pid / has ended (pid 0). */
 void mp__pool_set_pid(pool_core *c, unsigned w, pid_t pid);
+
+/* ---- serve.c ---- */
+/* What a pool that served keeps until it is destroyed. */
+void mp__serve_release(pool_core *c);
 
 /* ---- core.c ---- */
 /* 0 and *c, -EINVAL (NULL) or -EPERM (another process). */

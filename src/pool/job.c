@@ -261,6 +261,7 @@ job *mp__job_get(pool_core *c, job_table *t)
     s->res_len = 0;
     s->batch = NULL;
     s->nfail = 0;
+    atomic_store_explicit(&s->cur, 0, memory_order_relaxed); /* (not between items) */
     j->core = c;
     j->done = NULL;
     j->batch = NULL;

@@ -43,6 +43,7 @@
 #define BACKOFF_MIN_NS 10000000LL   /* first delay before replacing a worker */
 #define BACKOFF_MAX_NS 1000000000LL /*   that died before its first task */
 #define RETRY_NS 100000000LL        /* after a failed spawn */
+#define IDLE_LOOK_NS 1000000000LL   /* deadlines of jobs between items */
 
 /* ---- ending dispatches ---- */
 
@@ -343,11 +344,13 @@ static int64_t check_deadlines(pool_core *c)
             s->timeout_ns <= 0 || job_state(s) != JOB_RUNNING)
             continue;
         uint64_t item = atomic_load(&s->cur);
-        if (s->kind == JOB_HELPER && item == BATCH_NO_ITEM) {
-            /* Between items: look again within a time limit, since the
-             * next item's start does not wake us. */
-            if (now + s->timeout_ns < next)
-                next = now + s->timeout_ns;
+        if (item == BATCH_NO_ITEM) {
+            /* Between items (a map helper's, a server's connections): look
+             * again within a time limit, at most a second, since the next
+             * item's start does not wake us. */
+            int64_t look = s->timeout_ns < IDLE_LOOK_NS ? s->timeout_ns : IDLE_LOOK_NS;
+            if (now + look < next)
+                next = now + look;
             continue;
         }
         int64_t dl = atomic_load(&s->item_start) + s->timeout_ns;

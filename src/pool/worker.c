@@ -32,6 +32,7 @@ static _Thread_local unsigned task_nfds;
 static _Thread_local job_shm *task_job; /* the job whose task runs now */
 static _Thread_local worker_slot *task_slot; /* ... and our slot */
 static _Thread_local bool task_counted;  /* the task counted itself (items) */
+static _Thread_local bool retire;        /* end after this task */
 
 /* Add to one of our slot's counters: only this worker writes them (no
  * locked instruction needed). */
@@ -40,6 +41,8 @@ static void slot_add(_Atomic uint64_t *n, uint64_t k)
     atomic_store_explicit(n, atomic_load_explicit(n, memory_order_relaxed) + k,
                           memory_order_relaxed);
 }
+
+void mp__worker_retire(void) { retire = true; }
 
 void mp__worker_count_items(uint64_t done, uint64_t failed)
 {
@@ -375,10 +378,11 @@ void mp__worker_run(pool_shm *s, unsigned w, bool process)
         mp__worker_release(s, pos);
         done += run_job(s, w, j, process, max ? max - done : 0);
         atomic_store_explicit(&ws->current, NULL, memory_order_release);
-        if (max && done >= max)
+        if ((max && done >= max) || retire)
             break;
     }
     worker_index = -1;
+    retire = false;
     if (process) {
         fflush(NULL);
         _exit(0);

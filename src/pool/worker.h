@@ -22,6 +22,9 @@ MP_INTERNAL void mp__worker_release(pool_shm *s, uint64_t pos);
 MP_INTERNAL void mp__worker_count_items(uint64_t done, uint64_t failed);
 /* Inside a task: its job (NULL outside one). */
 MP_INTERNAL job_shm *mp__worker_job(void);
+/* Inside a task: this worker ends when the task returns (and is replaced,
+ * as after maxtasksperchild). */
+MP_INTERNAL void mp__worker_retire(void);
 /* Hand an ended job to the supervisor on worker w's done stack; wake the
  * supervisor now if urgent (callbacks, failures), else once a batch of
  * them has piled up. */
