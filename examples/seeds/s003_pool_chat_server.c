@@ -1,17 +1,23 @@
 /* Seed 003, "通过进程池利用socket实现并发聊天": a server whose pool of four
- * workers serves clients, each connection handed to a worker as a file
- * descriptor (mp_task_opts.fds).  With six clients at once, four are served
- * and two wait their turn until a worker is free.
+ * workers serves clients.  The seed's loop (accept in the parent, then
+ * apply_async(talk, conn)) becomes mp_pool_serve: each of the four workers
+ * accepts on the listening socket itself and talks to its client, so no
+ * connection passes through the parent, a worker that dies is replaced,
+ * and the service goes on.  With six clients at once, four are served and
+ * two wait their turn until a worker is free.
  *
  *   s003_pool_chat_server             the seed's scene: six client
  *                                     processes of its own, then exit
- *   s003_pool_chat_server PORT N      serve N clients on 127.0.0.1:PORT
- *                                     (e.g. with s003_pool_chat_client)
+ *   s003_pool_chat_server PORT        serve on 127.0.0.1:PORT until
+ *                                     SIGINT or SIGTERM (try it with
+ *                                     s003_pool_chat_client)
  */
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <mproc.h>
 #include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,9 +25,9 @@
 #include <unistd.h>
 
 /* One client's conversation, on a pool worker: echo in upper case. */
-static int talk(const void *arg, size_t len, mp_buf *res)
+static int talk(int conn, void *ud)
 {
-    int conn = mp_task_fd(0);
+    (void)ud;
     printf("进程pid: %d\n", (int)getpid());
     fflush(stdout);
     char msg[1024];
@@ -34,7 +40,7 @@ static int talk(const void *arg, size_t len, mp_buf *res)
         if (send(conn, msg, (size_t)n, MSG_NOSIGNAL) != n)
             break;
     }
-    return 0; /* the pool closes its copy of conn */
+    return 0; /* mp_pool_serve closes conn */
 }
 
 static int listen_on(int port, int *bound)
@@ -84,30 +90,61 @@ static int client(void *argp)
     return 0;
 }
 
-static int serve(mp_pool *p, int lsock, int nclients)
+/* The scene, on a thread of its own while main serves: six clients, four
+ * served at once, then the rest; then stop the server. */
+typedef struct {
+    mp_pool *p;
+    int port, rc;
+} scene_arg;
+
+static void *scene(void *argp)
 {
-    for (int i = 0; i < nclients; i++) {
-        int conn = accept4(lsock, NULL, NULL, SOCK_CLOEXEC);
-        if (conn < 0) {
-            perror("accept");
-            return -1;
-        }
-        mp_result *r;
-        int rc = mp_pool_apply_async(p, talk, NULL, 0, &(mp_task_opts){.fds = &conn, .nfds = 1}, &r);
-        close(conn); /* the task holds its own copy */
-        if (rc < 0) {
-            fprintf(stderr, "apply_async: %s\n", mp_strerror(rc));
-            return -1;
-        }
-        mp_result_free(r);
+    scene_arg *s = argp;
+    mp_sem *answered;
+    mp_event *hang_up;
+    mp_sem_new(&answered, 0, 0);
+    mp_event_new(&hang_up);
+    mp_process *cl[6];
+    client_arg args[6];
+    for (int i = 0; i < 6; i++) {
+        args[i] = (client_arg){s->port, i + 1, answered, hang_up};
+        mp_process_new(&cl[i], client, &args[i], NULL);
+        mp_process_start(cl[i]);
     }
-    return 0;
+    int rc = 0;
+    /* Four workers, four conversations: the other two clients wait. */
+    for (int i = 0; i < 4 && rc == 0; i++)
+        rc = mp_sem_acquire(answered, 30);
+    int early = rc == 0 && mp_sem_acquire(answered, 0.3) == 0; /* none, with 4 workers */
+    printf("4 clients served, %d waiting for a free worker\n", 2 - early);
+    fflush(stdout);
+    mp_event_set(hang_up); /* the first four hang up: their workers are free */
+    for (int i = early; i < 2 && rc == 0; i++)
+        rc = mp_sem_acquire(answered, 30);
+    for (int i = 0; i < 6; i++) {
+        mp_process_join(cl[i], MP_FOREVER);
+        mp_process_free(cl[i]);
+    }
+    printf("all 6 clients served\n");
+    fflush(stdout);
+    mp_sem_free(answered);
+    mp_event_free(hang_up);
+    s->rc = rc;
+    mp_pool_serve_stop(s->p);
+    return NULL;
+}
+
+static mp_pool *serving;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    mp_pool_serve_stop(serving); /* async-signal-safe */
 }
 
 int main(int argc, char **argv)
 {
     int port = argc > 1 ? atoi(argv[1]) : 0, bound;
-    int nclients = argc > 2 ? atoi(argv[2]) : 6;
     int lsock = listen_on(port, &bound);
     mp_pool *p;
     int rc = mp_pool_new(&p, &(mp_pool_opts){.workers = 4});
@@ -115,43 +152,26 @@ int main(int argc, char **argv)
         fprintf(stderr, "pool: %s\n", mp_strerror(rc));
         return 1;
     }
+    scene_arg s = {p, bound, 0};
+    pthread_t t;
     if (argc > 1) {
-        printf("serving %d clients on 127.0.0.1:%d\n", nclients, bound);
+        serving = p;
+        struct sigaction sa = {.sa_handler = on_signal};
+        sigaction(SIGINT, &sa, NULL);
+        sigaction(SIGTERM, &sa, NULL);
+        printf("serving on 127.0.0.1:%d (Ctrl-C stops)\n", bound);
         fflush(stdout);
-        rc = serve(p, lsock, nclients);
-    } else {
-        mp_sem *answered;
-        mp_event *hang_up;
-        mp_sem_new(&answered, 0, 0);
-        mp_event_new(&hang_up);
-        mp_process *cl[6];
-        client_arg args[6];
-        for (int i = 0; i < 6; i++) {
-            args[i] = (client_arg){bound, i + 1, answered, hang_up};
-            mp_process_new(&cl[i], client, &args[i], NULL);
-            mp_process_start(cl[i]);
-        }
-        rc = serve(p, lsock, 6);
-        /* Four workers, four conversations: the other two clients wait. */
-        for (int i = 0; i < 4 && rc == 0; i++)
-            rc = mp_sem_acquire(answered, 30);
-        int early = rc == 0 && mp_sem_acquire(answered, 0.3) == 0; /* none, with 4 workers */
-        printf("4 clients served, %d waiting for a free worker\n", 2 - early);
-        fflush(stdout);
-        mp_event_set(hang_up); /* the first four hang up: their workers are free */
-        for (int i = early; i < 2 && rc == 0; i++)
-            rc = mp_sem_acquire(answered, 30);
-        for (int i = 0; i < 6; i++) {
-            mp_process_join(cl[i], MP_FOREVER);
-            mp_process_free(cl[i]);
-        }
-        printf("all 6 clients served\n");
-        mp_sem_free(answered);
-        mp_event_free(hang_up);
+    } else if (pthread_create(&t, NULL, scene, &s) != 0) {
+        return 1;
     }
+    rc = mp_pool_serve(p, lsock, talk, NULL, NULL);
+    if (rc < 0)
+        fprintf(stderr, "serve: %s\n", mp_strerror(rc));
+    if (argc == 1)
+        pthread_join(t, NULL);
     close(lsock);
     mp_pool_close(p);
     mp_pool_join(p, MP_FOREVER);
     mp_pool_free(p);
-    return rc < 0;
+    return rc < 0 || s.rc < 0;
 }
