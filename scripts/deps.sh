@@ -8,7 +8,7 @@ want="cmake make gcc pkg-config libsodium-dev libdw-dev"
 for what in "$@"; do
     case "$what" in
     test) want="$want libcriterion-dev libopenmpi-dev openmpi-bin" ;;
-    bench) want="$want python3 gnuplot-nox g++ libboost-dev libzmq3-dev libtbb-dev libuv1-dev libboost-context-dev" ;;
+    bench) want="$want python3 gnuplot-nox g++ libboost-dev libzmq3-dev libtbb-dev libuv1-dev libboost-context-dev apache2-utils" ;;
     fuzz)
         want="$want clang"
         # libFuzzer's runtime comes in a package named after clang's version.

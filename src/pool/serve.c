@@ -48,6 +48,7 @@
 
 #define STOP_LOOK_NS 100000000LL   /* a coroutine acceptor looks at the stop word */
 #define BUSY_BACKOFF_NS 10000000LL /* out of descriptors: wait before accepting again */
+#define WATCH_SLICE_NS 100000000LL /* the parent looks at its tasks at least this often */
 
 /* What a serve task carries (copied into the task's argument). */
 typedef struct {
@@ -82,14 +83,26 @@ static void item_idle(job_shm *j)
 }
 
 /* Accept the next connection, waiting (in poller, or sleeping briefly when
- * out of descriptors) while none is there.  The descriptor, -ECANCELED once
+ * out of descriptors) while none is there.  *direct says whether the last
+ * try without waiting found one: when it did not, wait first (an accept
+ * that would fail costs a system call on every connection of a server
+ * that keeps up with its clients).  The descriptor, -ECANCELED once
  * stopping, or another -errno the socket gives (it was shut down...). */
-static int next_connection(const serve_arg *a, int lfd, int poller)
+static int next_connection(const serve_arg *a, int lfd, int poller, bool *direct)
 {
     for (;;) {
         if (stopping(a))
             return -ECANCELED;
+        uint64_t tag;
+        if (!*direct) {
+            int rc = mp__poller_wait(poller, &tag, 1, MP__NO_DEADLINE);
+            if (rc < 0 && rc != -EINTR)
+                return rc;
+            if (stopping(a))
+                return -ECANCELED;
+        }
         int c = mp__io_accept_now(lfd);
+        *direct = c >= 0;
         if (c >= 0)
             return c;
         switch (c) {
@@ -97,13 +110,6 @@ static int next_connection(const serve_arg *a, int lfd, int poller)
 #if EAGAIN != EWOULDBLOCK
         case -EWOULDBLOCK:
 #endif
-        {
-            uint64_t tag;
-            int rc = mp__poller_wait(poller, &tag, 1, MP__NO_DEADLINE);
-            if (rc < 0 && rc != -EINTR)
-                return rc;
-            break;
-        }
         case -EINTR:
         case -ECONNABORTED:
         case -EPROTO:
@@ -112,11 +118,9 @@ static int next_connection(const serve_arg *a, int lfd, int poller)
         case -EMFILE:
         case -ENFILE:
         case -ENOBUFS:
-        case -ENOMEM: {
-            uint64_t tag;
+        case -ENOMEM:
             mp__poller_wait(poller, &tag, 1, mp__now_ns() + BUSY_BACKOFF_NS);
             break;
-        }
         default:
             return c;
         }
@@ -127,8 +131,9 @@ static int serve_blocking(const serve_arg *a, int lfd, int poller)
 {
     job_shm *j = mp__worker_job();
     item_idle(j);
+    bool direct = true;
     for (uint64_t n = 0;;) {
-        int c = next_connection(a, lfd, poller);
+        int c = next_connection(a, lfd, poller, &direct);
         if (c == -ECANCELED)
             return 0;
         if (c < 0)
@@ -257,10 +262,27 @@ static int serve_task(const void *arg, size_t len, mp_buf *result)
 
 /* ---- in the parent ---- */
 
-static int submit(mp_pool *p, const serve_arg *a, const int fds[2], double timeout,
+/* A serve task ended (on the collector): wake the serving thread, which
+ * sleeps on this notifier and the stop's instead of polling its results. */
+static void ended(const void *res, size_t len, void *ud)
+{
+    (void)res;
+    (void)len;
+    mp__notify((int)(intptr_t)ud);
+}
+
+static void ended_err(int code, void *ud)
+{
+    (void)code;
+    mp__notify((int)(intptr_t)ud);
+}
+
+static int submit(mp_pool *p, const serve_arg *a, const int fds[2], double timeout, int ended_fd,
                   mp_result **out)
 {
-    mp_task_opts o = {.timeout = timeout > 0 ? timeout : -1, .fds = fds, .nfds = 2};
+    mp_task_opts o = {.timeout = timeout > 0 ? timeout : -1, .fds = fds, .nfds = 2,
+                      .callback = ended, .error_callback = ended_err,
+                      .ud = (void *)(intptr_t)ended_fd};
     return mp_pool_apply_async(p, serve_task, a, sizeof *a, &o, out);
 }
 
@@ -395,7 +417,9 @@ int mp_pool_serve(mp_pool *p, int listen_fd, mp_serve_fn handle, void *ud,
     unsigned n = c->nworkers;
     mp_result **rs = calloc(n, sizeof *rs);
     bool was_nonblock = false;
-    rc = rs ? mp__io_set_nonblock(listen_fd, true, &was_nonblock) : -ENOMEM;
+    int ended_fd = mp__notifier_new();
+    rc = rs == NULL ? -ENOMEM : ended_fd < 0 ? ended_fd
+                                             : mp__io_set_nonblock(listen_fd, true, &was_nonblock);
 
     c->serve.stats = (mp_serve_stats){0};
     mp_pool_stats st0 = {0};
@@ -406,24 +430,23 @@ int mp_pool_serve(mp_pool *p, int listen_fd, mp_serve_fn handle, void *ud,
                    o.timeout > 0 ? (int64_t)(o.timeout * 1e9) : 0, c->serve.stop, seen};
     int fds[2] = {listen_fd, c->serve.stop_fd};
     for (unsigned i = 0; rc == 0 && i < n; i++)
-        rc = submit(p, &a, fds, o.timeout, &rs[i]);
+        rc = submit(p, &a, fds, o.timeout, ended_fd, &rs[i]);
 
-    /* Watch: each task that ends is counted and sent again. */
+    /* Watch: each task that ends is counted and sent again.  Its callback
+     * wakes us (before its result reads as ready: hence a slice). */
+    int wake[2] = {c->serve.stop_fd, ended_fd};
     while (rc == 0 && atomic_load(c->serve.stop) == seen) {
-        int i = mp_result_wait_any(rs, n, 0.1);
-        if (i == MP_ETIMEDOUT)
-            continue;
-        if (i < 0) {
-            rc = i;
-            break;
+        mp__io_wait_any(wake, 2, mp__now_ns() + WATCH_SLICE_NS);
+        mp__notifier_drain(ended_fd);
+        for (unsigned i = 0; rc == 0 && i < n && atomic_load(c->serve.stop) == seen; i++) {
+            if (!mp_result_ready(rs[i]))
+                continue;
+            if (count_end(c, rs[i], &rc))
+                break;
+            mp_result_free(rs[i]);
+            rs[i] = NULL;
+            rc = submit(p, &a, fds, o.timeout, ended_fd, &rs[i]);
         }
-        if (atomic_load(c->serve.stop) != seen)
-            break; /* ended by the stop: drained below */
-        if (count_end(c, rs[i], &rc))
-            break;
-        mp_result_free(rs[i]);
-        rs[i] = NULL;
-        rc = submit(p, &a, fds, o.timeout, &rs[i]);
     }
 
     /* Stop: every worker ends its connections and returns. */
@@ -433,6 +456,8 @@ int mp_pool_serve(mp_pool *p, int listen_fd, mp_serve_fn handle, void *ud,
     if (rs != NULL)
         drain(c, rs, n, o.graceful_timeout);
     free(rs);
+    if (ended_fd >= 0)
+        close(ended_fd);
     if (!was_nonblock)
         mp__io_set_nonblock(listen_fd, false, NULL);
     live_counts(c, &c->serve.stats); /* kept as they are now */
