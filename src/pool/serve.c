@@ -193,7 +193,7 @@ static void co_accept(void *arg)
         }
         int c = mp__io_accept_now(srv->lfd);
         if (c == -EAGAIN || c == -EWOULDBLOCK) {
-            mp_co_wait_fd(srv->lfd, 1 /* POLLIN */, (double)beat / 1e9);
+            mp_co_wait_fd(srv->lfd, MP_READABLE, (double)beat / 1e9);
             continue;
         }
         if (c == -EINTR || c == -ECONNABORTED || c == -EPROTO || c == -EPERM)
