@@ -43,25 +43,35 @@ void mp__holders_free(mp__holders *hs);
  * be made (the shared heap is full: the process goes untracked). */
 mp__holder *mp__holders_self(mp__holders *hs);
 
+/* One counted step (a get's `taken`, a task_done's `done`), under its
+ * lock: mark the count, with the queue's word before the commit in *at;
+ * after the commit, count the step past the mark.  Each is one store. */
+static inline void mp__holder_mark(_Atomic uint64_t *count, uint64_t *at, uint64_t word)
+{
+    *at = word;
+    atomic_signal_fence(memory_order_seq_cst); /* a kill lands in order */
+    uint64_t c = atomic_load_explicit(count, memory_order_relaxed);
+    atomic_store_explicit(count, c | 1, memory_order_relaxed);
+    atomic_signal_fence(memory_order_seq_cst);
+}
+static inline void mp__holder_count(_Atomic uint64_t *count)
+{
+    atomic_signal_fence(memory_order_seq_cst);
+    uint64_t c = atomic_load_explicit(count, memory_order_relaxed);
+    atomic_store_explicit(count, (c | 1) + 1, memory_order_relaxed);
+}
+
 /* Around a get's commit, under the consumer lock: `from` is the commit
- * word (head position or gets count) before the get. */
+ * word (head position or gets count) before the get.  h may be NULL. */
 static inline void mp__holder_taking(mp__holder *h, uint64_t from)
 {
-    if (h == NULL)
-        return;
-    h->from = from;
-    atomic_signal_fence(memory_order_seq_cst); /* a kill lands in order */
-    uint64_t t = atomic_load_explicit(&h->taken, memory_order_relaxed);
-    atomic_store_explicit(&h->taken, t | 1, memory_order_relaxed);
-    atomic_signal_fence(memory_order_seq_cst);
+    if (h != NULL)
+        mp__holder_mark(&h->taken, &h->from, from);
 }
 static inline void mp__holder_took(mp__holder *h)
 {
-    if (h == NULL)
-        return;
-    atomic_signal_fence(memory_order_seq_cst);
-    uint64_t t = atomic_load_explicit(&h->taken, memory_order_relaxed);
-    atomic_store_explicit(&h->taken, (t | 1) + 1, memory_order_relaxed);
+    if (h != NULL)
+        mp__holder_count(&h->taken);
 }
 
 /* The calling process's record if it holds messages, else NULL (its
@@ -69,24 +79,16 @@ static inline void mp__holder_took(mp__holder *h)
 mp__holder *mp__holders_mine(mp__holders *hs);
 
 /* Around a task_done's commit, under the queue's done lock: `from` is the
- * queue's done count before it. */
+ * queue's done count before it.  h may be NULL. */
 static inline void mp__holder_finishing(mp__holder *h, uint64_t from)
 {
-    if (h == NULL)
-        return;
-    h->fin_from = from;
-    atomic_signal_fence(memory_order_seq_cst);
-    uint64_t d = atomic_load_explicit(&h->done, memory_order_relaxed);
-    atomic_store_explicit(&h->done, d | 1, memory_order_relaxed);
-    atomic_signal_fence(memory_order_seq_cst);
+    if (h != NULL)
+        mp__holder_mark(&h->done, &h->fin_from, from);
 }
 static inline void mp__holder_finished(mp__holder *h)
 {
-    if (h == NULL)
-        return;
-    atomic_signal_fence(memory_order_seq_cst);
-    uint64_t d = atomic_load_explicit(&h->done, memory_order_relaxed);
-    atomic_store_explicit(&h->done, (d | 1) + 1, memory_order_relaxed);
+    if (h != NULL)
+        mp__holder_count(&h->done);
 }
 
 /* Under the consumer lock, when it came with MP_EOWNERDEAD: settle the get
