@@ -88,7 +88,7 @@ static void item_idle(job_shm *j)
  * that would fail costs a system call on every connection of a server
  * that keeps up with its clients).  The descriptor, -ECANCELED once
  * stopping, or another -errno the socket gives (it was shut down...). */
-static int next_connection(const serve_arg *a, int lfd, int poller, bool *direct)
+static int next_connection(const serve_arg *a, int lfd, int stop_fd, int poller, bool *direct)
 {
     for (;;) {
         if (stopping(a))
@@ -118,8 +118,8 @@ static int next_connection(const serve_arg *a, int lfd, int poller, bool *direct
         case -EMFILE:
         case -ENFILE:
         case -ENOBUFS:
-        case -ENOMEM:
-            mp__poller_wait(poller, &tag, 1, mp__now_ns() + BUSY_BACKOFF_NS);
+        case -ENOMEM: /* (not on the socket: it stays readable) */
+            mp__io_wait_any(&stop_fd, 1, mp__now_ns() + BUSY_BACKOFF_NS);
             break;
         default:
             return c;
@@ -127,13 +127,13 @@ static int next_connection(const serve_arg *a, int lfd, int poller, bool *direct
     }
 }
 
-static int serve_blocking(const serve_arg *a, int lfd, int poller)
+static int serve_blocking(const serve_arg *a, int lfd, int stop_fd, int poller)
 {
     job_shm *j = mp__worker_job();
     item_idle(j);
     bool direct = true;
     for (uint64_t n = 0;;) {
-        int c = next_connection(a, lfd, poller, &direct);
+        int c = next_connection(a, lfd, stop_fd, poller, &direct);
         if (c == -ECANCELED)
             return 0;
         if (c < 0)
@@ -255,7 +255,7 @@ static int serve_task(const void *arg, size_t len, mp_buf *result)
     if (rc == 0)
         rc = mp__poller_add(poller, stop_fd, 1);
     if (rc == 0)
-        rc = serve_blocking(&a, lfd, poller);
+        rc = serve_blocking(&a, lfd, stop_fd, poller);
     close(poller);
     return rc;
 }
