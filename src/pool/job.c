@@ -261,7 +261,10 @@ job *mp__job_get(pool_core *c, job_table *t)
     s->res_len = 0;
     s->batch = NULL;
     s->nfail = 0;
-    atomic_store_explicit(&s->cur, 0, memory_order_relaxed); /* (not between items) */
+    /* Not in an item (a map helper is between items until it claims one,
+     * and its deadline does not run; an apply task sets 0: its one item
+     * runs from its start). */
+    atomic_store_explicit(&s->cur, UINT64_MAX, memory_order_relaxed);
     j->core = c;
     j->done = NULL;
     j->batch = NULL;

@@ -187,6 +187,7 @@ int mp__pool_apply_v(mp_pool *p, mp_task_fn fn, const struct iovec *iov, unsigne
         dst += iov[i].iov_len;
     }
     s->kind = JOB_APPLY;
+    atomic_store_explicit(&s->cur, 0, memory_order_relaxed); /* its deadline runs from its start */
     s->fn = fn;
     s->len = len;
     j->fn = fn;
