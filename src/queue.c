@@ -570,6 +570,14 @@ int mp_queue_task_done(mp_queue *q)
     return 0;
 }
 
+/* Count n messages as done (dropped, or held by the dead), never past the
+ * messages put (lock held). */
+static void count_done(mp_queue *q, uint64_t n)
+{
+    uint64_t d = load64(&q->done), puts = load64(&q->puts);
+    commit64(&q->done, puts - d < n ? puts : d + n);
+}
+
 int mp_queue_join(mp_queue *q, double timeout)
 {
     int64_t deadline;
@@ -592,8 +600,7 @@ int mp_queue_join(mp_queue *q, double timeout)
         lock(q);
         if (dead) {
             uint64_t n = mp__holders_collect(&q->holders);
-            uint64_t d = load64(&q->done), puts = load64(&q->puts);
-            commit64(&q->done, puts - d < n ? puts : d + n);
+            count_done(q, n);
             if (n > 0) {
                 bump(&q->done_word, &q->join_sleepers, INT32_MAX);
                 continue;
@@ -627,8 +634,7 @@ int mp_queue_shutdown(mp_queue *q, bool immediate)
             msg_put(q, pop(q));
             n++;
         }
-        uint64_t d = load64(&q->done), puts = load64(&q->puts);
-        commit64(&q->done, puts - d < n ? puts : d + n);
+        count_done(q, n);
         dropped = n > 0;
     }
     unlock(q);

@@ -763,6 +763,33 @@ Test(pool_limits, more_in_flight_than_the_ring_holds_threads, .timeout = MP_TMO(
     more_in_flight_than_the_ring(MP_POOL_THREAD);
 }
 
+/* A task's time limit holds on a pool whose jobs served map helpers
+ * before: a helper ends "between items", and a job recycled for a task
+ * must not keep that mark (its deadline would never run). */
+Test(pool_limits, task_deadline_after_maps, .timeout = MP_TMO(30))
+{
+    mp_pool *p;
+    mp_expect_rc(mp_pool_new(&p, &(mp_pool_opts){.workers = 2}), 0);
+    double naps[8] = {0}, outs[8];
+    for (int round = 0; round < 20; round++) /* helpers, ended and recycled */
+        mp_expect_rc(mp_pool_map(p, nap_item, naps, 8, sizeof(double), outs, sizeof(double), 1),
+                     0);
+    for (int i = 0; i < 4; i++) {
+        mp_result *r;
+        double t0 = mp_test_now();
+        mp_expect_rc(mp_pool_apply_async(p, run_op, &(task_arg){.op = OP_HANG},
+                                         sizeof(task_arg), &(mp_task_opts){.timeout = 0.2}, &r),
+                     0);
+        mp_expect_rc(mp_result_wait(r, MP_TMO(10)), 0);
+        mp_task_info info;
+        mp_expect_rc(mp_result_info(r, &info), 0);
+        mp_expect_rc(info.code, MP_EDEADLINE);
+        cr_assert_lt(mp_test_now() - t0, MP_TMO(3));
+        mp_result_free(r);
+    }
+    mp_pool_free(p);
+}
+
 /* CPU time (user + system, ns) of one process, from /proc/<pid>/stat. */
 static int64_t cpu_ns_of(pid_t pid)
 {

@@ -11,6 +11,7 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 
@@ -60,6 +61,15 @@ static bool ask(int port, char what, reply *out, double timeout)
 /* ---- the handler, in the workers ---- */
 
 static uint32_t handled; /* per worker process */
+static _Atomic int *begun; /* slow requests ('s', 'w') begun, in all workers */
+
+/* Wait until more than `seen` slow requests have begun in the workers. */
+static void wait_begun(int seen)
+{
+    double end = mp_test_now() + MP_TMO(10);
+    while (atomic_load(begun) <= seen)
+        cr_assert_lt(mp_test_now(), end, "the request reached a worker");
+}
 
 static int handle(int fd, void *ud)
 {
@@ -69,6 +79,8 @@ static int handle(int fd, void *ud)
         return 1;
     if (what == 'k')
         raise(SIGKILL); /* a crash with the connection held */
+    if (what == 's' || what == 'w')
+        atomic_fetch_add(begun, 1);
     if (what == 's')
         sleep(30); /* past any time limit */
     if (what == 'w') {
@@ -101,6 +113,8 @@ static void *serve_thread(void *arg)
 
 static void start(server *s, unsigned workers, int *port, mp_serve_opts opts)
 {
+    if (begun == NULL) /* before the pool: its workers see it */
+        cr_assert_not_null(begun = mp_shared_alloc(sizeof *begun));
     mp_expect_rc(mp_pool_new(&s->p, &(mp_pool_opts){.workers = workers}), 0);
     s->lfd = listen_local(port);
     s->fn = handle;
@@ -263,10 +277,10 @@ Test(pool_serve, stop_lets_connections_finish, .timeout = MP_TMO(60))
     reply r;
     cr_assert(ask(port, 'x', &r, MP_TMO(10)));
     client_arg c = {port, false};
+    int seen = atomic_load(begun);
     pthread_t t;
     cr_assert_eq(pthread_create(&t, NULL, slow_client, &c), 0);
-    struct timespec ts = {0, 100 * 1000 * 1000}; /* the request is being handled */
-    nanosleep(&ts, NULL);
+    wait_begun(seen); /* the request is being handled */
     stop(&s, MP_TMO(5));
     pthread_join(t, NULL);
     cr_assert(c.ok, "the connection held at the stop was answered");
@@ -284,11 +298,11 @@ Test(pool_serve, stop_kills_what_outlives_graceful_timeout, .timeout = MP_TMO(60
     start(&s, 2, &port, (mp_serve_opts){.graceful_timeout = 0.2});
     reply r;
     cr_assert(ask(port, 'x', &r, MP_TMO(10)));
+    int seen = atomic_load(begun);
     int fd = dial(port);
     char what = 's';
     cr_assert_eq(write(fd, &what, 1), 1);
-    struct timespec ts = {0, 100 * 1000 * 1000};
-    nanosleep(&ts, NULL);
+    wait_begun(seen);
     stop(&s, MP_TMO(3));
     cr_assert_eq(mp_test_read(fd, &r, sizeof r, MP_TMO(5)), 0, "its client sees the end");
     close(fd);
@@ -320,24 +334,26 @@ Test(pool_serve, coroutine_workers_hold_many_connections, .timeout = MP_TMO(60))
     s.opts = (mp_serve_opts){.coroutines = 100, .timeout = 2};
     s.rc = 1;
     cr_assert_eq(pthread_create(&s.th, NULL, serve_thread, &s), 0);
-    /* 60 clients connect and wait before they speak: 2 workers hold them
-     * all at once, or the first ones would never be answered. */
-    enum { N = 60 };
+    /* 60 clients connect; the first two say nothing until the others are
+     * answered.  Workers handling one connection at a time would take
+     * those two and wait on them, and no one else would be answered. */
+    enum { N = 60, SILENT = 2 };
     int fds[N];
     for (int i = 0; i < N; i++)
         fds[i] = dial(port);
-    struct timespec ts = {0, 200 * 1000 * 1000};
-    nanosleep(&ts, NULL);
-    for (int i = N - 1; i >= 0; i--) {
-        char what = 'x';
-        cr_assert_eq(write(fds[i], &what, 1), 1);
-    }
-    for (int i = 0; i < N; i++) {
-        reply r;
-        cr_assert_eq(mp_test_read(fds[i], &r, sizeof r, MP_TMO(10)), (ssize_t)sizeof r,
-                     "client %d answered", i);
-        cr_assert(is_worker(s.p, 2, r.pid));
-        close(fds[i]);
+    for (int pass = 0; pass < 2; pass++) {
+        int from = pass == 0 ? SILENT : 0, to = pass == 0 ? N : SILENT;
+        for (int i = from; i < to; i++) {
+            char what = 'x';
+            cr_assert_eq(write(fds[i], &what, 1), 1);
+        }
+        for (int i = from; i < to; i++) {
+            reply r;
+            cr_assert_eq(mp_test_read(fds[i], &r, sizeof r, MP_TMO(10)), (ssize_t)sizeof r,
+                         "client %d answered", i);
+            cr_assert(is_worker(s.p, 2, r.pid));
+            close(fds[i]);
+        }
     }
     /* Idle past the heartbeat: the workers are not killed. */
     nanosleep(&(struct timespec){2, 500 * 1000 * 1000}, NULL);
