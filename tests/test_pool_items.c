@@ -72,7 +72,9 @@ static void check_reversed(const char *item, const void *res, size_t len)
     cr_assert_eq(r[n], '!');
 }
 
-static void strings_round_trip(mp_pool_kind kind, bool ordered)
+/* chunk 0: the default cut (every piece sent at the call); small: most
+ * pieces go out later, from the iterator's own copy. */
+static void strings_round_trip(mp_pool_kind kind, bool ordered, size_t chunk)
 {
     mp_pool *p = make(kind, 0);
     enum { N = 20000 };
@@ -81,7 +83,7 @@ static void strings_round_trip(mp_pool_kind kind, bool ordered)
     for (size_t i = 0; i < N; i++)
         items[i] = (mp_item){s[i], strlen(s[i])};
     mp_iter *it;
-    mp_expect_rc(mp_pool_imap_items(p, reverse, items, N, 0, ordered, &it), 0);
+    mp_expect_rc(mp_pool_imap_items(p, reverse, items, N, chunk, ordered, &it), 0);
     /* Copied at the call: the caller's items may go at once. */
     char **keep = strings(N);
     for (size_t i = 0; i < N; i++) {
@@ -116,27 +118,34 @@ static void strings_round_trip(mp_pool_kind kind, bool ordered)
 
 Test(pool_items, strings_in_order, .timeout = MP_TMO(60))
 {
-    strings_round_trip(MP_POOL_PROCESS, true);
+    strings_round_trip(MP_POOL_PROCESS, true, 0);
 }
 
 Test(pool_items, strings_as_they_end, .timeout = MP_TMO(60))
 {
-    strings_round_trip(MP_POOL_PROCESS, false);
+    strings_round_trip(MP_POOL_PROCESS, false, 0);
 }
 
 Test(pool_items, strings_in_order_threads, .timeout = MP_TMO(60))
 {
-    strings_round_trip(MP_POOL_THREAD, true);
+    strings_round_trip(MP_POOL_THREAD, true, 0);
 }
 
 Test(pool_items, strings_as_they_end_threads, .timeout = MP_TMO(60))
 {
-    strings_round_trip(MP_POOL_THREAD, false);
+    strings_round_trip(MP_POOL_THREAD, false, 0);
+}
+
+Test(pool_items, strings_past_the_window, .timeout = MP_TMO(60))
+{
+    strings_round_trip(MP_POOL_PROCESS, true, 7);
+    strings_round_trip(MP_POOL_PROCESS, false, 7);
 }
 
 /* Failed items: fn's value (MP_ETASK), a crash (MP_EWORKER with the
- * signal), a deadline (MP_EDEADLINE); every other item exactly once. */
-static void failures(mp_pool_kind kind)
+ * signal), a deadline (MP_EDEADLINE); every other item exactly once.
+ * chunk 100: every piece goes out at the call; 10: most from the copy. */
+static void failures(mp_pool_kind kind, size_t chunk)
 {
     bool process = kind == MP_POOL_PROCESS;
     mp_pool *p = make(kind, process ? 0.5 : 0);
@@ -153,7 +162,7 @@ static void failures(mp_pool_kind kind)
         items[i] = (mp_item){v, strlen(v)};
     }
     mp_iter *it;
-    mp_expect_rc(mp_pool_imap_items(p, reverse, items, N, 100, true, &it), 0);
+    mp_expect_rc(mp_pool_imap_items(p, reverse, items, N, chunk, true, &it), 0);
     const void *res;
     size_t len, idx, got = 0;
     int rc;
@@ -189,9 +198,17 @@ static void failures(mp_pool_kind kind)
     finish(p);
 }
 
-Test(pool_items, failures_crashes_deadlines, .timeout = MP_TMO(60)) { failures(MP_POOL_PROCESS); }
+Test(pool_items, failures_crashes_deadlines, .timeout = MP_TMO(60))
+{
+    failures(MP_POOL_PROCESS, 100);
+}
 
-Test(pool_items, failures_threads, .timeout = MP_TMO(60)) { failures(MP_POOL_THREAD); }
+Test(pool_items, failures_past_the_window, .timeout = MP_TMO(60))
+{
+    failures(MP_POOL_PROCESS, 10);
+}
+
+Test(pool_items, failures_threads, .timeout = MP_TMO(60)) { failures(MP_POOL_THREAD, 100); }
 
 /* A result much bigger than its item, and items of a MiB. */
 static int blow_up(const void *data, size_t len, mp_buf *res)

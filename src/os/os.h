@@ -73,7 +73,14 @@ static inline pid_t mp__gettid(void)
     pid_t t = mp__tid_cache;
     return t != 0 ? t : mp__gettid_slow();
 }
-MP_INTERNAL pid_t mp__getpid(void);   /* cached per process, refreshed after fork */
+/* The process's id, cached per process (reset in a forked child). */
+MP_INTERNAL extern pid_t mp__pid_cache;
+MP_INTERNAL pid_t mp__getpid_slow(void);
+static inline pid_t mp__getpid(void)
+{
+    pid_t p = __atomic_load_n(&mp__pid_cache, __ATOMIC_RELAXED);
+    return p != 0 ? p : mp__getpid_slow();
+}
 bool mp__is_main_thread(void);
 long mp__page_size(void);
 uint64_t mp__mem_total(void);   /* physical memory in bytes */

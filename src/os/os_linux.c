@@ -130,7 +130,7 @@ int mp__futex_wake(_Atomic uint32_t *word, int n)
 /* ---- identities ---- */
 
 _Thread_local pid_t mp__tid_cache __attribute__((tls_model("initial-exec")));
-static pid_t cached_pid;
+pid_t mp__pid_cache;
 
 pid_t mp__gettid_slow(void)
 {
@@ -138,13 +138,10 @@ pid_t mp__gettid_slow(void)
     return mp__tid_cache;
 }
 
-pid_t mp__getpid(void)
+pid_t mp__getpid_slow(void)
 {
-    pid_t p = __atomic_load_n(&cached_pid, __ATOMIC_RELAXED);
-    if (p == 0) {
-        p = getpid();
-        __atomic_store_n(&cached_pid, p, __ATOMIC_RELAXED);
-    }
+    pid_t p = getpid();
+    __atomic_store_n(&mp__pid_cache, p, __ATOMIC_RELAXED);
     return p;
 }
 
@@ -446,7 +443,7 @@ static void hub_parent(void)
 static void hub_child(void)
 {
     mp__tid_cache = 0;
-    __atomic_store_n(&cached_pid, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&mp__pid_cache, 0, __ATOMIC_RELAXED);
     for (int i = fork_hook_count - 1; i >= 0; i--)
         if (fork_hooks[i].child)
             fork_hooks[i].child();

@@ -10,6 +10,7 @@
 #ifndef MPROC_POOL_BUF_H
 #define MPROC_POOL_BUF_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -27,8 +28,26 @@ struct mp_buf {
                                    the next publication */
 };
 
+/* (mp__buf_publish) Free the block the last publication replaced. */
+MP_INTERNAL void mp__buf_drop_stale(mp_buf *b);
+
 /* Publish the buffer's bytes so far in job j (res, res_len) and free the
  * block this replaces, if any. */
-MP_INTERNAL void mp__buf_publish(mp_buf *b, job_shm *j);
+static inline void mp__buf_publish(mp_buf *b, job_shm *j)
+{
+    /* The pointer first, then the length: a crash between leaves the new
+     * block with the old length, which it holds (a copy). */
+    j->res = b->data;
+    atomic_signal_fence(memory_order_seq_cst);
+    j->res_len = b->len;
+    b->pinned = b->data;
+    if (b->stale)
+        mp__buf_drop_stale(b);
+}
+
+/* Make room for `more` bytes past the buffer's length now, in one block,
+ * so that appends up to it neither copy nor allocate; 0, or the error
+ * (the buffer is then as before, with no error recorded). */
+MP_INTERNAL int mp__buf_reserve(mp_buf *b, size_t more);
 
 #endif

@@ -231,6 +231,14 @@ struct iovec;
 /* mp_pool_apply_async, its argument gathered from iov[0..niov). */
 int mp__pool_apply_v(mp_pool *p, mp_task_fn fn, const struct iovec *iov, unsigned niov,
                      const mp_task_opts *opts, mp_result **out);
+/* The same, its argument of len bytes written in place by fill(dst,
+ * fill_arg) (dst: the job's room in the shared heap). */
+int mp__pool_apply_fill(mp_pool *p, mp_task_fn fn, size_t len,
+                        void (*fill)(unsigned char *dst, void *arg), void *fill_arg,
+                        const mp_task_opts *opts, mp_result **out);
+/* A task's argument as submitted: the parent's own pointer to it and its
+ * length (its bytes are in the shared heap: checked by whoever reads). */
+MP_INTERNAL const void *mp__result_arg(mp_result *r, size_t *len);
 /* The result a finished task published, failed or not (imap_items' pieces
  * publish theirs as they go): *res and *len, checked to lie in the job's
  * room or in one live heap block (else none).  0, -EAGAIN (not finished),

@@ -1,12 +1,15 @@
 /* imap_items: items of any size, copied at the call, run in pieces (apply
  * tasks of mp__items_task, items.h), their results handed out one by one.
  *
- * The items are copied at the call into private memory, laid out as the
- * pieces want them (lengths together, then the bytes, each item 8-aligned),
- * so that any run of items is one slice of each: a piece's argument is
- * gathered from the two slices into its job, in the shared heap, as it is
- * sent.  At most a window of pieces (WINDOW_PIECES, WINDOW_BYTES) is out at
- * a time, whatever the items' total.
+ * The call cuts the items into pieces and sends as many as the window
+ * holds (WINDOW_PIECES_PER_WORKER, WINDOW_BYTES) at once, each gathered
+ * straight from the caller's items into its job, in the shared heap: the
+ * workers start on the first while the rest are cut.  What is left is
+ * copied into private memory, laid out as the pieces want it (lengths
+ * together, then the bytes, each item 8-aligned), so that any run of
+ * items is one slice of each; pieces go out from there as the window
+ * frees.  So at most a window is in the shared heap, whatever the items'
+ * total, and every item is copied once at the call.
  *
  * A piece's life (the iterator's, on the caller's thread):
  *
@@ -15,7 +18,8 @@
  *                        └─ its worker died (or was killed at an item's
  *                           deadline): the items it published are handed
  *                           out, the one it was on fails with how the worker
- *                           ended, the rest become a new piece, next in line
+ *                           ended, the rest become a new piece, next in line,
+ *                           copied from the old one's argument
  *
  * In order (ordered), pieces are handed out as they were cut; otherwise as
  * their results come. */
@@ -25,6 +29,7 @@
 #include <string.h>
 #include <sys/uio.h>
 
+#include "copy_int.h"
 #include "heap_int.h"
 #include "mproc/error.h"
 #include "os/os.h"
@@ -33,45 +38,91 @@
 #include "pool/items_iter.h"
 
 #define PIECE_BYTES (1u << 20)       /* a piece's items, bytes (but one item) */
-#define WINDOW_PIECES_PER_WORKER 4
+#define WINDOW_PIECES_PER_WORKER 16 /* (the default cut: all at once) */
 #define WINDOW_BYTES ((size_t)64 << 20) /* at most, and an eighth of the heap */
 
 typedef struct {
     size_t first;               /* its first item */
     uint32_t count;
-    size_t off;                 /* its first item's bytes in the copy */
-    size_t bytes;
+    size_t bytes;               /* its items' bytes, each 8-aligned */
+    bool counted;               /* its items are counted back already (the
+                                   rest of a piece that ended short) */
     mp_result *r;               /* out: its task */
 } piece;
 
 struct items_iter {
+    items_cursor k;             /* (first: items_iter.h) */
     mp_pool *p;
     pool_core *c;
     mp_task_fn fn;
     bool ordered;
     size_t n;
-    uint32_t *lens;             /* the copy: every item's length */
+    size_t base;                /* the copy holds items base.. */
+    uint32_t *lens;             /* ... their lengths */
     unsigned char *data;        /* ... and bytes */
     size_t chunk;               /* items a piece, at most */
-    size_t next_item, next_off; /* the first item not yet in a piece */
+    size_t next_item, next_off; /* the first item not yet in a piece (its
+                                   bytes in the copy, once past base) */
     piece *out;                 /* pieces out, oldest first */
     size_t nout, cap_out, out_bytes, max_out, max_bytes;
 
-    /* the piece being handed out */
+    /* the piece being handed out (and k: where in it) */
     bool in_piece;
     piece cur;
-    const unsigned char *res;   /* its records */
-    size_t res_len, res_pos;
-    uint32_t handed;            /* its items handed out */
     mp_task_info fail;          /* how its task ended (failed: at item handed) */
-    size_t yielded;
-    bool any;
-    task_outcome last;          /* the last item's outcome (per item: small) */
+    task_outcome last;          /* the last item's outcome, unless k.last_ok */
     mp_task_info died;          /* ... its piece's death, when died_last */
     bool died_last;
     _Atomic uint64_t back;      /* items whose results came back (progress) */
     progress_rec prog;
 };
+
+/* Where a piece's items come from, to gather its argument (items.h's
+ * layout) into its job: the caller's items (at the call), or lengths and
+ * bytes laid out already (the copy, or a piece sent before). */
+typedef struct {
+    items_head h;
+    const mp_item *items;       /* items[0..count), or */
+    const uint32_t *lens;       /* lens[0..count) and */
+    const unsigned char *data;  /* their bytes, laid out */
+    size_t bytes;
+    bool counted;               /* (piece.counted) */
+} piece_src;
+
+static size_t head_bytes(uint32_t count)
+{
+    return items_align(sizeof(items_head) + (size_t)count * sizeof(uint32_t));
+}
+
+/* Lay one item out at dst: its bytes, zeros to the next 8 bytes; the
+ * room it took. */
+static inline size_t put_item(unsigned char *dst, const mp_item *item)
+{
+    size_t len = item->len, a = items_align(len);
+    if (a > len)
+        memset(dst + a - 8, 0, 8); /* (the pad, before the bytes in front) */
+    mp__copy(dst, item->data, len);
+    return a;
+}
+
+static void fill_piece(unsigned char *dst, void *arg)
+{
+    const piece_src *ps = arg;
+    uint32_t n = ps->h.count;
+    memcpy(dst, &ps->h, sizeof ps->h);
+    uint32_t *lens = (uint32_t *)(void *)(dst + sizeof ps->h);
+    size_t at = head_bytes(n), end = sizeof ps->h + (size_t)n * sizeof *lens;
+    memset(dst + end, 0, at - end);
+    if (ps->items == NULL) {
+        memcpy(lens, ps->lens, (size_t)n * sizeof *lens);
+        memcpy(dst + at, ps->data, ps->bytes);
+        return;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        lens[i] = (uint32_t)ps->items[i].len;
+        at += put_item(dst + at, &ps->items[i]);
+    }
+}
 
 static uint64_t items_back(void *arg)
 {
@@ -95,35 +146,25 @@ void mp__items_free(items_iter *it)
     free(it);
 }
 
-/* Cut the next piece from the items not yet sent, and send it. */
-static int send_piece(items_iter *it, size_t first, uint32_t count, size_t off, bool front)
+/* Send a piece of the items ps names, first its first: last in line, or
+ * next in line (front). */
+static int send_piece(items_iter *it, piece_src *ps, size_t first, bool front)
 {
-    size_t bytes = 0;
-    for (uint32_t i = 0; i < count; i++)
-        bytes += items_align(it->lens[first + i]);
-    items_head h = {.magic = ITEMS_MAGIC, .fn = it->fn, .count = count};
-    static const unsigned char pad[8];
-    size_t lb = (size_t)count * sizeof(uint32_t);
-    size_t hb = sizeof h + lb;
-    struct iovec iov[4] = {{&h, sizeof h},
-                           {it->lens + first, lb},
-                           {(void *)pad, items_align(hb) - hb},
-                           {it->data + off, bytes}};
-    piece pc = {.first = first, .count = count, .off = off, .bytes = bytes};
-    int rc = mp__pool_apply_v(it->p, mp__items_task, iov, 4, NULL, &pc.r);
-    if (rc < 0)
-        return rc;
+    ps->h = (items_head){.magic = ITEMS_MAGIC, .fn = it->fn, .count = ps->h.count};
+    piece pc = {.first = first, .count = ps->h.count, .bytes = ps->bytes,
+                .counted = ps->counted};
     if (it->nout == it->cap_out) {
         size_t cap = it->cap_out ? it->cap_out * 2 : 16;
         piece *o = realloc(it->out, cap * sizeof *o);
-        if (o == NULL) {
-            mp_result_cancel(pc.r);
-            mp_result_free(pc.r);
+        if (o == NULL)
             return -ENOMEM;
-        }
         it->out = o;
         it->cap_out = cap;
     }
+    int rc = mp__pool_apply_fill(it->p, mp__items_task, head_bytes(pc.count) + ps->bytes,
+                                 fill_piece, ps, NULL, &pc.r);
+    if (rc < 0)
+        return rc;
     if (front) {
         memmove(it->out + 1, it->out, it->nout * sizeof *it->out);
         it->out[0] = pc;
@@ -131,27 +172,85 @@ static int send_piece(items_iter *it, size_t first, uint32_t count, size_t off, 
         it->out[it->nout] = pc;
     }
     it->nout++;
-    it->out_bytes += bytes;
+    it->out_bytes += pc.bytes;
     return 0;
 }
 
-/* Send pieces while the window has room. */
+static bool window_open(const items_iter *it)
+{
+    return it->next_item < it->n && it->nout < it->max_out &&
+           (it->nout == 0 || it->out_bytes < it->max_bytes);
+}
+
+/* Cut the next piece from the items at `first` (lengths: len(i) for the
+ * i-th from it), the most a piece takes: *count of them, *bytes. */
+#define CUT_PIECE(it, first, len, count, bytes)                                   \
+    do {                                                                          \
+        while ((first) + (count) < (it)->n && (count) < (it)->chunk &&            \
+               ((count) == 0 || (bytes) + (len((count))) <= PIECE_BYTES)) {       \
+            (bytes) += items_align(len((count)));                                 \
+            (count)++;                                                            \
+        }                                                                         \
+    } while (0)
+
+/* Send pieces from the copy while the window has room. */
 static int fill(items_iter *it)
 {
-    while (it->next_item < it->n && it->nout < it->max_out &&
-           (it->nout == 0 || it->out_bytes < it->max_bytes)) {
-        size_t first = it->next_item, off = it->next_off, bytes = 0;
+    while (window_open(it)) {
+        size_t first = it->next_item, bytes = 0;
+        const uint32_t *lens = it->lens + (first - it->base);
         uint32_t count = 0;
-        while (first + count < it->n && count < it->chunk &&
-               (count == 0 || bytes + it->lens[first + count] <= PIECE_BYTES)) {
-            bytes += items_align(it->lens[first + count]);
-            count++;
-        }
-        int rc = send_piece(it, first, count, off, false);
+#define COPY_LEN(i) lens[i]
+        CUT_PIECE(it, first, COPY_LEN, count, bytes);
+#undef COPY_LEN
+        piece_src ps = {.h.count = count, .lens = lens, .data = it->data + it->next_off,
+                        .bytes = bytes};
+        int rc = send_piece(it, &ps, first, false);
         if (rc < 0)
             return rc;
         it->next_item += count;
         it->next_off += bytes;
+    }
+    return 0;
+}
+
+/* At the call: send pieces straight from the caller's items while the
+ * window has room. */
+static int fill_from(items_iter *it, const mp_item *items)
+{
+    while (window_open(it)) {
+        size_t first = it->next_item, bytes = 0;
+        const mp_item *from = items + first;
+        uint32_t count = 0;
+#define ITEM_LEN(i) from[i].len
+        CUT_PIECE(it, first, ITEM_LEN, count, bytes);
+#undef ITEM_LEN
+        piece_src ps = {.h.count = count, .items = from, .bytes = bytes};
+        int rc = send_piece(it, &ps, first, false);
+        if (rc < 0)
+            return rc;
+        it->next_item += count;
+    }
+    return 0;
+}
+
+/* At the call, once the window is full: copy the items not sent (total:
+ * all the items' bytes, aligned). */
+static int copy_rest(items_iter *it, const mp_item *items, size_t total)
+{
+    size_t n = it->n - it->next_item, bytes = total - it->out_bytes;
+    if (n == 0)
+        return 0;
+    it->base = it->next_item;
+    it->lens = malloc(n * sizeof *it->lens);
+    it->data = malloc(bytes ? bytes : 1);
+    if (it->lens == NULL || it->data == NULL)
+        return -ENOMEM;
+    const mp_item *from = items + it->base;
+    size_t off = 0;
+    for (size_t i = 0; i < n; i++) {
+        it->lens[i] = (uint32_t)from[i].len;
+        off += put_item(it->data + off, &from[i]);
     }
     return 0;
 }
@@ -191,21 +290,6 @@ int mp__items_start(mp_pool *p, mp_task_fn fn, const mp_item *items, size_t n, s
     it->fn = fn;
     it->ordered = ordered;
     it->n = n;
-    it->lens = malloc(n ? n * sizeof *it->lens : 1);
-    it->data = malloc(total ? total : 1);
-    if (it->lens == NULL || it->data == NULL) {
-        mp__items_free(it);
-        return -ENOMEM;
-    }
-    size_t off = 0;
-    for (size_t i = 0; i < n; i++) {
-        it->lens[i] = (uint32_t)items[i].len;
-        if (items[i].len)
-            memcpy(it->data + off, items[i].data, items[i].len);
-        size_t a = items_align(items[i].len);
-        memset(it->data + off + items[i].len, 0, a - items[i].len);
-        off += a;
-    }
     unsigned nw = c->nworkers ? c->nworkers : 1;
     if (chunksize == 0) {
         size_t parts = (size_t)nw * 16;
@@ -223,7 +307,7 @@ int mp__items_start(mp_pool *p, mp_task_fn fn, const mp_item *items, size_t n, s
     if (it->max_out < 8)
         it->max_out = 8;
     mp__progress_begin(c, &it->prog, n, items_back, it);
-    if ((rc = fill(it)) < 0) {
+    if ((rc = fill_from(it, items)) < 0 || (rc = copy_rest(it, items, total)) < 0) {
         mp__items_free(it);
         return rc;
     }
@@ -239,8 +323,10 @@ static void enter(items_iter *it, size_t k)
     it->nout--;
     it->out_bytes -= it->cur.bytes;
     it->in_piece = true;
-    it->handed = 0;
-    it->res_pos = 0;
+    it->k.first = it->cur.first;
+    it->k.count = it->cur.count;
+    it->k.handed = 0;
+    it->k.res_pos = 0;
     const void *res = NULL;
     size_t len = 0;
     int code = mp_result_get(it->cur.r, 0, &res, &len);
@@ -250,15 +336,20 @@ static void enter(items_iter *it, size_t k)
         it->fail.code = code;
         mp__result_partial(it->cur.r, &res, &len); /* what it published */
     }
-    it->res = res;
-    it->res_len = len;
+    it->k.res = res;
+    it->k.res_len = len;
     /* Its items are back: all, or those it ran and the one it ended on. */
-    size_t back = 0, at = 0;
-    items_rec r;
-    while (back < it->cur.count && items_next_rec(res, len, &at, &r))
-        back++;
-    if (back < it->cur.count && it->fail.code != MP_ECANCELED)
-        back++;
+    if (it->cur.counted)
+        return;
+    size_t back = it->cur.count;
+    if (code != 0) {
+        size_t at = 0;
+        items_rec r;
+        for (back = 0; back < it->cur.count && items_next_rec(res, len, &at, &r);)
+            back++;
+        if (back < it->cur.count && it->fail.code != MP_ECANCELED)
+            back++;
+    }
     atomic_store_explicit(&it->back, atomic_load_explicit(&it->back, memory_order_relaxed) + back,
                           memory_order_relaxed);
 }
@@ -297,6 +388,31 @@ static void release_piece(items_iter *it)
     if (it->cur.r)
         mp_result_free(it->cur.r);
     it->in_piece = false;
+    it->k.count = it->k.handed = 0;
+}
+
+/* Send items from..count of piece pc again, next in line, copied from its
+ * argument: lengths and bytes there were written by us but lie in the
+ * shared heap, so they are only trusted as far as pc's own size. */
+static int rest_of(items_iter *it, const piece *pc, uint32_t from, piece_src *ps)
+{
+    size_t len;
+    const unsigned char *arg = mp__result_arg(pc->r, &len);
+    size_t at = head_bytes(pc->count);
+    if (arg == NULL || len != at + pc->bytes)
+        return -EPROTO;
+    const uint32_t *lens = (const uint32_t *)(const void *)(arg + sizeof(items_head));
+    size_t off = 0;
+    for (uint32_t i = 0; i < from; i++) {
+        off += items_align(lens[i]);
+        if (off > pc->bytes)
+            return -EPROTO;
+    }
+    ps->h.count = pc->count - from;
+    ps->lens = lens + from;
+    ps->data = arg + at + off;
+    ps->bytes = pc->bytes - off;
+    return send_piece(it, ps, pc->first + from, true);
 }
 
 /* The current piece's task ended at the item just handed out (its worker
@@ -305,44 +421,46 @@ static void release_piece(items_iter *it)
 static void resend_rest(items_iter *it)
 {
     piece pc = it->cur;
-    uint32_t rest = pc.count - it->handed;
+    uint32_t rest = pc.count - it->k.handed;
     if (rest == 0) {
         release_piece(it);
         return;
     }
-    size_t off = pc.off;
-    for (uint32_t i = 0; i < it->handed; i++)
-        off += items_align(it->lens[pc.first + i]);
-    int rc = send_piece(it, pc.first + it->handed, rest, off, true);
+    /* (a piece that ended short without failing counted all its items) */
+    int rc = rest_of(it, &pc, it->k.handed, &(piece_src){.counted = it->fail.code == 0});
     release_piece(it);
     if (rc < 0) {
-        it->cur = (piece){.first = pc.first + it->handed, .count = rest};
+        it->cur = (piece){.first = pc.first + it->k.handed, .count = rest};
         it->in_piece = true;
-        it->handed = 0;
-        it->res = NULL;
-        it->res_len = it->res_pos = 0;
+        it->k.first = it->cur.first;
+        it->k.count = rest;
+        it->k.handed = 0;
+        it->k.res = NULL;
+        it->k.res_len = it->k.res_pos = 0;
         it->fail = (mp_task_info){.code = rc};
     }
 }
 
 int mp__items_next(items_iter *it, const void **res, size_t *len, size_t *index, double timeout)
 {
-    if (it->yielded == it->n) {
+    if (it->k.yielded == it->n) {
         mp__progress_end(it->c, &it->prog); /* (once: off the list after) */
         return MP_EDONE;
     }
+    if (items_cursor_next(&it->k, res, len, index))
+        return 0;
     int rc;
     for (;;) {
         if (!it->in_piece && (rc = next_piece(it, timeout)) < 0)
             return rc;
-        if (it->handed < it->cur.count)
+        if (it->k.handed < it->k.count)
             break;
         release_piece(it);
     }
-    size_t idx = it->cur.first + it->handed;
+    size_t idx = it->k.first + it->k.handed;
     items_rec r;
-    size_t next = it->res_pos;
-    bool have = items_next_rec(it->res, it->res_len, &next, &r);
+    size_t next = it->k.res_pos;
+    bool have = items_next_rec(it->k.res, it->k.res_len, &next, &r);
     *res = NULL;
     *len = 0;
     if (index)
@@ -356,8 +474,8 @@ int mp__items_next(items_iter *it, const void **res, size_t *len, size_t *index,
         mp_task_info f = it->fail;
         if (f.code == 0)
             f.code = -ENOMEM;
-        it->handed++;
-        it->yielded++;
+        it->k.handed++;
+        it->k.yielded++;
         if (it->cur.r) {
             if (it->fail.code == 0) {
                 /* (a piece that failed was counted where it ended: its
@@ -367,34 +485,33 @@ int mp__items_next(items_iter *it, const void **res, size_t *len, size_t *index,
             }
             resend_rest(it);
         }
-        it->any = true;
+        it->k.last_ok = false;
         it->died = f;
         it->died_last = true;
         it->last = info_outcome(&f);
         return f.code;
     }
-    size_t body_at = it->res_pos + sizeof r;
-    it->res_pos = next;
-    it->handed++;
-    it->yielded++;
-    it->any = true;
+    size_t body_at = it->k.res_pos + sizeof r;
+    it->k.res_pos = next;
+    it->k.handed++;
+    it->k.yielded++;
     if (r.len & ITEM_FAILED) {
+        it->k.last_ok = false;
         it->died_last = false;
         it->last = (r.len & ITEM_ERROR) ? (task_outcome){.code = r.rc}
                                         : (task_outcome){.code = MP_ETASK, .task_rc = r.rc};
         return it->last.code;
     }
-    it->died_last = false;
-    it->last = (task_outcome){0};
-    *res = it->res + body_at;
+    it->k.last_ok = true;
+    *res = it->k.res + body_at;
     *len = r.len;
     return 0;
 }
 
 int mp__items_info(items_iter *it, mp_task_info *info)
 {
-    if (!it->any)
+    if (it->k.yielded == 0)
         return -EAGAIN;
-    *info = it->died_last ? it->died : outcome_info(it->last);
+    *info = it->k.last_ok ? (mp_task_info){0} : it->died_last ? it->died : outcome_info(it->last);
     return 0;
 }

@@ -5,6 +5,7 @@
 #include <stdatomic.h>
 #include <string.h>
 
+#include "copy_int.h"
 #include "mproc/error.h"
 #include "os/os.h"
 #include "pool/buf.h"
@@ -30,6 +31,10 @@ int mp__items_task(const void *arg, size_t len, mp_buf *res)
     const unsigned char *data = (const unsigned char *)arg + at;
     size_t room = len - at, off = 0;
     job_shm *j = mp__worker_job();
+    item_counts n = mp__worker_item_counts();
+    /* Room for results the size of the items, and a record each: for most
+     * functions no growth (a copy of all so far) on the way. */
+    mp__buf_reserve(res, room + (size_t)h->count * sizeof(items_rec));
     uint32_t i;
     for (i = 0; i < h->count; i++) {
         if (lens[i] > room - off)
@@ -37,20 +42,29 @@ int mp__items_task(const void *arg, size_t len, mp_buf *res)
         if (j && j->timeout_ns)
             atomic_store_explicit(&j->item_start, mp__now_ns(), memory_order_relaxed);
         size_t head_at = res->len;
-        if (mp_buf_append(res, &(items_rec){0}, sizeof(items_rec)) < 0)
+        if (res->cap - res->len < sizeof(items_rec) &&
+            mp_buf_append(res, &(items_rec){0}, sizeof(items_rec)) < 0)
             break; /* no room left: the parent fails the item (-ENOMEM) */
+        res->len = head_at + sizeof(items_rec);
         size_t body = res->len;
         int rc = fn(data + off, lens[i], res);
         int err = res->err;
         size_t out = res->len - body;
         if (rc == 0 && err == 0 && out > ITEM_LEN_MAX)
             err = MP_ETOOBIG;
-        if (rc == 0 && err == 0 && res->len % 8 &&
-            mp_buf_append(res, zeros, 8 - res->len % 8) < 0)
-            err = res->err;
+        if (rc == 0 && err == 0 && res->len % 8) {
+            size_t pad = 8 - res->len % 8;
+            if (res->cap - res->len >= pad) {
+                mp__copy(res->data + res->len, zeros, pad);
+                res->len += pad;
+            } else if (mp_buf_append(res, zeros, pad) < 0) {
+                err = res->err;
+            }
+        }
         /* (the record's place may have moved as the buffer grew) */
         items_rec *r = (items_rec *)(void *)(res->data + head_at);
-        if (rc != 0 || err != 0) {
+        bool failed = rc != 0 || err != 0;
+        if (failed) {
             res->len = body;
             res->err = 0;
             r->len = ITEM_FAILED | (rc == 0 ? ITEM_ERROR : 0);
@@ -61,10 +75,10 @@ int mp__items_task(const void *arg, size_t len, mp_buf *res)
         }
         if (j)
             mp__buf_publish(res, j);
-        mp__worker_count_items(1, rc != 0 || err != 0);
+        item_count_add(n.done, 1);
+        if (failed)
+            item_count_add(n.failed, 1);
         off += items_align(lens[i]);
     }
-    if (i < h->count)
-        mp__worker_count_items(0, 0); /* (the parent counts the rest) */
-    return 0;
+    return 0; /* (the items not run: the parent counts them) */
 }

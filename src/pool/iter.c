@@ -231,7 +231,11 @@ int mp_iter_next_item(mp_iter *it, const void **res, size_t *len, size_t *index,
     size_t l = 0;
     int rc;
     if (it->items) {
-        rc = mp__items_next(it->items, res, &l, index, timeout);
+        /* (an items_iter begins with its cursor: items_iter.h) */
+        if (items_cursor_next((items_cursor *)(void *)it->items, res, &l, index))
+            rc = 0;
+        else
+            rc = mp__items_next(it->items, res, &l, index, timeout);
     } else {
         size_t idx = 0;
         bool item;

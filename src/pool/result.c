@@ -125,8 +125,33 @@ int mp_pool_apply_async(mp_pool *p, mp_task_fn fn, const void *arg, size_t len,
     return mp__pool_apply_v(p, fn, &(struct iovec){(void *)arg, len}, 1, opts, out);
 }
 
+typedef struct {
+    const struct iovec *iov;
+    unsigned n;
+} gather;
+
+static void fill_gather(unsigned char *dst, void *arg)
+{
+    const gather *g = arg;
+    for (unsigned i = 0; i < g->n; i++) {
+        if (g->iov[i].iov_len)
+            memcpy(dst, g->iov[i].iov_base, g->iov[i].iov_len);
+        dst += g->iov[i].iov_len;
+    }
+}
+
 int mp__pool_apply_v(mp_pool *p, mp_task_fn fn, const struct iovec *iov, unsigned niov,
                      const mp_task_opts *opts, mp_result **out)
+{
+    size_t len = 0;
+    for (unsigned i = 0; i < niov; i++)
+        len += iov[i].iov_len;
+    return mp__pool_apply_fill(p, fn, len, fill_gather, &(gather){iov, niov}, opts, out);
+}
+
+int mp__pool_apply_fill(mp_pool *p, mp_task_fn fn, size_t len,
+                        void (*fill)(unsigned char *dst, void *arg), void *fill_arg,
+                        const mp_task_opts *opts, mp_result **out)
 {
     pool_core *c;
     if (out)
@@ -134,9 +159,6 @@ int mp__pool_apply_v(mp_pool *p, mp_task_fn fn, const struct iovec *iov, unsigne
     int rc = mp__pool_check(p, &c);
     if (rc < 0)
         return rc;
-    size_t len = 0;
-    for (unsigned i = 0; i < niov; i++)
-        len += iov[i].iov_len;
     if (fn == NULL)
         return -EINVAL;
     int64_t timeout_ns = c->s->pool_timeout_ns;
@@ -181,11 +203,7 @@ int mp__pool_apply_v(mp_pool *p, mp_task_fn fn, const struct iovec *iov, unsigne
         return rc ? rc : -ENOMEM;
     }
     s->arg = dst;
-    for (unsigned i = 0; i < niov; i++) {
-        if (iov[i].iov_len)
-            memcpy(dst, iov[i].iov_base, iov[i].iov_len);
-        dst += iov[i].iov_len;
-    }
+    fill(dst, fill_arg);
     s->kind = JOB_APPLY;
     atomic_store_explicit(&s->cur, 0, memory_order_relaxed); /* its deadline runs from its start */
     s->fn = fn;
@@ -301,6 +319,16 @@ int mp_result_get(mp_result *r, double timeout, const void **res, size_t *len)
             *len = j->shm->res_len;
     }
     return rc;
+}
+
+const void *mp__result_arg(mp_result *r, size_t *len)
+{
+    job *j = NULL;
+    *len = 0;
+    if (result_check(r, &j) < 0)
+        return NULL;
+    *len = j->len;
+    return j->arg;
 }
 
 int mp__result_partial(mp_result *r, const void **res, size_t *len)

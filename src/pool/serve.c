@@ -127,7 +127,15 @@ static int next_connection(const serve_arg *a, int lfd, int stop_fd, int poller,
     }
 }
 
-static int serve_blocking(const serve_arg *a, int lfd, int stop_fd, int poller)
+/* A connection handled (failed: its handler's value was not 0). */
+static void count_conn(item_counts n, bool failed)
+{
+    item_count_add(n.done, 1);
+    if (failed)
+        item_count_add(n.failed, 1);
+}
+
+static int serve_blocking(const serve_arg *a, int lfd, int stop_fd, int poller, item_counts cnt)
 {
     job_shm *j = mp__worker_job();
     item_idle(j);
@@ -142,7 +150,7 @@ static int serve_blocking(const serve_arg *a, int lfd, int stop_fd, int poller)
         int rc = a->handle(c, a->ud);
         close(c);
         item_idle(j);
-        mp__worker_count_items(1, rc != 0);
+        count_conn(cnt, rc != 0);
         if (a->max_requests && ++n >= a->max_requests) {
             mp__worker_retire();
             return 0;
@@ -156,6 +164,7 @@ typedef struct {
     int lfd;
     unsigned active;
     int err;
+    item_counts cnt;
 } co_server;
 
 typedef struct {
@@ -171,7 +180,7 @@ static void co_handle(void *arg)
     close(k->fd);
     free(k);
     srv->active--;
-    mp__worker_count_items(1, rc != 0);
+    count_conn(srv->cnt, rc != 0);
 }
 
 static void co_accept(void *arg)
@@ -210,7 +219,7 @@ static void co_accept(void *arg)
         if (k == NULL || mp_co_nonblock(c) < 0 || mp_co_spawn(NULL, co_handle, k, 0) < 0) {
             free(k);
             close(c);
-            mp__worker_count_items(1, 1);
+            count_conn(srv->cnt, true);
             continue;
         }
         k->srv = srv;
@@ -227,9 +236,9 @@ static void co_accept(void *arg)
         mp__worker_retire();
 }
 
-static int serve_coroutines(const serve_arg *a, int lfd)
+static int serve_coroutines(const serve_arg *a, int lfd, item_counts cnt)
 {
-    co_server srv = {.a = a, .lfd = lfd};
+    co_server srv = {.a = a, .lfd = lfd, .cnt = cnt};
     int rc = mp_co_spawn(NULL, co_accept, &srv, 0);
     if (rc < 0)
         return rc;
@@ -245,9 +254,9 @@ static int serve_task(const void *arg, size_t len, mp_buf *result)
         return -EINVAL;
     memcpy(&a, arg, sizeof a);
     int lfd = mp_task_fd(0), stop_fd = mp_task_fd(1);
-    mp__worker_count_items(0, 0); /* connections are counted, not the task */
+    item_counts cnt = mp__worker_item_counts(); /* connections, not the task */
     if (a.coroutines)
-        return serve_coroutines(&a, lfd);
+        return serve_coroutines(&a, lfd, cnt);
     int poller = mp__poller_new();
     if (poller < 0)
         return poller;
@@ -255,7 +264,7 @@ static int serve_task(const void *arg, size_t len, mp_buf *result)
     if (rc == 0)
         rc = mp__poller_add(poller, stop_fd, 1);
     if (rc == 0)
-        rc = serve_blocking(&a, lfd, stop_fd, poller);
+        rc = serve_blocking(&a, lfd, stop_fd, poller, cnt);
     close(poller);
     return rc;
 }

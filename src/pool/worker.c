@@ -34,24 +34,14 @@ static _Thread_local worker_slot *task_slot; /* ... and our slot */
 static _Thread_local bool task_counted;  /* the task counted itself (items) */
 static _Thread_local bool retire;        /* end after this task */
 
-/* Add to one of our slot's counters: only this worker writes them (no
- * locked instruction needed). */
-static void slot_add(_Atomic uint64_t *n, uint64_t k)
-{
-    atomic_store_explicit(n, atomic_load_explicit(n, memory_order_relaxed) + k,
-                          memory_order_relaxed);
-}
-
 void mp__worker_retire(void) { retire = true; }
 
-void mp__worker_count_items(uint64_t done, uint64_t failed)
+item_counts mp__worker_item_counts(void)
 {
     if (task_slot == NULL)
-        return;
-    slot_add(&task_slot->done, done);
-    if (failed)
-        slot_add(&task_slot->failed, failed);
+        return (item_counts){NULL, NULL};
     task_counted = true;
+    return (item_counts){&task_slot->done, &task_slot->failed};
 }
 static int ctl_fd = -1; /* a process worker's socket to the supervisor */
 
@@ -183,9 +173,9 @@ static void run_apply(pool_shm *s, unsigned w, job_shm *j, bool process)
     /* (counted before the end is published: a result seen is counted) */
     worker_slot *ws = &s->workers[w];
     if (!task_counted) {
-        slot_add(&ws->done, 1);
+        item_count_add(&ws->done, 1);
         if (j->info.code != 0)
-            slot_add(&ws->failed, 1);
+            item_count_add(&ws->failed, 1);
     }
     task_counted = false;
     bool notify = atomic_load_explicit(&j->notify, memory_order_relaxed);
@@ -264,7 +254,7 @@ static unsigned run_helper(pool_shm *s, unsigned w, job_shm *j, unsigned budget)
             }
         }
         atomic_store_explicit(&j->cur, BATCH_NO_ITEM, memory_order_relaxed);
-        slot_add(&ws->done, i - from);
+        item_count_add(&ws->done, i - from);
         if (nfail != had) {
             b->chunks[k].start = i; /* still ours: the supervisor's now */
             if (i == count) {

@@ -17,9 +17,19 @@ void mp__worker_run(pool_shm *s, unsigned w, bool process);
  * the current one; wake a sleeper for more work behind it, and tell the
  * supervisor of room when jobs wait for it. */
 MP_INTERNAL void mp__worker_release(pool_shm *s, uint64_t pos);
-/* Inside a task that counts its own items (imap_items' pieces): add to
- * the worker's totals; the task itself is then not counted. */
-MP_INTERNAL void mp__worker_count_items(uint64_t done, uint64_t failed);
+/* Inside a task that counts its own items (imap_items' pieces): the
+ * worker's totals, which only this worker writes, to add to as items end
+ * (item_count_add); the task itself is then not counted.  NULLs when the
+ * task runs outside a worker. */
+typedef struct { _Atomic uint64_t *done, *failed; } item_counts;
+MP_INTERNAL item_counts mp__worker_item_counts(void);
+
+static inline void item_count_add(_Atomic uint64_t *n, uint64_t k)
+{
+    if (n)
+        atomic_store_explicit(n, atomic_load_explicit(n, memory_order_relaxed) + k,
+                              memory_order_relaxed);
+}
 /* Inside a task: its job (NULL outside one). */
 MP_INTERNAL job_shm *mp__worker_job(void);
 /* Inside a task: this worker ends when the task returns (and is replaced,
